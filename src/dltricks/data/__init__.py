@@ -1,0 +1,6 @@
+"""Datasets (MNIST-1D, digits, user files) and augmentation. Each dataset registers itself."""
+
+from dltricks.data.registry import DataBundle, datasets, load_data, register_dataset
+from dltricks.data import digits, mnist1d  # noqa: F401  (register)
+
+__all__ = ["DataBundle", "datasets", "load_data", "register_dataset"]

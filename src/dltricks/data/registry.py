@@ -1,0 +1,76 @@
+"""The dataset registry: a dataset is a recipe schema plus a function that returns tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch.utils.data import Dataset
+
+from dltricks.errors import unknown
+from dltricks.recipe import DataSpec, register_section
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+Task = Literal["classification", "segmentation"]
+
+
+@dataclass
+class DataBundle:
+    """Tensors ready for training.
+
+    ``x``: (N, C, *spatial) float32 (or (N, F) for tabular data); ``y``: (N,) int64 class labels for
+    classification, (N, *spatial) int64 label maps for segmentation.
+    """
+
+    train: Pair
+    test: Pair
+    val: Pair | None = None
+    task: Task = "classification"
+    num_classes: int = 2
+    class_names: list[str] | None = None
+    # A Dataset to train on instead of ``train`` (random patches of large volumes, say). Its items are
+    # (x, y) pairs; if it has ``set_epoch(epoch)`` the loop calls it so that sampling is fixed by seed.
+    train_source: Dataset | None = None
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        """Shape of one sample, without the batch dimension: (C, *spatial) or (F,)."""
+        return tuple(self.train[0].shape[1:])
+
+
+Loader = Callable[[DataSpec, int], DataBundle]
+_LOADERS: dict[str, Loader] = {}
+
+
+def register_dataset(name: str, spec: type[DataSpec]) -> Callable[[Loader], Loader]:
+    """Decorator: ``@register_dataset("mnist1d", Mnist1dSpec)`` on ``load(spec, seed) -> DataBundle``.
+
+    The loader returns train and test (and ``val`` only where the data has its own);
+    :func:`load_data` carves validation out of train, never out of test.
+    """
+
+    def deco(fn: Loader) -> Loader:
+        register_section("data", name, spec)
+        _LOADERS[name] = fn
+        return fn
+
+    return deco
+
+
+def datasets() -> list[str]:
+    return sorted(_LOADERS)
+
+
+def load_data(spec: DataSpec, seed: int = 0) -> DataBundle:
+    """Load the dataset a recipe names, with a validation split fixed by ``seed``."""
+    from dltricks.data.splits import carve_val
+
+    if spec.name not in _LOADERS:
+        raise unknown("dataset", spec.name, _LOADERS)
+    bundle = _LOADERS[spec.name](spec, seed)
+    if bundle.val is None and spec.val_fraction > 0:
+        bundle.train, bundle.val = carve_val(bundle.train, spec.val_fraction, seed,
+                                             stratify=bundle.task == "classification")
+    return bundle

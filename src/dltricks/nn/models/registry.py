@@ -1,0 +1,38 @@
+"""The model registry: a model is a recipe schema plus a builder ``(spec, in_shape, num_classes) -> Module``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from dltricks.errors import unknown
+from dltricks.recipe import ModelSpec, register_section
+
+Builder = Callable[[ModelSpec, tuple[int, ...], int], nn.Module]
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register_model(name: str, spec: type[ModelSpec]) -> Callable[[Builder], Builder]:
+    """Decorator: ``@register_model("cnn", CNNSpec)`` on ``build(spec, in_shape, num_classes)``.
+
+    ``in_shape`` is one sample's shape without the batch: (C, *spatial), or (F,) for vectors.
+    Classifiers return (N, num_classes) logits; segmenters (N, num_classes, *spatial).
+    """
+
+    def deco(fn: Builder) -> Builder:
+        register_section("model", name, spec)
+        _BUILDERS[name] = fn
+        return fn
+
+    return deco
+
+
+def models() -> list[str]:
+    return sorted(_BUILDERS)
+
+
+def build_model(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    if spec.name not in _BUILDERS:
+        raise unknown("model", spec.name, _BUILDERS)
+    return _BUILDERS[spec.name](spec, tuple(in_shape), num_classes)

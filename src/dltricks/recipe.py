@@ -1,0 +1,354 @@
+"""A recipe is data: one experiment (data, model, training, evaluation) as validated TOML.
+
+Everything a user can change is a recipe key, addressed by a dotted path (``train.lr``).
+Datasets and models each own a section schema; they register it here with
+:func:`register_section` so that this module stays free of torch and knows nothing else.
+
+    recipe = Recipe.load("mnist1d-cnn")                  # bundled name or a path
+    recipe = recipe.patch({"train.label_smoothing": 0.1})
+    print(recipe.to_toml())
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
+
+from dltricks.errors import DltricksError, did_you_mean, one_of
+
+__all__ = [
+    "Section", "AugmentSpec", "DataSpec", "ModelSpec", "TrainSpec", "EvalSpec", "AblateSpec", "Recipe",
+    "register_section", "bundled_recipes", "parse_override", "set_dotted", "get_dotted",
+]
+
+
+class Section(BaseModel):
+    """A recipe section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class AugmentSpec(Section):
+    """Training-time augmentation, applied per batch to the image (and its mask). 0 turns an op off;
+    a probability or magnitude turns it on. :mod:`dltricks.data.augment` implements the ops."""
+
+    flip: float = Field(0.0, ge=0.0, le=1.0, description="probability of flipping each spatial axis")
+    noise: float = Field(0.0, ge=0.0, description="std of additive gaussian noise")
+
+
+class DataSpec(Section):
+    """Keys every dataset has; a dataset's own schema subclasses this."""
+
+    name: str
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of train held out for validation")
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)
+
+
+class ModelSpec(Section):
+    """Keys every model has; a model's own schema subclasses this."""
+
+    name: str
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+# Section variants, filled by data/ and nn/ when they import: {"data": {"mnist1d": Mnist1dSpec}, ...}.
+_VARIANTS: dict[str, dict[str, type[Section]]] = {"data": {}, "model": {}}
+
+
+def register_section(section: Literal["data", "model"], name: str, spec: type[Section]) -> None:
+    """Make ``[section] name = NAME`` validate against ``spec`` (a DataSpec/ModelSpec subclass)."""
+    _VARIANTS[section][name] = spec
+
+
+def _plugins_loaded() -> None:
+    # The registries fill when their packages import; importing them here keeps Recipe usable on its own.
+    import importlib
+
+    for pkg in ("dltricks.data", "dltricks.nn"):
+        importlib.import_module(pkg)
+
+
+class TrainSpec(Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    optimizer: Literal["sgd", "adam", "adamw", "rmsprop"] = "adamw"
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd and rmsprop")
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 penalty (decoupled for adamw)")
+    decay_norm_and_bias: bool = Field(False, description="apply weight decay to norm and bias parameters too")
+    schedule: Literal["constant", "step", "multistep", "exponential", "cosine", "one_cycle"] = "constant"
+    step_size: int = Field(10, ge=1, description="epochs between decays (step)")
+    milestones: list[int] = Field(default_factory=list, description="epochs at which to decay (multistep)")
+    gamma: float = Field(0.1, gt=0.0, le=1.0, description="decay factor (step, multistep, exponential)")
+    warmup_epochs: int = Field(0, ge=0, description="linear warmup before the schedule")
+    min_lr: float = Field(0.0, ge=0.0, description="floor of the cosine schedule")
+    grad_clip: float = Field(0.0, ge=0.0, description="0 = off")
+    grad_clip_mode: Literal["norm", "value"] = "norm"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    loss: Literal["ce", "dice", "ce_dice"] = Field("ce", description="dice and ce_dice for segmentation")
+    class_weights: list[float] = Field(default_factory=list, description="per-class loss weights; [] = equal")
+    early_stopping: int = Field(0, ge=0, description="patience in epochs on `monitor`; 0 = off")
+    monitor: Literal["val_loss", "val_accuracy", "val_ece", "val_dice"] = "val_loss"
+    restore_best: bool = Field(True, description="with early stopping, end on the best epoch's weights")
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    device: str = "auto"
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        ok = v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit())
+        if not ok:
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return v
+
+
+class EvalSpec(Section):
+    metric: str = Field("test_accuracy", description="the headline metric that sweeps compare")
+    ece_bins: int = Field(15, ge=2)
+
+
+class AblateSpec(Section):
+    tricks: list[str] = Field(default_factory=list)
+    mode: Literal["add", "remove", "factorial", "cumulative"] = "add"
+    seeds: int = Field(5, ge=1)
+    workers: int = Field(1, ge=1)
+    metric: str = Field("", description="defaults to eval.metric")
+    study: str = Field("", description="defaults to the recipe name and a hash of the sweep")
+
+
+class Recipe(Section):
+    """One experiment. Build with :meth:`load`, :meth:`from_dict` or :meth:`patch`."""
+
+    name: str = "recipe"
+    seed: int = Field(0, ge=0)
+    data: SerializeAsAny[DataSpec]
+    model: SerializeAsAny[ModelSpec]
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    ablate: AblateSpec = Field(default_factory=AblateSpec)
+
+    _sections: ClassVar[tuple[str, ...]] = ("data", "model", "train", "eval", "ablate")
+
+    @field_validator("data", "model", mode="before")
+    @classmethod
+    def _variant(cls, v: Any, info) -> Any:
+        if isinstance(v, Section):
+            return v
+        if not isinstance(v, dict):
+            raise ValueError("must be a table")
+        variants = _VARIANTS[info.field_name]
+        name = v.get("name")
+        if name is None:
+            raise ValueError(f"needs a name; valid: {one_of(variants)}")
+        if name not in variants:
+            raise ValueError(f"unknown {info.field_name} {name!r}{did_you_mean(name, variants)}; "
+                             f"valid: {one_of(variants)}")
+        return variants[name].model_validate(v)
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "recipe") -> Recipe:
+        """Validate a plain dict (``base`` already resolved); errors name the key and what is valid."""
+        _plugins_loaded()
+        d = dict(d)
+        d.pop("base", None)
+        try:
+            return cls.model_validate(d)
+        except ValidationError as e:
+            raise DltricksError(f"{source}: {_explain(e, d)}") from None
+
+    @classmethod
+    def load(cls, path_or_name: str | Path, overrides: list[str] | None = None) -> Recipe:
+        """Load a bundled recipe by name or a TOML file, resolve ``base``, apply ``key=value`` overrides."""
+        d, source = _load_tree(str(path_or_name), seen=())
+        for item in overrides or []:
+            key, value = parse_override(item)
+            set_dotted(d, key, value)
+        return cls.from_dict(d, source)
+
+    def patch(self, patch: dict[str, Any]) -> Recipe:
+        """A new recipe with dotted keys set, e.g. ``{"train.lr": 0.1}``; validated like a file."""
+        d = self.to_dict()
+        for key, value in patch.items():
+            set_dotted(d, key, value)
+        return Recipe.from_dict(d, source="patch " + ", ".join(f"{k}={v!r}" for k, v in patch.items()))
+
+    # ---- output -----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    def get(self, key: str) -> Any:
+        return get_dotted(self.to_dict(), key)
+
+    def digest(self) -> str:
+        """A short hash of the resolved recipe: equal recipes, equal digests."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def flat(self) -> dict[str, Any]:
+        """``{"train.lr": 0.001, ...}``: every key by its dotted path."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, v: Any) -> None:
+            if isinstance(v, dict):
+                for k, sub in v.items():
+                    walk(f"{prefix}.{k}" if prefix else k, sub)
+            else:
+                out[prefix] = v
+
+        walk("", self.to_dict())
+        return out
+
+
+# ---- TOML files, base recipes and overrides ----------------------------------------------------
+
+def bundled_recipes() -> dict[str, str]:
+    """Bundled recipe names and their one-line description (the TOML's first comment)."""
+    out = {}
+    for f in sorted(resources.files("dltricks.recipes").iterdir(), key=lambda p: p.name):
+        if f.name.endswith(".toml"):
+            first = f.read_text().splitlines()[0] if f.read_text() else ""
+            out[f.name[:-5]] = first.lstrip("# ").strip() if first.startswith("#") else ""
+    return out
+
+
+def _read_toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise DltricksError(f"{source}: invalid TOML: {e}") from None
+
+
+def _load_tree(ref: str, seen: tuple[str, ...], relative_to: Path | None = None) -> tuple[dict, str]:
+    """The recipe dict for a name or path with its ``base`` chain merged in (file wins over base)."""
+    path = Path(ref) if relative_to is None or Path(ref).is_absolute() else relative_to / ref
+    if ref.endswith(".toml") or path.exists():
+        if not path.is_file():
+            raise DltricksError(f"recipe file not found: {path}")
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise DltricksError(f"cannot read recipe {path}: {e}") from None
+        source, here = str(path), path.parent
+    else:
+        names = bundled_recipes()
+        if ref not in names:
+            raise DltricksError(f"no recipe file or bundled recipe named {ref!r}{did_you_mean(ref, names)}; "
+                                f"bundled: {one_of(names)}")
+        text = (resources.files("dltricks.recipes") / f"{ref}.toml").read_text()
+        source, here = f"{ref} (bundled)", None
+    if source in seen:
+        raise DltricksError(f"{source}: base recipes form a cycle: {' -> '.join(seen + (source,))}")
+    d = _read_toml(text, source)
+    base = d.pop("base", None)
+    if base is None:
+        return d, source
+    if not isinstance(base, str):
+        raise DltricksError(f"{source}: base must be a recipe name or path, got {base!r}")
+    parent, _ = _load_tree(base, seen + (source,), here)
+    return _merge(parent, d), source
+
+
+def _merge(base: dict, top: dict) -> dict:
+    """Deep-merge ``top`` over ``base``. A section whose ``name`` changes starts afresh:
+    a resnet does not inherit a cnn's keys."""
+    out = copy.deepcopy(base)
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            if "name" in v and v["name"] != out[k].get("name"):
+                out[k] = copy.deepcopy(v)
+            else:
+                out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"train.lr=0.1"`` -> ``("train.lr", 0.1)``. Values are TOML (``true``, ``[1, 2]``, ``"x"``);
+    anything that is not valid TOML is taken as a bare string (``data.name=digits``)."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise DltricksError(f"override {item!r} must look like key=value, e.g. train.lr=0.01")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key, value
+
+
+def set_dotted(d: dict, key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = d
+    for p in parents:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise DltricksError(f"cannot set {key}: {p} is a value, not a section")
+        node = child
+    node[leaf] = value
+
+
+def get_dotted(d: dict, key: str) -> Any:
+    node: Any = d
+    for p in key.split("."):
+        if not isinstance(node, dict) or p not in node:
+            raise DltricksError(f"no recipe key {key}")
+        node = node[p]
+    return node
+
+
+def _schema_keys(cls: type[BaseModel], d: dict, loc: tuple) -> list[str]:
+    """Valid keys at ``loc`` (for did-you-mean), following the chosen data/model variant."""
+    model: type[BaseModel] | None = cls
+    node: Any = d
+    for part in loc:
+        if model is None:
+            return []
+        if part in ("data", "model") and model is Recipe:
+            name = node.get(part, {}).get("name") if isinstance(node, dict) else None
+            model = _VARIANTS[part].get(name, DataSpec if part == "data" else ModelSpec)
+        else:
+            field = model.model_fields.get(part)
+            ann = getattr(field, "annotation", None)
+            model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    return list(model.model_fields) if model else []
+
+
+def _explain(e: ValidationError, d: dict) -> str:
+    """One line per pydantic error, joined: the key, the bad value and what is valid."""
+    parts = []
+    for err in e.errors():
+        loc = tuple(str(p) for p in err["loc"] if not isinstance(p, int))
+        # the variant validator reports at the section; drop pydantic's class-name hops
+        loc = tuple(p for p in loc if not p[:1].isupper() and "[" not in p)
+        key = ".".join(loc)
+        if err["type"] == "extra_forbidden":
+            valid = _schema_keys(Recipe, d, loc[:-1])
+            hint = did_you_mean(loc[-1], valid)
+            section = ".".join(loc[:-1]) or "the top level"
+            parts.append(f"unknown key {key}{hint}; valid in {section}: {one_of(valid)}")
+        elif err["type"] == "missing":
+            parts.append(f"missing key {key}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            msg = msg[0].lower() + msg[1:] if msg else msg
+            value = err.get("input")
+            shown = "" if isinstance(value, dict) else f" = {value!r}"
+            parts.append(f"{key}{shown}: {msg}")
+    return "; ".join(parts)

@@ -1,0 +1,83 @@
+"""Optimisation and regularisation tricks: all act in the training loop (recipe keys under ``train``)."""
+
+from dltricks.tricks.catalogue import trick
+
+trick("label_smoothing", "regularisation",
+      """Train on targets that keep a little probability (here 0.1) for the wrong classes, so the model
+      cannot become arbitrarily confident; often better calibrated and a little more accurate.""",
+      {"train.label_smoothing": 0.1}, {"train.label_smoothing": 0.0},
+      "Szegedy et al. 2016, Rethinking the Inception Architecture (arXiv:1512.00567); "
+      "Muller et al. 2019, When does label smoothing help? (arXiv:1906.02629)")
+
+trick("grad_clip", "optimisation",
+      """Rescale the gradient when its global norm exceeds a threshold (here 1.0): one bad batch can no
+      longer throw the weights far away. Essential for RNNs, cheap insurance elsewhere.""",
+      {"train.grad_clip": 1.0, "train.grad_clip_mode": "norm"},
+      {"train.grad_clip": 0.0, "train.grad_clip_mode": "norm"},
+      "Pascanu et al. 2013, On the difficulty of training recurrent neural networks (arXiv:1211.5063)")
+
+trick("one_cycle", "lr_schedule",
+      """Warm the learning rate up to its peak, then anneal it far below the start within one cycle;
+      trains fast and often generalises better than a constant rate.""",
+      {"train.schedule": "one_cycle"}, {"train.schedule": "constant"},
+      "Smith & Topin 2019, Super-convergence (arXiv:1708.07120)")
+
+trick("cosine", "lr_schedule",
+      """Anneal the learning rate along half a cosine from its start to min_lr over the run: large steps
+      early to explore, small steps late to settle.""",
+      {"train.schedule": "cosine"}, {"train.schedule": "constant"},
+      "Loshchilov & Hutter 2017, SGDR (arXiv:1608.03983)")
+
+trick("step_decay", "lr_schedule",
+      """Divide the learning rate by 10 every step_size epochs: the classic schedule of the ResNet era.""",
+      {"train.schedule": "step"}, {"train.schedule": "constant"},
+      "He et al. 2016, Deep Residual Learning (arXiv:1512.03385)")
+
+trick("warmup", "lr_schedule",
+      """Ramp the learning rate up linearly over the first epochs: adaptive optimisers and large batches
+      are unstable while their statistics are still empty.""",
+      {"train.warmup_epochs": 2}, {"train.warmup_epochs": 0},
+      "Goyal et al. 2017, Accurate, Large Minibatch SGD (arXiv:1706.02677)")
+
+trick("weight_decay", "regularisation",
+      """Penalise large weights (L2; decoupled for AdamW). Norm and bias parameters are exempt unless
+      train.decay_norm_and_bias is set, since shrinking them only fights the normalisation.""",
+      {"train.weight_decay": 5e-4}, {"train.weight_decay": 0.0},
+      "Krogh & Hertz 1991, A Simple Weight Decay Can Improve Generalization; "
+      "Loshchilov & Hutter 2019, Decoupled Weight Decay Regularization (arXiv:1711.05101)")
+
+trick("dropout", "regularisation",
+      """Zero a random share of activations (here 0.2) during training so that units cannot co-adapt.
+      Keep it moderate: much above 0.5 tends to underfit.""",
+      {"model.dropout": 0.2}, {"model.dropout": 0.0},
+      "Srivastava et al. 2014, Dropout (JMLR 15)")
+
+trick("adamw", "optimiser",
+      """Adam with weight decay decoupled from the gradient step, so that decay acts the same for every
+      parameter regardless of its gradient history.""",
+      {"train.optimizer": "adamw"}, {"train.optimizer": "adam"},
+      "Loshchilov & Hutter 2019, Decoupled Weight Decay Regularization (arXiv:1711.05101)")
+
+trick("sgd_momentum", "optimiser",
+      """SGD with momentum 0.9 (Nesterov): slower to tune than Adam, often better at the end. Needs a
+      larger learning rate than Adam.""",
+      {"train.optimizer": "sgd", "train.momentum": 0.9, "train.nesterov": True},
+      {"train.optimizer": "sgd", "train.momentum": 0.0, "train.nesterov": False},
+      "Sutskever et al. 2013, On the importance of initialization and momentum in deep learning")
+
+trick("rmsprop", "optimiser",
+      """RMSProp: divide each step by a running average of squared gradients; robust on recurrent nets.""",
+      {"train.optimizer": "rmsprop"}, {"train.optimizer": "adam"},
+      "Tieleman & Hinton 2012, Lecture 6.5, Neural Networks for Machine Learning")
+
+trick("early_stopping", "regularisation",
+      """Stop when the validation loss has not improved for 5 epochs and keep the best epoch's weights:
+      the cheapest regulariser there is.""",
+      {"train.early_stopping": 5}, {"train.early_stopping": 0},
+      "Prechelt 1998, Early Stopping - But When?")
+
+trick("mixed_precision", "efficiency",
+      """Compute in bfloat16 (fp16 with loss scaling on CUDA) where it is safe: faster and lighter on
+      hardware with fast half precision, usually at no cost in accuracy.""",
+      {"train.precision": "bf16"}, {"train.precision": "fp32"},
+      "Micikevicius et al. 2018, Mixed Precision Training (arXiv:1710.03740)")
