@@ -26,7 +26,7 @@ from dltricks.errors import DltricksError, did_you_mean, one_of
 
 __all__ = [
     "Section", "AugmentSpec", "DataSpec", "ModelSpec", "TrainSpec", "EvalSpec", "AblateSpec", "Recipe",
-    "register_section", "bundled_recipes", "parse_override", "set_dotted", "get_dotted",
+    "register_section", "bundled_recipes", "explain_errors", "parse_override", "set_dotted", "get_dotted",
 ]
 
 
@@ -40,8 +40,22 @@ class AugmentSpec(Section):
     """Training-time augmentation, applied per batch to the image (and its mask). 0 turns an op off;
     a probability or magnitude turns it on. :mod:`dltricks.data.augment` implements the ops."""
 
+    # geometric: move the image and, in segmentation, its mask
     flip: float = Field(0.0, ge=0.0, le=1.0, description="probability of flipping each spatial axis")
+    rotate90: float = Field(0.0, ge=0.0, le=1.0,
+                            description="probability of a random quarter turn (2D/3D; square planes only)")
+    rotate: float = Field(0.0, ge=0.0, le=180.0, description="max rotation in degrees, about any axis in 3D")
+    scale: float = Field(0.0, ge=0.0, lt=1.0, description="max relative zoom: 0.2 samples from [0.8, 1.2]")
+    shift: float = Field(0.0, ge=0.0, lt=1.0, description="max translation as a fraction of each side")
+    crop: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of each side cut away by the crop")
+    crop_mode: Literal["random", "center"] = "random"
+    crop_resize: bool = Field(True, description="resize the crop back to the input size")
+    elastic: float = Field(0.0, ge=0.0, lt=0.5,
+                           description="std of smooth elastic displacement, as a fraction of each side")
+    # intensity: the image only
     noise: float = Field(0.0, ge=0.0, description="std of additive gaussian noise")
+    gamma: float = Field(0.0, ge=0.0, le=2.0, description="max |log gamma| of a gamma curve on the image")
+    contrast: float = Field(0.0, ge=0.0, lt=1.0, description="max relative contrast change about the mean")
 
 
 class DataSpec(Section):
@@ -152,8 +166,8 @@ class Recipe(Section):
         if name is None:
             raise ValueError(f"needs a name; valid: {one_of(variants)}")
         if name not in variants:
-            raise ValueError(f"unknown {info.field_name} {name!r}{did_you_mean(name, variants)}; "
-                             f"valid: {one_of(variants)}")
+            kind = "dataset" if info.field_name == "data" else "model"
+            raise ValueError(f"no {kind} of that name{did_you_mean(name, variants)}; valid: {one_of(variants)}")
         return variants[name].model_validate(v)
 
     # ---- construction -------------------------------------------------------------------------
@@ -166,7 +180,7 @@ class Recipe(Section):
         try:
             return cls.model_validate(d)
         except ValidationError as e:
-            raise DltricksError(f"{source}: {_explain(e, d)}") from None
+            raise DltricksError(f"{source}: {explain_errors(e, cls, d)}") from None
 
     @classmethod
     def load(cls, path_or_name: str | Path, overrides: list[str] | None = None) -> Recipe:
@@ -181,6 +195,12 @@ class Recipe(Section):
         """A new recipe with dotted keys set, e.g. ``{"train.lr": 0.1}``; validated like a file."""
         d = self.to_dict()
         for key, value in patch.items():
+            section = key.removesuffix(".name")
+            if section in ("data", "model") and value != d[section]["name"]:
+                # a different dataset or model: keep only the keys the new one also has
+                new = _VARIANTS[section].get(value)
+                keep = set(new.model_fields) if new else {"name"}
+                d[section] = {k: v for k, v in d[section].items() if k in keep}
             set_dotted(d, key, value)
         return Recipe.from_dict(d, source="patch " + ", ".join(f"{k}={v!r}" for k, v in patch.items()))
 
@@ -330,7 +350,7 @@ def _schema_keys(cls: type[BaseModel], d: dict, loc: tuple) -> list[str]:
     return list(model.model_fields) if model else []
 
 
-def _explain(e: ValidationError, d: dict) -> str:
+def explain_errors(e: ValidationError, schema: type[BaseModel], d: dict | None = None) -> str:
     """One line per pydantic error, joined: the key, the bad value and what is valid."""
     parts = []
     for err in e.errors():
@@ -339,8 +359,8 @@ def _explain(e: ValidationError, d: dict) -> str:
         loc = tuple(p for p in loc if not p[:1].isupper() and "[" not in p)
         key = ".".join(loc)
         if err["type"] == "extra_forbidden":
-            valid = _schema_keys(Recipe, d, loc[:-1])
-            hint = did_you_mean(loc[-1], valid)
+            valid = _schema_keys(schema, d or {}, loc[:-1])
+            hint = did_you_mean(loc[-1], valid).replace("mean ", "mean " + ".".join(loc[:-1] + ("",)))
             section = ".".join(loc[:-1]) or "the top level"
             parts.append(f"unknown key {key}{hint}; valid in {section}: {one_of(valid)}")
         elif err["type"] == "missing":
@@ -350,5 +370,7 @@ def _explain(e: ValidationError, d: dict) -> str:
             msg = msg[0].lower() + msg[1:] if msg else msg
             value = err.get("input")
             shown = "" if isinstance(value, dict) else f" = {value!r}"
+            if isinstance(value, dict) and "name" in value:  # a data/model variant that is not registered
+                key, shown = f"{key}.name", f" = {value['name']!r}"
             parts.append(f"{key}{shown}: {msg}")
     return "; ".join(parts)

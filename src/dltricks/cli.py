@@ -1,0 +1,200 @@
+"""The ``dltricks`` command: one thin function per verb over the Python API.
+
+A user's mistake prints one line and exits 2; a failed run exits 1; Ctrl-C exits 130 after saving.
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+from rich.console import Console
+
+from dltricks import __version__
+from dltricks.errors import DltricksError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
+
+
+def command(fn: Callable[[argparse.Namespace], int | None]) -> Callable:
+    COMMANDS[fn.__name__.removeprefix("cmd_")] = fn
+    return fn
+
+
+def _ledger(args: argparse.Namespace):
+    from dltricks.ledger import Ledger
+
+    return Ledger(url=args.ledger)
+
+
+def _recipe(args: argparse.Namespace):
+    from dltricks.recipe import Recipe
+
+    return Recipe.load(args.recipe, args.override)
+
+
+# ---- recipes and tricks -----------------------------------------------------------------------
+
+@command
+def cmd_recipes(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from dltricks.recipe import bundled_recipes
+
+    t = Table("recipe", "what it is", box=None)
+    for name, desc in bundled_recipes().items():
+        t.add_row(f"[bold]{name}[/]", desc)
+    out.print(t)
+
+
+@command
+def cmd_show(args: argparse.Namespace) -> None:
+    out.print(_recipe(args).to_toml(), markup=False, end="")
+
+
+@command
+def cmd_tricks(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from dltricks import tricks
+
+    if args.name:
+        t = tricks.get(args.name)
+        out.print(f"[bold]{t.name}[/] ({t.family})\n\n{t.tip}\n")
+        out.print("on:  " + ", ".join(f"{k} = {v!r}" for k, v in t.on.items()), markup=False)
+        out.print("off: " + ", ".join(f"{k} = {v!r}" for k, v in t.off.items()), markup=False)
+        if t.reference:
+            out.print(f"\nreference: {t.reference}", markup=False)
+        return
+    table = Table("family", "trick", "turns on", box=None)
+    for t in sorted(tricks.catalogue().values(), key=lambda t: (t.family, t.name)):
+        table.add_row(t.family, f"[bold]{t.name}[/]", ", ".join(f"{k}={v!r}" for k, v in t.on.items()))
+    out.print(table)
+
+
+# ---- training and the ledger ----------------------------------------------------------------------
+
+@command
+def cmd_train(args: argparse.Namespace) -> int:
+    from dltricks.train.loop import TrainingInterrupted
+    from dltricks.train.run import train
+
+    if not args.recipe and not args.resume:
+        raise DltricksError("train needs a RECIPE (a bundled name or a .toml path) or --resume RUN_ID")
+    if args.resume and (args.recipe or args.override):
+        raise DltricksError("--resume continues a run with its own recipe; give no RECIPE or -o with it")
+    ledger = _ledger(args)
+    try:
+        result = train(_recipe(args) if args.recipe else "", ledger=ledger, progress=not args.quiet,
+                       resume=args.resume)
+    except TrainingInterrupted as e:
+        run_id = getattr(e, "run_id", "?")
+        err.print(f"interrupted: run {run_id} saved; continue with: dltricks train --resume {run_id}")
+        return 130
+    m = result.metrics
+    shown = {k: v for k, v in m.items() if k.startswith("test_")}
+    out.print(f"run [bold]{result.run_id}[/] completed: " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+    out.print(f"weights: {result.run_dir / 'model.safetensors'}", markup=False)
+    return 0
+
+
+@command
+def cmd_runs(args: argparse.Namespace) -> None:
+    from dltricks.ledger import sheet
+
+    ledger = _ledger(args)
+    if args.action == "diff":
+        if len(args.ids) != 2:
+            raise DltricksError("usage: dltricks runs diff RUN_A RUN_B")
+        a, b = (ledger.get(i) for i in args.ids)
+        out.print(sheet.render_diff(sheet.diff_runs(a, b)))
+        return
+    if args.action == "show":
+        if len(args.ids) != 1:
+            raise DltricksError("usage: dltricks runs show RUN_ID")
+        out.print(sheet.to_json([ledger.get(args.ids[0])]), markup=False)
+        return
+    if args.action is not None:
+        raise DltricksError(f"unknown runs action {args.action!r}; valid: diff, show (or none to list)")
+    records = ledger.runs(study=args.study, status=args.status, name=args.name, limit=args.limit)
+    if args.format == "table":
+        out.print(sheet.runs_table(records))
+    else:
+        render = {"csv": sheet.to_csv, "md": sheet.to_markdown, "json": sheet.to_json}[args.format]
+        sys.stdout.write(render(records))
+        if not render(records).endswith("\n"):
+            sys.stdout.write("\n")
+
+
+# ---- the parser -----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--ledger", metavar="URL", default=os.environ.get("DLTRICKS_LEDGER"),
+                        help="sqlite:///path or postgresql://user@host/db (default ./dltricks-runs/ledger.db)")
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    def recipe_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+        p.add_argument("recipe", nargs=None if required else "?", default="",
+                       help="a bundled recipe name (see `dltricks recipes`) or a path to a .toml file")
+        p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                       help="set a recipe key, e.g. -o train.lr=0.01 (TOML values)")
+
+    parser = argparse.ArgumentParser(prog="dltricks", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"dltricks {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub.add_parser("recipes", parents=[common], help="list the bundled recipes")
+    p = sub.add_parser("show", parents=[common], help="print a recipe fully resolved, as TOML")
+    recipe_args(p)
+    p = sub.add_parser("tricks", parents=[common], help="list the trick catalogue, or show one trick")
+    p.add_argument("name", nargs="?")
+    p = sub.add_parser("train", parents=[common], help="train a recipe and record the run")
+    recipe_args(p, required=False)
+    p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run from its checkpoint")
+    p = sub.add_parser("runs", parents=[common], help="the sheet of runs; `runs diff A B`, `runs show ID`")
+    p.add_argument("action", nargs="?", help="diff or show")
+    p.add_argument("ids", nargs="*")
+    p.add_argument("--format", choices=["table", "csv", "md", "json"], default="table")
+    p.add_argument("--study")
+    p.add_argument("--status", choices=["running", "completed", "failed", "interrupted"])
+    p.add_argument("--name")
+    p.add_argument("--limit", type=int)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if getattr(args, "quiet", False):
+        os.environ["DLTRICKS_NO_PROGRESS"] = "1"
+    try:
+        return COMMANDS[args.command](args) or 0
+    except DltricksError as e:
+        if args.debug:
+            raise
+        err.print(f"error: {e}", markup=False, soft_wrap=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except Exception as e:  # a bug, not the user's mistake: still one line, with the way to see more
+        if args.debug:
+            raise
+        err.print(f"internal error: {type(e).__name__}: {e} (run again with --debug for the traceback)",
+                  markup=False, soft_wrap=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""The results sheet: runs as a table on the terminal, as CSV, Markdown or JSON, and run-to-run diffs.
+
+"Keep a sheet of the versions and their results": each row is a run with its code version
+(commit, ``*`` when the tree was dirty), its seed and its headline metrics.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from dltricks.ledger.record import RunRecord
+
+__all__ = [
+    "HEADLINE_METRICS",
+    "MISSING",
+    "MetricDelta",
+    "RunDiff",
+    "diff_runs",
+    "flatten",
+    "headline_metrics",
+    "higher_is_better",
+    "render_diff",
+    "runs_table",
+    "to_csv",
+    "to_json",
+    "to_markdown",
+]
+
+# Shown in the terminal table and Markdown when any run has them, in this order.
+HEADLINE_METRICS = ("test_accuracy", "test_dice", "test_iou", "test_mae", "test_loss")
+MAX_HEADLINE = 4
+STATUS_STYLE = {"running": "cyan", "completed": "green", "failed": "red", "interrupted": "yellow"}
+
+
+class _Missing:
+    """A key one side of a diff does not have (distinct from a value of None)."""
+
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+MISSING: Any = _Missing()
+
+
+LOWER_IS_BETTER = ("loss", "error", "err", "mae", "mse", "rmse", "nll", "ece", "perplexity", "time", "latency")
+
+
+def higher_is_better(metric: str) -> bool:
+    """False for losses, errors and costs (by the words in the name), True otherwise."""
+    words = metric.lower().replace("-", "_").split("_")
+    return not any(w in LOWER_IS_BETTER for w in words)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+def headline_metrics(records: list[RunRecord]) -> list[str]:
+    """The metric columns worth a glance: the known headline ones present, else other test_* ones."""
+    present = {k for r in records for k in r.metrics}
+    chosen = [m for m in HEADLINE_METRICS if m in present]
+    chosen += sorted(m for m in present if m.startswith("test_") and m not in chosen)
+    return chosen[:MAX_HEADLINE]
+
+
+def _fmt_number(x: float | None) -> str:
+    if x is None:
+        return ""
+    if math.isnan(x) or math.isinf(x):
+        return str(x)
+    return f"{x:.4g}"
+
+
+def _fmt_duration(d: timedelta | None) -> str:
+    if d is None:
+        return ""
+    s = round(d.total_seconds())
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _fmt_local(t: datetime | None) -> str:
+    return "" if t is None else t.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat()
+
+
+def _varying_keys(records: list[RunRecord]) -> list[str]:
+    """Recipe keys whose value is not the same in every run: what the sheet should show."""
+    flats = [flatten(r.recipe) for r in records]
+    keys = sorted({k for f in flats for k in f})
+    return [k for k in keys if len({json.dumps(f.get(k, MISSING), default=repr, sort_keys=True)
+                                    for f in flats}) > 1]
+
+
+def runs_table(records: list[RunRecord], title: str | None = None) -> Table:
+    """A rich table: id, name, status, seed, commit, started, duration and headline metrics."""
+    metrics = headline_metrics(records)
+    table = Table(title=title, header_style="bold")
+    for col in ("id", "name", "status", "seed", "commit", "started", "duration"):
+        table.add_column(col, justify="right" if col == "seed" else "left", no_wrap=col in ("id", "commit"))
+    for m in metrics:
+        table.add_column(m, justify="right")
+    for r in records:
+        table.add_row(
+            r.id, r.name + (f" [{r.variant}]" if r.variant else ""),
+            Text(r.status, style=STATUS_STYLE.get(r.status, "")), str(r.seed), r.git_short,
+            _fmt_local(r.started), _fmt_duration(r.duration),
+            *(_fmt_number(r.metrics.get(m)) for m in metrics),
+        )
+    return table
+
+
+def _rows(records: list[RunRecord], recipe_keys: list[str], metric_keys: list[str],
+          prefixed: bool) -> tuple[list[str], list[list[Any]]]:
+    base = ["id", "name", "status", "study", "variant", "seed", "git_commit", "git_dirty", "git_diff_hash",
+            "device", "host", "started", "finished", "duration_s"]
+    header = base + [f"recipe.{k}" if prefixed else k for k in recipe_keys] + \
+        [f"metrics.{m}" if prefixed else m for m in metric_keys]
+    rows = []
+    for r in records:
+        flat = flatten(r.recipe)
+        d = r.duration
+        row = [r.id, r.name, r.status, r.study, r.variant, r.seed, r.git_commit, r.git_dirty, r.git_diff_hash,
+               r.device, r.host, _iso(r.started), _iso(r.finished),
+               None if d is None else round(d.total_seconds(), 3)]
+        row += [flat.get(k) for k in recipe_keys]
+        row += [r.metrics.get(m) for m in metric_keys]
+        rows.append(row)
+    return header, rows
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (list, dict)):
+        return json.dumps(v)
+    return str(v)
+
+
+def to_csv(records: list[RunRecord]) -> str:
+    """Every run with every recipe key (``recipe.train.lr``) and metric (``metrics.test_loss``)."""
+    recipe_keys = sorted({k for r in records for k in flatten(r.recipe)})
+    metric_keys = sorted({m for r in records for m in r.metrics})
+    header, rows = _rows(records, recipe_keys, metric_keys, prefixed=True)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([[_cell(v) for v in row] for row in rows])
+    return buf.getvalue()
+
+
+def to_markdown(records: list[RunRecord]) -> str:
+    """A Markdown table for notes and pull requests: the sheet's columns, the recipe keys that
+    differ between the runs, and every metric."""
+    metric_keys = headline_metrics(records)
+    metric_keys += sorted({m for r in records for m in r.metrics} - set(metric_keys))
+    varying = _varying_keys(records)
+    header = ["id", "name", "status", "seed", "commit", "started", "duration", *varying, *metric_keys]
+    lines = ["| " + " | ".join(header) + " |",
+             "| " + " | ".join("---:" if h == "seed" or h in metric_keys else "---" for h in header) + " |"]
+    for r in records:
+        flat = flatten(r.recipe)
+        cells = [r.id, r.name, r.status, str(r.seed), r.git_short, _fmt_local(r.started),
+                 _fmt_duration(r.duration), *(_cell(flat.get(k)) for k in varying),
+                 *(_fmt_number(r.metrics.get(m)) for m in metric_keys)]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _finite(v: Any) -> Any:
+    """JSON has no NaN: non-finite floats become null so that every JSON reader accepts the file."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
+    return v
+
+
+def to_json(records: list[RunRecord]) -> str:
+    """A JSON list with one object per run: every field, ISO 8601 times, ``duration_s``."""
+    out = []
+    for r in records:
+        d = r.duration
+        out.append(_finite({
+            "id": r.id, "name": r.name, "status": r.status, "study": r.study, "variant": r.variant,
+            "seed": r.seed, "git_commit": r.git_commit, "git_dirty": r.git_dirty,
+            "git_diff_hash": r.git_diff_hash, "versions": r.versions, "device": r.device, "host": r.host,
+            "pid": r.pid, "started": _iso(r.started), "finished": _iso(r.finished),
+            "duration_s": None if d is None else d.total_seconds(), "recipe": r.recipe,
+            "metrics": r.metrics, "curves": r.curves, "checkpoint": r.checkpoint, "failure": r.failure,
+        }))
+    return json.dumps(out, indent=2, default=str) + "\n"
+
+
+# --- diffs -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricDelta:
+    a: float | None
+    b: float | None
+
+    @property
+    def delta(self) -> float | None:
+        """b - a, or None when either side lacks the metric."""
+        return None if self.a is None or self.b is None else self.b - self.a
+
+
+@dataclass
+class RunDiff:
+    """What differs between run ``a`` and run ``b``.
+
+    ``recipe``: dotted key -> (value in a, value in b) for keys that differ (MISSING where a
+    run lacks the key). ``metrics``: every metric of either run with b - a. ``other``: seed,
+    code version and device when they differ.
+    """
+
+    a: RunRecord
+    b: RunRecord
+    recipe: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    metrics: dict[str, MetricDelta] = field(default_factory=dict)
+    other: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+
+def diff_runs(a: RunRecord, b: RunRecord) -> RunDiff:
+    """Recipe keys that differ (flattened, dotted) and metric deltas b - a."""
+    fa, fb = flatten(a.recipe), flatten(b.recipe)
+    recipe = {}
+    for key in sorted(set(fa) | set(fb)):
+        va, vb = fa.get(key, MISSING), fb.get(key, MISSING)
+        if va is MISSING or vb is MISSING or va != vb or type(va) is not type(vb):
+            recipe[key] = (va, vb)
+    metrics = {m: MetricDelta(a.metrics.get(m), b.metrics.get(m))
+               for m in sorted(set(a.metrics) | set(b.metrics))}
+    other = {}
+    for name, va, vb in (("seed", a.seed, b.seed), ("git", a.git_short, b.git_short),
+                         ("git_diff_hash", a.git_diff_hash, b.git_diff_hash), ("device", a.device, b.device),
+                         ("versions", a.versions, b.versions)):
+        if va != vb:
+            other[name] = (va, vb)
+    return RunDiff(a=a, b=b, recipe=recipe, metrics=metrics, other=other)
+
+
+def render_diff(diff: RunDiff) -> RenderableType:
+    """Two tables: recipe and version changes, then metrics with b - a (green where b is better)."""
+    a, b = diff.a, diff.b
+    parts: list[RenderableType] = [Text.assemble(("a ", "dim"), (f"{a.id} {a.name}", "bold"),
+                                                 ("  vs  b ", "dim"), (f"{b.id} {b.name}", "bold"))]
+    changes = Table(title="recipe and version", title_justify="left", header_style="bold")
+    for col in ("key", "a", "b"):
+        changes.add_column(col)
+    for key, (va, vb) in {**diff.recipe, **diff.other}.items():
+        changes.add_row(key, _cell(va) if va is not MISSING else "(absent)",
+                        _cell(vb) if vb is not MISSING else "(absent)")
+    if not diff.recipe and not diff.other:
+        changes.add_row("(same recipe, seed and code)", "", "")
+    parts.append(changes)
+    if diff.metrics:
+        table = Table(title="metrics", title_justify="left", header_style="bold")
+        table.add_column("metric")
+        for col in ("a", "b", "b - a"):
+            table.add_column(col, justify="right")
+        for m, d in diff.metrics.items():
+            delta = d.delta
+            style = ""
+            if delta and not math.isnan(delta):
+                style = "green" if (delta > 0) == higher_is_better(m) else "red"
+            table.add_row(m, _fmt_number(d.a), _fmt_number(d.b),
+                          Text("" if delta is None else f"{delta:+.4g}", style=style))
+        parts.append(table)
+    return Group(*parts)

@@ -1,0 +1,427 @@
+"""The run ledger: every run, its git version and its results, in SQLite or a shared PostgreSQL.
+
+    ledger = Ledger()                                   # $DLTRICKS_LEDGER, else sqlite:///<root>/ledger.db
+    run_id = ledger.start_run(name="mnist1d-cnn", recipe=recipe.to_dict(), seed=0, device="cpu")
+    ledger.update(run_id, curves={"val_loss": [0.9, 0.7]})
+    ledger.finish(run_id, "completed", metrics={"test_accuracy": 0.91})
+    ledger.runs(study="ablate-1")                       # newest first
+
+SQLite serves one machine, including several worker processes writing at once: the file is
+in WAL mode, every connection waits on a busy timeout, and a write that still finds the
+database locked is retried. (WAL needs a local filesystem; use PostgreSQL across machines.)
+PostgreSQL (``postgresql://user@host:port/db``) serves many machines; run ids are random so
+they never need to coordinate. Files that belong to a run live under ``root/runs/<id>``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    exc,
+    insert,
+    inspect,
+    select,
+    update,
+)
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.pool import NullPool, StaticPool
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from dltricks.errors import DltricksError, one_of
+from dltricks.ledger.gitinfo import git_state
+from dltricks.ledger.record import (
+    STATUSES,
+    RunRecord,
+    as_curves,
+    as_metrics,
+    encode_json,
+    is_run_id,
+    new_run_id,
+    utc,
+)
+
+__all__ = ["UPDATABLE", "Ledger", "RunExistsError"]
+
+VALID_URLS = "sqlite:///path/to/ledger.db, postgresql://user@host:port/db"
+UPDATABLE = ("status", "metrics", "curves", "checkpoint", "failure", "finished", "device")
+# How long a write keeps retrying a locked SQLite database (on top of each try's busy timeout).
+LOCK_WAIT_S = 120.0
+BUSY_TIMEOUT_S = 30.0
+
+T = TypeVar("T")
+
+
+class RunExistsError(DltricksError):
+    """start_run(run_id=...) named an id the ledger already holds (another worker claimed it)."""
+
+
+metadata_obj = MetaData()
+runs_table = Table(
+    "runs",
+    metadata_obj,
+    Column("id", String(12), primary_key=True),
+    Column("name", String, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("recipe", JSON, nullable=False),
+    Column("seed", Integer, nullable=False),
+    Column("git_commit", String(64)),
+    Column("git_dirty", Boolean, nullable=False),
+    Column("git_diff_hash", String(64)),
+    Column("versions", JSON, nullable=False),
+    Column("device", String, nullable=False),
+    Column("host", String, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started", DateTime(timezone=True), nullable=False),
+    Column("finished", DateTime(timezone=True)),
+    Column("metrics", JSON, nullable=False),
+    Column("curves", JSON, nullable=False),
+    Column("checkpoint", Text),
+    Column("failure", Text),
+    Column("study", String),
+    Column("variant", String),
+    Index("ix_runs_started", "started"),
+    Index("ix_runs_study", "study"),
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _versions() -> dict[str, str]:
+    """Versions that change results: dltricks, torch, python (and CUDA when torch is loaded)."""
+    from dltricks import __version__
+
+    out = {"dltricks": __version__, "python": platform.python_version()}
+    torch = sys.modules.get("torch")  # never import torch just to read its version
+    if torch is not None and getattr(torch, "__version__", None):
+        out["torch"] = str(torch.__version__)
+        if getattr(getattr(torch, "version", None), "cuda", None):
+            out["cuda"] = str(torch.version.cuda)
+    else:
+        try:
+            out["torch"] = metadata.version("torch")
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _reason(e: BaseException) -> str:
+    """The driver's message, first line only."""
+    orig = getattr(e, "orig", None) or e
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+def _is_busy(e: exc.DBAPIError) -> bool:
+    text = _reason(e).lower()
+    return any(s in text for s in ("database is locked", "database is busy", "deadlock detected",
+                                    "could not serialize"))
+
+
+def _bad_url(url: str) -> DltricksError:
+    return DltricksError(f"bad ledger URL {url!r}; valid forms: {VALID_URLS}")
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        # WAL lets readers and one writer work at once; it persists in the file, so this is a
+        # no-op after the first connection. NORMAL sync is safe in WAL (a power cut may lose the
+        # last commits, never corrupt the file).
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cur.close()
+
+
+def _make_engine(url: str) -> tuple[Engine, str]:
+    """An engine for ``url`` and a password-free description of where the ledger is."""
+    text = url.strip()
+    if text.startswith("postgres://"):  # the spelling Heroku and others hand out
+        text = "postgresql://" + text[len("postgres://"):]
+    try:
+        u: URL = make_url(text)
+        backend = u.get_backend_name()
+    except (exc.ArgumentError, ValueError):
+        raise _bad_url(url) from None
+    serializer = functools.partial(json.dumps, default=str)
+
+    if backend == "sqlite":
+        if u.database in (None, "", ":memory:"):
+            # One shared connection, or every checkout would see a different empty database.
+            engine = create_engine(u, poolclass=StaticPool, json_serializer=serializer,
+                                   connect_args={"check_same_thread": False})
+            return engine, "in-memory SQLite"
+        path = Path(u.database).expanduser().resolve()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DltricksError(f"cannot create the ledger folder {path.parent}: {e.strerror}") from None
+        if path.is_dir():
+            raise DltricksError(f"ledger path {path} is a folder; give a file, e.g. sqlite:///{path}/ledger.db")
+        # NullPool: a connection per operation, so a forked worker never shares a parent's socket.
+        engine = create_engine(u.set(database=str(path)), poolclass=NullPool, json_serializer=serializer)
+        event.listen(engine, "connect", _sqlite_on_connect)
+        return engine, str(path)
+
+    if backend == "postgresql":
+        try:
+            engine = create_engine(u, pool_pre_ping=True, json_serializer=serializer)
+        except (ImportError, exc.NoSuchModuleError) as e:
+            raise DltricksError(f"a PostgreSQL ledger needs psycopg: pip install 'dltricks[postgres]' ({e})") from None
+        return engine, u.render_as_string(hide_password=True)
+
+    raise _bad_url(url)
+
+
+class Ledger:
+    """Every run, its git version and results. See the module docstring."""
+
+    root: Path
+    url: str
+
+    def __init__(self, url: str | None = None, root: str | Path | None = None):
+        home = root if root is not None else (os.environ.get("DLTRICKS_HOME") or "dltricks-runs")
+        # Absolute, so a later chdir (a worker, a notebook) still finds the same files.
+        self.root = Path(home).expanduser().resolve()
+        self.url = url or os.environ.get("DLTRICKS_LEDGER") or f"sqlite:///{self.root / 'ledger.db'}"
+        self._engine, self.where = _make_engine(self.url)
+        self._pid = os.getpid()
+        self._ensure_schema()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.where!r}, root={str(self.root)!r})"
+
+    def close(self) -> None:
+        """Release pooled connections (the ledger reconnects if used again)."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # --- plumbing --------------------------------------------------------------------
+
+    def _error(self, e: exc.DBAPIError) -> DltricksError:
+        reason = _reason(e)
+        if "file is not a database" in reason or "malformed" in reason:
+            return DltricksError(
+                f"ledger file {self.where} is not an SQLite database or is corrupt ({reason}); "
+                "move it away or set DLTRICKS_LEDGER to another file")
+        return DltricksError(f"ledger {self.where}: {reason}")
+
+    def _tx(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in one transaction, retrying while another process holds the lock."""
+        if os.getpid() != self._pid:
+            # A forked child must not reuse the parent's pooled connections (SQLAlchemy's advice).
+            self._engine.dispose(close=False)
+            self._pid = os.getpid()
+        delay, deadline = 0.02, time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                with self._engine.begin() as conn:
+                    return fn(conn)
+            except exc.IntegrityError:
+                raise  # a real conflict (duplicate id): the caller decides
+            except (exc.OperationalError, exc.DatabaseError) as e:
+                if isinstance(e, exc.ProgrammingError):
+                    raise
+                if _is_busy(e) and time.monotonic() < deadline:
+                    time.sleep(delay * (0.5 + random.random()))  # jitter: workers must not retry in step
+                    delay = min(delay * 2, 1.0)
+                    continue
+                raise self._error(e) from None
+
+    def _ensure_schema(self) -> None:
+        def create(conn: Connection) -> None:
+            conn.execute(CreateTable(runs_table, if_not_exists=True))
+            have = {c["name"] for c in inspect(conn).get_columns("runs")}
+            missing = [c.name for c in runs_table.c if c.name not in have]
+            if missing:
+                raise DltricksError(
+                    f"{self.where} has a 'runs' table that is not a dltricks ledger (no column "
+                    f"{', '.join(missing[:3])}); set DLTRICKS_LEDGER to another database")
+            for ix in runs_table.indexes:
+                conn.execute(CreateIndex(ix, if_not_exists=True))
+
+        for attempt in range(3):
+            try:
+                return self._tx(create)
+            except (exc.IntegrityError, exc.ProgrammingError):
+                # Two processes creating the table at once on PostgreSQL: the loser sees a
+                # duplicate catalog entry. The table exists now; try again.
+                if attempt == 2:
+                    raise
+
+    def _resolve(self, run_id: str) -> str:
+        return self.get(run_id).id if not is_run_id(run_id) else self._resolve_full(run_id)
+
+    def _resolve_full(self, run_id: str) -> str:
+        found = self._tx(lambda c: c.execute(select(runs_table.c.id).where(runs_table.c.id == run_id)).first())
+        if found is None:
+            raise DltricksError(f"no run {run_id!r} in the ledger {self.where}")
+        return run_id
+
+    # --- writing ---------------------------------------------------------------------
+
+    def run_dir(self, run_id: str) -> Path:
+        """``root/runs/<id>``, created: where a run's checkpoint, diff and artefacts go."""
+        if not is_run_id(run_id):
+            raise DltricksError(f"bad run id {run_id!r}; a run id is 12 lowercase hex characters")
+        path = self.root / "runs" / run_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def start_run(self, *, name: str, recipe: Mapping[str, Any], seed: int, device: str,
+                  study: str | None = None, variant: str | None = None, cwd: str | Path | None = None,
+                  run_id: str | None = None) -> str:
+        """Record a new run as "running", with the git state of ``cwd``; return its id.
+
+        If the tree is dirty, the uncommitted changes are saved to ``run_dir(id)/uncommitted.diff``.
+        Passing ``run_id`` claims that id: :class:`RunExistsError` if another process has it.
+        """
+        if run_id is not None and not is_run_id(run_id):
+            raise DltricksError(f"bad run id {run_id!r}; a run id is 12 lowercase hex characters")
+        if hasattr(recipe, "to_dict"):  # a Recipe object
+            recipe = recipe.to_dict()
+        git = git_state(cwd)
+        row = {
+            "name": str(name), "status": "running", "recipe": encode_json(dict(recipe)), "seed": int(seed),
+            "git_commit": git.commit, "git_dirty": git.dirty, "git_diff_hash": git.diff_hash,
+            "versions": _versions(), "device": str(device), "host": socket.gethostname(),
+            "pid": os.getpid(), "started": _now(), "finished": None, "metrics": {}, "curves": {},
+            "checkpoint": None, "failure": None, "study": study, "variant": variant,
+        }
+        for _ in range(5):
+            rid = run_id or new_run_id()
+            try:
+                self._tx(lambda c, rid=rid: c.execute(insert(runs_table).values(id=rid, **row)))
+                break
+            except exc.IntegrityError:
+                if run_id is not None:
+                    raise RunExistsError(f"run {run_id} already exists in the ledger {self.where}") from None
+                # else: 48 random bits collided; draw again
+        else:  # pragma: no cover - would need five 2^-48 events in a row
+            raise DltricksError(f"could not allocate a run id in {self.where}")
+        if git.dirty and git.diff:
+            # Bytes exactly as git printed them (surrogateescape keeps non-UTF-8 content intact).
+            (self.run_dir(rid) / "uncommitted.diff").write_bytes(git.diff.encode("utf-8", "surrogateescape"))
+        return rid
+
+    def update(self, run_id: str, **fields: Any) -> None:
+        """Set fields of a run: any of status, metrics, curves, checkpoint, failure, finished, device.
+
+        ``metrics`` and ``curves`` replace what was stored (pass the whole dict).
+        """
+        unknown = sorted(set(fields) - set(UPDATABLE))
+        if unknown:
+            raise DltricksError(f"cannot update run field {unknown[0]!r}; updatable: {one_of(UPDATABLE)}")
+        values: dict[str, Any] = {}
+        for key, value in fields.items():
+            if key == "status":
+                if value not in STATUSES:
+                    raise DltricksError(f"bad run status {value!r}; valid: {one_of(STATUSES)}")
+                values[key] = value
+            elif key == "metrics":
+                values[key] = encode_json(as_metrics(value))
+            elif key == "curves":
+                values[key] = encode_json(as_curves(value))
+            elif key == "finished":
+                values[key] = utc(value)
+            elif key in ("checkpoint", "failure"):
+                values[key] = None if value is None else str(value)
+            else:
+                values[key] = str(value)
+        full = self._resolve(run_id)
+        if values:
+            self._tx(lambda c: c.execute(update(runs_table).where(runs_table.c.id == full).values(**values)))
+
+    def finish(self, run_id: str, status: str, *, metrics: dict | None = None, curves: dict | None = None,
+               failure: str | None = None, checkpoint: str | None = None) -> None:
+        """Close a run: set its status and finish time, and whichever results are given."""
+        fields: dict[str, Any] = {"status": status, "finished": _now()}
+        for key, value in (("metrics", metrics), ("curves", curves), ("failure", failure),
+                           ("checkpoint", checkpoint)):
+            if value is not None:
+                fields[key] = value
+        self.update(run_id, **fields)
+
+    def delete(self, run_id: str, *, files: bool = True) -> None:
+        """Remove a run from the ledger and, unless ``files=False``, its folder."""
+        full = self._resolve(run_id)
+        self._tx(lambda c: c.execute(delete(runs_table).where(runs_table.c.id == full)))
+        if files:
+            shutil.rmtree(self.root / "runs" / full, ignore_errors=True)
+
+    # --- reading ---------------------------------------------------------------------
+
+    def get(self, run_id: str) -> RunRecord:
+        """The run with this id or unique id prefix."""
+        key = str(run_id).strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{1,12}", key):
+            raise DltricksError(f"no run {run_id!r}: a run id is 12 hex characters (or a unique prefix of one)")
+        query = select(runs_table).where(runs_table.c.id.startswith(key)).order_by(runs_table.c.id).limit(6)
+        rows = self._tx(lambda c: c.execute(query).all())
+        if not rows:
+            raise DltricksError(f"no run {run_id!r} in the ledger {self.where}")
+        if len(rows) > 1:
+            ids = ", ".join(r.id for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+            raise DltricksError(f"run id prefix {run_id!r} is ambiguous: it matches {ids}; give more characters")
+        return _record(rows[0])
+
+    def runs(self, *, study: str | None = None, status: str | None = None, name: str | None = None,
+             limit: int | None = None) -> list[RunRecord]:
+        """Runs matching every filter given, newest first."""
+        if status is not None and status not in STATUSES:
+            raise DltricksError(f"bad run status {status!r}; valid: {one_of(STATUSES)}")
+        query = select(runs_table).order_by(runs_table.c.started.desc(), runs_table.c.id.desc())
+        for column, value in (("study", study), ("status", status), ("name", name)):
+            if value is not None:
+                query = query.where(runs_table.c[column] == value)
+        if limit is not None:
+            query = query.limit(int(limit))
+        return [_record(r) for r in self._tx(lambda c: c.execute(query).all())]
+
+
+def _record(row: Any) -> RunRecord:
+    return RunRecord(
+        id=row.id, name=row.name, status=row.status, recipe=dict(row.recipe or {}), seed=row.seed,
+        git_commit=row.git_commit, git_dirty=bool(row.git_dirty), git_diff_hash=row.git_diff_hash,
+        versions=dict(row.versions or {}), device=row.device, host=row.host, pid=row.pid,
+        started=utc(row.started), finished=utc(row.finished), metrics=as_metrics(row.metrics),
+        curves=as_curves(row.curves), checkpoint=row.checkpoint, failure=row.failure,
+        study=row.study, variant=row.variant,
+    )

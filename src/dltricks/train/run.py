@@ -1,0 +1,137 @@
+"""A recipe end to end: data, model, loop, test metrics, and a run in the ledger.
+
+    result = train(Recipe.load("mnist1d-cnn"))
+    result.metrics["test_accuracy"]
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dltricks.data import DataBundle, load_data
+from dltricks.errors import DltricksError, RunFailed
+from dltricks.ledger import Ledger
+from dltricks.nn import build_model
+from dltricks.recipe import Recipe
+from dltricks.train.loop import History, TrainingInterrupted, evaluate, fit, resolve_device
+from dltricks.train.tasks import Classification, Task
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str
+    metrics: dict[str, float]
+    history: History
+    recipe: Recipe
+    run_dir: Path
+
+
+def make_task(recipe: Recipe, bundle: DataBundle) -> Task:
+    """The loss and metrics that fit the data: classification or segmentation."""
+    t = recipe.train
+    if bundle.task == "segmentation":
+        from dltricks.train.segmentation import make_segmentation_task
+
+        return make_segmentation_task(recipe, bundle)
+    if t.loss != "ce":
+        raise DltricksError(f"train.loss = {t.loss!r} is for segmentation; classification uses 'ce'")
+    return Classification(label_smoothing=t.label_smoothing, class_weights=t.class_weights,
+                          ece_bins=recipe.eval.ece_bins)
+
+
+def make_augment(recipe: Recipe, bundle: DataBundle):
+    if not any(recipe.data.augment.model_dump().values()):
+        return None
+    from dltricks.data import augment
+
+    return augment.from_spec(recipe.data.augment, dims=len(bundle.in_shape) - 1, task=bundle.task)
+
+
+def build(recipe: Recipe) -> tuple[DataBundle, torch.nn.Module, Task]:
+    """Data, a freshly initialised model (its init fixed by ``recipe.seed``) and the task."""
+    bundle = load_data(recipe.data, recipe.seed)
+    torch.manual_seed(recipe.seed)
+    try:
+        model = build_model(recipe.model, bundle.in_shape, bundle.num_classes)
+    except (ValueError, TypeError) as e:
+        raise DltricksError(f"model {recipe.model.name!r} cannot be built for input {bundle.in_shape}: {e}") from None
+    return bundle, model, make_task(recipe, bundle)
+
+
+def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool = True,
+          resume: str | None = None, study: str | None = None, variant: str | None = None) -> RunResult:
+    """Run a recipe and record it. ``resume=RUN_ID`` continues an interrupted run from its checkpoint.
+
+    Raises :class:`RunFailed` (the run is marked failed with the reason) or
+    :class:`~dltricks.train.loop.TrainingInterrupted` (marked interrupted, resumable).
+    """
+    ledger = ledger or Ledger()
+    if resume:
+        rec = ledger.get(resume)
+        if rec.status == "completed":
+            raise DltricksError(f"run {rec.id} is already completed; nothing to resume")
+        recipe = Recipe.from_dict(rec.recipe, source=f"run {rec.id}")
+        run_id = rec.id
+        ledger.update(run_id, status="running", failure=None)
+    else:
+        recipe = Recipe.load(recipe) if isinstance(recipe, str) else recipe
+        run_id = ""
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
+    device = resolve_device(recipe.train.device)
+    if not run_id:
+        run_id = ledger.start_run(name=recipe.name, recipe=recipe.to_dict(), seed=recipe.seed,
+                                  device=str(device), study=study, variant=variant)
+    run_dir = ledger.run_dir(run_id)
+    (run_dir / "recipe.toml").write_text(recipe.to_toml())
+    try:
+        bundle, model, task = build(recipe)
+        t = recipe.train
+        options = t.model_dump(exclude={"epochs", "batch_size", "lr", "optimizer", "schedule", "grad_clip",
+                                        "label_smoothing", "device"})
+        history = fit(model, bundle.train_source or bundle.train, bundle.val, epochs=t.epochs,
+                      batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer, schedule=t.schedule,
+                      grad_clip=t.grad_clip, label_smoothing=t.label_smoothing, seed=recipe.seed,
+                      device=str(device), progress=progress, task=task, augment=make_augment(recipe, bundle),
+                      checkpoint_dir=run_dir, resume=bool(resume), fingerprint=recipe.digest(), **options)
+        metrics = final_metrics(model, bundle, task, history, recipe, device)
+    except TrainingInterrupted as e:
+        ledger.update(run_id, status="interrupted", curves=e.history.curves,
+                      checkpoint=str(e.checkpoint) if e.checkpoint else None)
+        e.run_id = run_id  # type: ignore[attr-defined]
+        raise
+    except KeyboardInterrupt:
+        ledger.finish(run_id, "interrupted", failure="interrupted twice: stopped without a checkpoint")
+        raise
+    except DltricksError as e:
+        ledger.finish(run_id, "failed", failure=str(e))
+        raise
+    except Exception as e:  # a crash inside a model or a library: recorded, then reported as a failed run
+        ledger.finish(run_id, "failed", failure=f"{type(e).__name__}: {e}")
+        (run_dir / "traceback.txt").write_text(traceback.format_exc())
+        raise RunFailed(f"run {run_id} crashed: {type(e).__name__}: {e} (traceback in "
+                        f"{run_dir / 'traceback.txt'})") from e
+    from dltricks.train.checkpoint import save_weights
+
+    weights = save_weights(run_dir / "model.safetensors", model)
+    ledger.finish(run_id, "completed", metrics=metrics, curves=history.curves, checkpoint=str(weights))
+    return RunResult(run_id, "completed", metrics, history, recipe, run_dir)
+
+
+def final_metrics(model: torch.nn.Module, bundle: DataBundle, task: Task, history: History, recipe: Recipe,
+                  device: torch.device) -> dict[str, float]:
+    """``test_*`` and ``val_*`` metrics of the final (or best) weights, plus cost and time."""
+    kw = dict(batch_size=max(recipe.train.batch_size, 256), device=device, precision=recipe.train.precision)
+    out = {f"test_{k}": v for k, v in evaluate(model, bundle.test, task, **kw).items()}
+    if bundle.val is not None:
+        out.update({f"val_{k}": v for k, v in evaluate(model, bundle.val, task, **kw).items()})
+    out["train_loss"] = history.curves["train_loss"][-1]
+    out["epochs"] = float(history.epochs)
+    out["wall_time_s"] = history.wall_time
+    out["params"] = float(sum(p.numel() for p in model.parameters()))
+    return out
