@@ -132,6 +132,48 @@ def cmd_runs(args: argparse.Namespace) -> None:
             sys.stdout.write("\n")
 
 
+# ---- ablation studies ------------------------------------------------------------------------------
+
+@command
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from dltricks.search.ablate import ablate
+
+    recipe = args.recipe or "mnist1d-ablate-demo"
+    if not args.recipe:
+        out.print("no recipe given: running the bundled demo study [bold]mnist1d-ablate-demo[/] "
+                  "(see `dltricks show mnist1d-ablate-demo`)")
+    from dltricks.recipe import Recipe
+
+    result = ablate(Recipe.load(recipe, args.override), args.trick or None, mode=args.mode, seeds=args.seeds,
+                    workers=args.workers, metric=args.metric or "", study=args.study or "",
+                    ledger=_ledger(args), out=args.out, progress=not args.quiet)
+    return _print_study(result)
+
+
+def _print_study(result) -> int:
+    out.print(result.table())
+    for f in result.failures:
+        out.print(f"[red]failed[/] {f['variant']} seed {f['seed']}: {f['reason']}", soft_wrap=True)
+    out.print(f"report: {result.report['html']}", markup=False)
+    return 0
+
+
+@command
+def cmd_worker(args: argparse.Namespace) -> int:
+    from dltricks.search.ablate import work
+
+    n = work(_ledger(args), args.study, threads=args.threads, progress=not args.quiet)
+    out.print(f"worker done: ran {n} cells of {args.study}")
+    return 0
+
+
+@command
+def cmd_report(args: argparse.Namespace) -> int:
+    from dltricks.search.ablate import report
+
+    return _print_study(report(args.study, ledger=_ledger(args), out=args.out))
+
+
 # ---- the parser -----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,7 +209,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=["running", "completed", "failed", "interrupted"])
     p.add_argument("--name")
     p.add_argument("--limit", type=int)
+
+    p = sub.add_parser("ablate", parents=[common], help="which tricks help on this task? paired seeds, honest stats")
+    recipe_args(p, required=False)
+    p.add_argument("--trick", action="append", metavar="NAME", help="a catalogue trick or NAME:key=value[,...]")
+    p.add_argument("--mode", choices=["add", "remove", "factorial", "cumulative"])
+    p.add_argument("--seeds", type=_positive, help="seeds per variant (paired across variants)")
+    p.add_argument("--workers", type=_positive, help="local worker processes (cores are split between them)")
+    p.add_argument("--study", help="study name (default: recipe, mode and a hash of the sweep)")
+    p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger: where runs and trials live")
+    p.add_argument("--metric", help="metric to compare (default eval.metric, e.g. test_accuracy)")
+    p.add_argument("--out", help="report folder (default dltricks-runs/reports/STUDY)")
+    p = sub.add_parser("worker", parents=[common], help="join a study's work from this machine")
+    p.add_argument("--study", required=True)
+    p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p = sub.add_parser("report", parents=[common], help="(re)write a study's report from storage")
+    p.add_argument("study")
+    p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger")
+    p.add_argument("--out")
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return n
 
 
 def main(argv: list[str] | None = None) -> int:

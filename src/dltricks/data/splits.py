@@ -8,11 +8,12 @@ from dltricks.errors import DltricksError
 
 
 def carve_val(train: tuple[torch.Tensor, torch.Tensor], fraction: float, seed: int,
-              stratify: bool = True) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+              stratify: bool = True, key: str = "data.val_fraction",
+              ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """Split ``(x, y)`` into ``(train, val)`` with ``fraction`` of each class in val.
 
     Stratifying keeps the class balance of a small validation set honest; the seed fixes the split
-    so that every run of a recipe sees the same one.
+    so that every run of a recipe sees the same one. ``key`` names the recipe key in errors.
     """
     x, y = train
     n = len(y)
@@ -28,7 +29,8 @@ def carve_val(train: tuple[torch.Tensor, torch.Tensor], fraction: float, seed: i
     else:
         val = torch.randperm(n, generator=g)[: int(round(n * fraction))]
     if len(val) == 0 or len(val) == n:
-        raise DltricksError(f"data.val_fraction = {fraction} leaves {len(val)} of {n} samples for validation; "
+        part = "validation" if key.endswith("val_fraction") else "the held-out split"
+        raise DltricksError(f"{key} = {fraction} leaves {len(val)} of {n} samples for {part}; "
                             "choose a fraction that keeps some in both")
     mask = torch.ones(n, dtype=torch.bool)
     mask[val] = False

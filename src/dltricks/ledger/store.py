@@ -117,7 +117,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     """Versions that change results: dltricks, torch, python (and CUDA when torch is loaded)."""
     from dltricks import __version__
 
@@ -265,6 +265,11 @@ class Ledger:
                     continue
                 raise self._error(e) from None
 
+    def transaction(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(conn)`` in one transaction on the ledger's database, retried while it is locked.
+        Sweeps keep their claim table here, beside the runs."""
+        return self._tx(fn)
+
     def _ensure_schema(self) -> None:
         def create(conn: Connection) -> None:
             conn.execute(CreateTable(runs_table, if_not_exists=True))
@@ -321,7 +326,7 @@ class Ledger:
         row = {
             "name": str(name), "status": "running", "recipe": encode_json(dict(recipe)), "seed": int(seed),
             "git_commit": git.commit, "git_dirty": git.dirty, "git_diff_hash": git.diff_hash,
-            "versions": _versions(), "device": str(device), "host": socket.gethostname(),
+            "versions": versions(), "device": str(device), "host": socket.gethostname(),
             "pid": os.getpid(), "started": _now(), "finished": None, "metrics": {}, "curves": {},
             "checkpoint": None, "failure": None, "study": study, "variant": variant,
         }

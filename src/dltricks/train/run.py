@@ -64,7 +64,8 @@ def build(recipe: Recipe) -> tuple[DataBundle, torch.nn.Module, Task]:
 
 
 def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool = True,
-          resume: str | None = None, study: str | None = None, variant: str | None = None) -> RunResult:
+          resume: str | None = None, study: str | None = None, variant: str | None = None,
+          run_id: str | None = None) -> RunResult:
     """Run a recipe and record it. ``resume=RUN_ID`` continues an interrupted run from its checkpoint.
 
     Raises :class:`RunFailed` (the run is marked failed with the reason) or
@@ -80,13 +81,12 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         ledger.update(run_id, status="running", failure=None)
     else:
         recipe = Recipe.load(recipe) if isinstance(recipe, str) else recipe
-        run_id = ""
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
     device = resolve_device(recipe.train.device)
-    if not run_id:
+    if not resume:
         run_id = ledger.start_run(name=recipe.name, recipe=recipe.to_dict(), seed=recipe.seed,
-                                  device=str(device), study=study, variant=variant)
+                                  device=str(device), study=study, variant=variant, run_id=run_id)
     run_dir = ledger.run_dir(run_id)
     (run_dir / "recipe.toml").write_text(recipe.to_toml())
     try:

@@ -1,0 +1,323 @@
+"""The user's own data: a NumPy ``.npz`` archive or a CSV table.
+
+``data.name = "npz"``: ``path`` to an archive with arrays ``x`` and ``y`` (and optionally ``x_test`` and
+``y_test``). ``x`` keeps its shape, (N, C, *spatial) for signals, images and volumes or (N, F) for
+features (a 1D ``x`` is one feature per sample); ``y`` holds integer class labels (N,), or label maps
+(N, *spatial) for segmentation.
+
+``data.name = "csv"``: ``path`` to a table with a header row; ``label_column`` (default ``label``) holds
+the classes, every other column is a numeric feature. Labels may be integers or names (mapped to
+0..K-1 in sorted order, the names kept as ``class_names``). ``test_path`` gives a test table.
+
+Without a test set, ``test_fraction`` of the data is held out, stratified by class and fixed by
+``split_seed`` (not by the run's seed: every run of a recipe is tested on the same samples). Relative
+paths are taken from the working directory. Every problem with a file is one line that names it.
+"""
+
+from __future__ import annotations
+
+import csv
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from dltricks.data.registry import DataBundle, register_dataset
+from dltricks.data.splits import carve_val
+from dltricks.errors import DltricksError
+from dltricks.recipe import DataSpec
+
+
+class NpzSpec(DataSpec):
+    name: str = "npz"
+    path: str = Field(min_length=1, description="an .npz file with arrays x, y (and x_test, y_test)")
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="held out as test when the file has none")
+    split_seed: int = Field(0, ge=0, description="fixes the held-out test split across runs")
+
+
+class CsvSpec(DataSpec):
+    name: str = "csv"
+    path: str = Field(min_length=1, description="a CSV file with a header row")
+    label_column: str = Field("label", min_length=1, description="the column that holds the classes")
+    test_path: str = Field("", description="a CSV file with the same columns to test on; '' = hold out")
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="held out as test without test_path")
+    split_seed: int = Field(0, ge=0, description="fixes the held-out test split across runs")
+
+
+# ---- shared checks ------------------------------------------------------------------------------------
+
+def _existing(path: str, key: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DltricksError(f"{key} = {path!r}: no such file (looked for {p.resolve()})")
+    if not p.is_file():
+        raise DltricksError(f"{key} = {path!r} is a folder, not a file")
+    return p
+
+
+def _check_finite(x: np.ndarray, where: str, describe=None) -> None:
+    """One line naming how many values are NaN or infinite and where the first one is."""
+    bad = ~np.isfinite(x)
+    count = int(bad.sum())
+    if count == 0:
+        return
+    first = np.unravel_index(int(np.argmax(bad.reshape(-1))), x.shape)
+    n_nan, n_inf = int(np.isnan(x).sum()), count - int(np.isnan(x).sum())
+    kinds = ", ".join(s for s in (f"{n_nan} NaN" if n_nan else "", f"{n_inf} infinite" if n_inf else "") if s)
+    place = describe(first) if describe else f"first at sample {first[0]}, index {tuple(int(i) for i in first[1:])}"
+    rows = int(bad.reshape(len(x), -1).any(axis=1).sum())
+    raise DltricksError(f"{where} has {count} non-finite values ({kinds}) in {rows} of {len(x)} samples, "
+                        f"{place}; clean or impute them first")
+
+
+def _int_labels(y: np.ndarray, where: str, at=lambda i: f"position {i}") -> np.ndarray:
+    """Integer class ids >= 0 from an integer, bool or integral float array. ``at(i)`` says where the
+    i-th label is in the user's terms (a CSV line, an array position)."""
+    if y.dtype.kind == "b":
+        return y.astype(np.int64)
+    if y.dtype.kind in "iu":
+        out = y.astype(np.int64)
+    elif y.dtype.kind == "f":
+        if not np.isfinite(y).all():
+            bad = int((~np.isfinite(y)).sum())
+            raise DltricksError(f"{where} has {bad} NaN/infinite labels; labels must be class ids 0..K-1")
+        frac = y != np.round(y)
+        if frac.any():
+            i = int(np.argmax(frac.reshape(-1)))
+            raise DltricksError(f"{where} has {int(frac.sum())} non-integer labels (e.g. {float(y.reshape(-1)[i]):g} at "
+                                f"{at(i)}); labels must be class ids 0..K-1")
+        out = y.astype(np.int64)
+    else:
+        raise DltricksError(f"{where} has dtype {y.dtype}; labels must be integer class ids (or strings)")
+    if (out < 0).any():
+        i = int(np.argmax((out < 0).reshape(-1)))
+        raise DltricksError(f"{where} has {int((out < 0).sum())} negative labels (e.g. {int(out.reshape(-1)[i])} "
+                            f"at {at(i)}); labels must be class ids 0..K-1")
+    return out
+
+
+def _encode(train_y: np.ndarray, test_y: np.ndarray | None, where: str, where_test: str,
+            at=None, at_test=None) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Labels as int64 ids with class names: names sorted for strings, ``0..K-1`` for integers."""
+    if train_y.dtype.kind in "US" and (test_y is None or test_y.dtype.kind in "US"):
+        names = sorted(set(train_y.reshape(-1).tolist()) | (set(test_y.reshape(-1).tolist())
+                                                              if test_y is not None else set()))
+        index = {n: i for i, n in enumerate(names)}
+        enc = np.vectorize(index.__getitem__, otypes=[np.int64])
+        return enc(train_y), (enc(test_y) if test_y is not None else None), [str(n) for n in names]
+    a = _int_labels(train_y, where, *([at] if at else []))
+    b = _int_labels(test_y, where_test, *([at_test] if at_test else [])) if test_y is not None else None
+    k = int(max(a.max(initial=0), b.max(initial=0) if b is not None else 0)) + 1
+    return a, b, [str(i) for i in range(k)]
+
+
+def _bundle(x: np.ndarray, y: np.ndarray, test: tuple[np.ndarray, np.ndarray] | None, names: list[str],
+            spec: NpzSpec | CsvSpec, task: str) -> DataBundle:
+    distinct = np.unique(y)
+    if len(distinct) < 2:
+        found = names[int(distinct[0])] if len(distinct) else "none"
+        raise DltricksError(f"data.path = {spec.path!r} has {len(distinct)} class ({found}); classification "
+                            "needs at least 2")
+    xt, yt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y)
+    if test is None:
+        (xt, yt), (x_test, y_test) = carve_val((xt, yt), spec.test_fraction, spec.split_seed,
+                                               stratify=task == "classification", key="data.test_fraction")
+    else:
+        x_test = torch.from_numpy(np.ascontiguousarray(test[0], dtype=np.float32))
+        y_test = torch.from_numpy(test[1])
+    return DataBundle(train=(xt, yt), test=(x_test, y_test), task=task,  # type: ignore[arg-type]
+                      num_classes=len(names), class_names=names)
+
+
+# ---- npz ----------------------------------------------------------------------------------------------
+
+def _read_npz(path: Path, key: str) -> dict[str, np.ndarray]:
+    try:
+        f = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise DltricksError(f"{key} = {str(path)!r} is not an .npz archive (save one with "
+                                "numpy.savez(path, x=..., y=...))") from None
+        raise DltricksError(f"{key} = {str(path)!r} is not a readable .npz archive ({e})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DltricksError(f"{key} = {str(path)!r} is not a readable .npz archive "
+                            f"({type(e).__name__}: {str(e)[:120]})") from None
+    if isinstance(f, np.ndarray):
+        raise DltricksError(f"{key} = {str(path)!r} holds a single .npy array; save x and y together with "
+                            "numpy.savez(path, x=..., y=...)")
+    try:
+        with f:
+            return {k: f[k] for k in f.files}
+    except ValueError as e:  # an object array inside needs pickle, which we never load
+        raise DltricksError(f"{key} = {str(path)!r}: an array needs pickle to load ({e}); store plain numeric "
+                            "or string arrays") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise DltricksError(f"{key} = {str(path)!r} is a corrupt .npz archive "
+                            f"({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def _features(x: np.ndarray, where: str) -> np.ndarray:
+    if x.dtype.kind not in "biuf":
+        raise DltricksError(f"{where} has dtype {x.dtype}; inputs must be numeric")
+    if x.ndim == 0:
+        raise DltricksError(f"{where} is a scalar; it must hold one row per sample")
+    if x.ndim == 1:
+        x = x[:, None]  # N scalars: one feature each
+    return x.astype(np.float32, copy=False)
+
+
+def _labels_shape(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, str]:
+    if y.ndim == 2 and y.shape[1] == 1 and x.ndim <= 2:
+        y = y[:, 0]
+    if y.ndim == 1:
+        return y, "classification"
+    if y.ndim >= 2 and x.ndim == y.ndim + 1 and y.shape[1:] == x.shape[2:]:
+        return y, "segmentation"
+    raise DltricksError(f"{where} has shape {y.shape}; it must be (N,) class labels, or (N, *spatial) label "
+                        f"maps matching x of shape {x.shape}")
+
+
+@register_dataset("npz", NpzSpec)
+def load_npz(spec: NpzSpec, seed: int) -> DataBundle:
+    path = _existing(spec.path, "data.path")
+    arrays = _read_npz(path, "data.path")
+    src = f"{spec.path}"
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise DltricksError(f"{src} has no array {' or '.join(missing)}; it holds "
+                            f"{', '.join(sorted(arrays)) or 'no arrays'} (needs x, y; optionally x_test, y_test)")
+    has_test = [k for k in ("x_test", "y_test") if k in arrays]
+    if len(has_test) == 1:
+        other = "y_test" if has_test[0] == "x_test" else "x_test"
+        raise DltricksError(f"{src} has {has_test[0]} but no {other}; give both or neither")
+
+    def pair(kx: str, ky: str) -> tuple[np.ndarray, np.ndarray, str]:
+        x = _features(arrays[kx], f"{src}: {kx}")
+        y = arrays[ky]
+        if y.ndim == 0 or len(x) != len(y):
+            raise DltricksError(f"{src}: {kx} has {len(x)} samples but {ky} has "
+                                f"{len(y) if y.ndim else 'a scalar'}; they must match")
+        if len(x) == 0:
+            raise DltricksError(f"{src}: {kx} is empty")
+        _check_finite(x, f"{src}: {kx}")
+        y, task = _labels_shape(x, y, f"{src}: {ky}")
+        return x, y, task
+
+    x, y, task = pair("x", "y")
+    test = None
+    y_test = None
+    if has_test:
+        x_test, y_test, task_test = pair("x_test", "y_test")
+        if x_test.shape[1:] != x.shape[1:]:
+            raise DltricksError(f"{src}: x_test samples have shape {x_test.shape[1:]} but x samples "
+                                f"{x.shape[1:]}; they must match")
+        if task_test != task:
+            raise DltricksError(f"{src}: y_test has shape {arrays['y_test'].shape} but y {arrays['y'].shape}")
+    y, y_test, names = _encode(y, y_test, f"{src}: y", f"{src}: y_test")
+    if y_test is not None:
+        test = (x_test, y_test)
+    return _bundle(x, y, test, names, spec, task)
+
+
+# ---- csv ----------------------------------------------------------------------------------------------
+
+def _read_csv(path: Path, key: str, label_column: str) -> tuple[np.ndarray, np.ndarray, list[str], list[int]]:
+    """Features (N, F) float32, labels as strings, the feature column names and each row's line number."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            sample = f.read(65536)
+            f.seek(0)
+            try:
+                dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
+            except csv.Error:
+                dialect = csv.excel
+            reader = csv.reader(f, dialect)
+            numbered = [(reader.line_num, r) for r in reader]
+    except UnicodeDecodeError:
+        raise DltricksError(f"{key} = {str(path)!r} is not a UTF-8 text (CSV) file") from None
+    except (OSError, csv.Error) as e:
+        raise DltricksError(f"{key} = {str(path)!r} cannot be read as CSV ({e})") from None
+    numbered = [(n, r) for n, r in numbered if any(c.strip() for c in r)]  # blank lines
+    rows = [r for _, r in numbered]
+    lines = [n for n, _ in numbered[1:]]  # the file's line number of each data row
+    if not rows:
+        raise DltricksError(f"{key} = {str(path)!r} is empty; it needs a header row and data rows")
+    header = [h.strip() for h in rows[0]]
+    if label_column not in header:
+        from dltricks.errors import did_you_mean
+
+        raise DltricksError(f"{path}: no label column {label_column!r}{did_you_mean(label_column, header)}; "
+                            f"columns: {', '.join(header)} (set data.label_column)")
+    if len(rows) == 1:
+        raise DltricksError(f"{path} has a header but no data rows")
+    li = header.index(label_column)
+    feats = [i for i in range(len(header)) if i != li]
+    if not feats:
+        raise DltricksError(f"{path} has no feature columns besides {label_column!r}")
+    body = rows[1:]
+    for n, r in enumerate(body):
+        if len(r) != len(header):
+            raise DltricksError(f"{path}, line {lines[n]}: {len(r)} fields but the header has {len(header)}")
+    x = np.empty((len(body), len(feats)), dtype=np.float32)
+    missing = np.zeros(x.shape, dtype=bool)
+    for j, c in enumerate(feats):
+        for n, r in enumerate(body):
+            cell = r[c].strip()
+            if cell == "":
+                missing[n, j] = True
+                x[n, j] = np.nan
+                continue
+            try:
+                x[n, j] = float(cell)
+            except ValueError:
+                raise DltricksError(f"{path}: column {header[c]!r} is not numeric (line {lines[n]}: {cell!r}); "
+                                    f"features must be numbers (drop the column or encode it)") from None
+    y = np.array([r[li].strip() for r in body])
+    if (y == "").any():
+        n = int(np.argmax(y == ""))
+        raise DltricksError(f"{path}, line {lines[n]}: empty label in column {label_column!r}")
+
+    def describe(first: tuple) -> str:
+        n, j = int(first[0]), int(first[1])
+        kind = "empty" if missing[n, j] else repr(body[n][feats[j]].strip())
+        return f"first at line {lines[n]}, column {header[feats[j]]!r} ({kind})"
+
+    _check_finite(x, str(path), describe)
+    return x, y, [header[i] for i in feats], lines
+
+
+def _csv_labels(y: np.ndarray) -> np.ndarray:
+    """Integer-looking labels as numbers (so 1.5 and -1 are caught); anything else stays a name."""
+    try:
+        return np.array([float(v) for v in y])
+    except ValueError:
+        return y
+
+
+@register_dataset("csv", CsvSpec)
+def load_csv(spec: CsvSpec, seed: int) -> DataBundle:
+    path = _existing(spec.path, "data.path")
+    x, y_raw, columns, lines = _read_csv(path, "data.path", spec.label_column)
+    test = None
+    yt_raw = None
+    if spec.test_path:
+        tpath = _existing(spec.test_path, "data.test_path")
+        xt, yt_raw, tcolumns, tlines = _read_csv(tpath, "data.test_path", spec.label_column)
+        if tcolumns != columns:
+            raise DltricksError(f"{tpath} has feature columns {', '.join(tcolumns)} but {path} has "
+                                f"{', '.join(columns)}; they must match")
+    y, yt = _csv_labels(y_raw), (_csv_labels(yt_raw) if yt_raw is not None else None)
+    if yt is not None and (y.dtype.kind in "US") != (yt.dtype.kind in "US"):
+        y, yt = y_raw, yt_raw  # names in one file, numbers in the other: treat all as names
+    where = f"column {spec.label_column!r}"
+    y, yt, names = _encode(y, yt, f"{spec.path}: {where}", f"{spec.test_path}: {where}",
+                            at=lambda i: f"line {lines[i]}",
+                            at_test=lambda i: f"line {tlines[i]}")
+    if yt is not None:
+        test = (xt, yt)
+    return _bundle(x, y, test, names, spec, "classification")
+
+
+__all__ = ["NpzSpec", "CsvSpec", "load_npz", "load_csv"]

@@ -1,0 +1,286 @@
+"""Ablation studies: every variant of a recipe over paired seeds, and an honest verdict per trick.
+
+    result = ablate("mnist1d-cnn", ["label_smoothing", "one_cycle"], mode="add", seeds=5, workers=2)
+    result.verdicts            # {"+label_smoothing": "no evidence", "+one_cycle": "helps"}
+
+Each cell (variant x seed) is claimed by one worker (:mod:`dltricks.search.claims`), trained as a
+ledger run, and recorded as an Optuna trial (:mod:`dltricks.search.study`). The same call after a
+crash, Ctrl-C or kill -9 finishes what is missing; `dltricks worker` on other machines joins in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dltricks.errors import DltricksError
+from dltricks.ledger import Ledger
+from dltricks.ledger.stats import VariantStats, compare
+from dltricks.recipe import Recipe
+from dltricks.search import claims, study as st
+from dltricks.search.plan import Mode, plan_variants
+from dltricks.train.tasks import higher_is_better
+from dltricks.tricks import Trick, parse_trick
+
+
+@dataclass
+class AblationResult:
+    study: str
+    metric: str
+    reference: str
+    stats: list[VariantStats]
+    scores: dict[str, dict[int, float]]
+    failures: list[dict[str, Any]]
+    report: dict[str, Path]
+
+    @property
+    def verdicts(self) -> dict[str, str]:
+        return {s.variant: s.verdict for s in self.stats}
+
+    def table(self):
+        from rich.table import Table
+
+        colour = {"helps": "green", "hurts": "red", "baseline": "bold"}
+        t = Table("variant", "n", "mean", "delta [95% CI]", "p (Holm)", "verdict", "seeds needed",
+                  title=f"{self.study}: {self.metric}", box=None)
+        for s in self.stats:
+            ci = "" if s.verdict == "baseline" else f"{s.delta:+.4f} [{s.ci_low:+.4f}, {s.ci_high:+.4f}]"
+            p = "" if s.verdict == "baseline" else f"{s.p_holm:.3g}"
+            need = "" if s.seeds_needed is None else str(s.seeds_needed)
+            t.add_row(s.variant, str(s.n), f"{s.mean:.4f}", ci, p,
+                      f"[{colour.get(s.verdict, 'yellow')}]{s.verdict}[/]", need)
+        return t
+
+
+# ---- defining a study ------------------------------------------------------------------------------
+
+def define(recipe: Recipe, tricks: list[Trick], *, mode: Mode, seeds: int, metric: str = "",
+           study: str = "") -> st.Definition:
+    variants, reference = plan_variants(recipe, tricks, mode)
+    metric = metric or recipe.ablate.metric or recipe.eval.metric
+    seed_list = [recipe.seed + i for i in range(seeds)]
+    base = recipe.to_dict()
+    base.pop("ablate", None)  # the sweep's own settings are not part of what each run trains
+    if not study:
+        blob = json.dumps([base, [v.patch for v in variants], seed_list, metric, mode], sort_keys=True)
+        study = f"{recipe.name}-{mode}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
+    return st.Definition(name=study, recipe=base, variants=variants, reference=reference, seeds=seed_list,
+                         metric=metric, higher_is_better=higher_is_better(metric), mode=mode,
+                         tricks=[{"name": t.name, "family": t.family, "on": t.on, "off": t.off} for t in tricks])
+
+
+def resolve_tricks(recipe: Recipe, names: list[str] | None) -> list[Trick]:
+    return [parse_trick(n) for n in (names if names else recipe.ablate.tricks)]
+
+
+# ---- the worker --------------------------------------------------------------------------------------
+
+def work(ledger: Ledger, study_name: str, *, threads: int = 0, progress: bool = False,
+         on_cell=None) -> int:
+    """Claim and run cells of a study until none is left to claim; return how many this worker ran."""
+    import torch
+
+    from dltricks.errors import RunFailed
+    from dltricks.ledger.record import new_run_id
+    from dltricks.train.loop import TrainingInterrupted
+    from dltricks.train.run import train
+
+    if threads:
+        torch.set_num_threads(threads)
+    claims.ensure_table(ledger)
+    optuna_study, definition = st.load(ledger, study_name)
+    base = Recipe.from_dict(definition.recipe, source=f"study {study_name}")
+    ran = 0
+    for cell, variant, seed in definition.cells():
+        if cell in st.results(optuna_study, definition).done:
+            continue
+        run_id = new_run_id()
+        claim = claims.try_claim(ledger, study_name, cell, run_id)
+        if claim is None:
+            continue
+        if claim == "gave up":
+            st.record(optuna_study, definition, cell, variant.name, seed, run_id=None,
+                      failure=f"its worker died {claims.MAX_ATTEMPTS} times")
+            continue
+        if cell in st.results(optuna_study, definition).done:  # finished just before our claim
+            claims.set_state(ledger, claim, "done")
+            continue
+        for dead in claims.stale_runs(ledger, study_name):
+            _mark_dead(ledger, dead)
+        failure, metrics = None, None
+        with claims.Heartbeat(ledger, claim):
+            try:
+                recipe = base.patch({**variant.patch, "seed": seed})
+                result = train(recipe, ledger=ledger, progress=progress, study=study_name,
+                               variant=variant.name, run_id=run_id)
+                metrics = result.metrics
+            except TrainingInterrupted:
+                claims.set_state(ledger, claim, "released")  # free at once for the next worker
+                raise
+            except KeyboardInterrupt:
+                claims.set_state(ledger, claim, "released")
+                raise
+            except (RunFailed, DltricksError) as e:  # NaN, a bad patch: a result, not a reason to stop
+                failure = str(e)
+        if claims.still_mine(ledger, claim):
+            st.record(optuna_study, definition, cell, variant.name, seed, run_id=run_id, metrics=metrics,
+                      failure=failure)
+        claims.set_state(ledger, claim, "done")
+        ran += 1
+        if on_cell is not None:
+            on_cell()
+    return ran
+
+
+def _mark_dead(ledger: Ledger, run_id: str | None) -> None:
+    if not run_id:
+        return
+    try:
+        if ledger.get(run_id).status == "running":
+            ledger.finish(run_id, "failed", failure="its worker process died (killed or crashed)")
+    except DltricksError:
+        pass  # the worker died before it recorded the run
+
+
+# ---- running a study ---------------------------------------------------------------------------------
+
+def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode | None = None,
+           seeds: int | None = None, workers: int | None = None, metric: str = "", study: str = "",
+           ledger: Ledger | None = None, out: str | Path | None = None, progress: bool = True) -> AblationResult:
+    """Run (or resume) an ablation study and write its report. See the module docstring."""
+    recipe = Recipe.load(recipe) if isinstance(recipe, str) else recipe
+    a = recipe.ablate
+    definition = define(recipe, resolve_tricks(recipe, tricks), mode=mode or a.mode,
+                        seeds=seeds or a.seeds, metric=metric or a.metric, study=study or a.study)
+    _check_variants(recipe, definition)
+    ledger = ledger or Ledger()
+    claims.ensure_table(ledger)
+    st.create_or_load(ledger, definition)
+    workers = workers or a.workers
+    _run_workers(ledger, definition, workers, progress)
+    return report(definition.name, ledger=ledger, out=out)
+
+
+def _check_variants(recipe: Recipe, definition: st.Definition) -> None:
+    """Fail before any training if the reference itself is invalid; other bad patches only fail
+    their own variant (the study goes on and reports why)."""
+    ref = next(v for v in definition.variants if v.name == definition.reference)
+    recipe.patch(ref.patch)
+
+
+def _run_workers(ledger: Ledger, definition: st.Definition, workers: int, progress: bool) -> None:
+    cpus = os.cpu_count() or 1
+    threads = max(1, cpus // workers)
+    total = len(definition.cells())
+    with _StudyProgress(progress, ledger, definition, total) as bar:
+        if workers <= 1:
+            work(ledger, definition.name, threads=threads, on_cell=bar.refresh)
+        else:
+            env = {**os.environ, "DLTRICKS_NO_PROGRESS": "1"}
+            cmd = [sys.executable, "-m", "dltricks.cli", "worker", "--study", definition.name,
+                   "--ledger", ledger.url, "--threads", str(threads), "--quiet"]
+            procs = [subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True) for _ in range(workers)]
+            try:
+                while any(p.poll() is None for p in procs):
+                    bar.refresh()
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                for p in procs:  # they got the same Ctrl-C; give them a moment to save and release
+                    try:
+                        p.wait(timeout=60)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                raise
+            errors = [p.stderr.read().strip() for p in procs if p.returncode not in (0, None)]
+            if errors and any(e for e in errors):
+                raise DltricksError(f"a worker stopped with an error: {errors[0].splitlines()[-1]}")
+            # a worker that died leaves stale claims: finish them here
+            work(ledger, definition.name, threads=cpus, on_cell=bar.refresh)
+        bar.refresh()
+
+
+class _StudyProgress:
+    """trials done/total, running, failed and ETA, read from the shared storage."""
+
+    def __init__(self, enabled: bool, ledger: Ledger, definition: st.Definition, total: int):
+        self.enabled = enabled and os.environ.get("DLTRICKS_NO_PROGRESS", "") in ("", "0")
+        self.ledger, self.definition, self.total = ledger, definition, total
+        self._study = None
+
+    def __enter__(self) -> _StudyProgress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.p = Progress(TextColumn(f"[bold]{self.definition.name}[/]"), BarColumn(), MofNCompleteColumn(),
+                              TextColumn("running {task.fields[running]}  failed {task.fields[failed]}"),
+                              TimeRemainingColumn())
+            self.p.__enter__()
+            self.task = self.p.add_task("cells", total=self.total, running=0, failed=0)
+            self.refresh()
+        return self
+
+    def refresh(self) -> None:
+        if not self.enabled:
+            return
+        if self._study is None:
+            self._study, _ = st.load(self.ledger, self.definition.name)
+        r = st.results(self._study, self.definition)
+        self.p.update(self.task, completed=len(r.done), failed=r.n_failed,
+                      running=len(claims.running(self.ledger, self.definition.name)))
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.p.__exit__(*exc)
+
+
+# ---- the report --------------------------------------------------------------------------------------
+
+def report(study_name: str, *, ledger: Ledger | None = None, out: str | Path | None = None) -> AblationResult:
+    """Statistics and the report (CSV, Markdown, HTML with plots) from what the storage holds now."""
+    from dltricks.ledger.report import write_report
+
+    ledger = ledger or Ledger()
+    optuna_study, d = st.load(ledger, study_name)
+    r = st.results(optuna_study, d)
+    stats = compare(r.scores, d.reference, higher_is_better=d.higher_is_better)
+    curves: dict[str, dict[int, dict[str, list[float]]]] = {}
+    extras: dict[str, dict[str, float]] = {}
+    commits = set()
+    for v, by_seed in r.run_ids.items():
+        curves[v] = {}
+        for seed, run_id in by_seed.items():
+            try:
+                rec = ledger.get(run_id)
+            except DltricksError:
+                continue
+            curves[v][seed] = rec.curves
+            commits.add(rec.git_short)
+        ms = list(r.metrics[v].values())
+        extras[v] = {k: sum(m[k] for m in ms) / len(ms) for k in ("wall_time_s", "params", "flops")
+                     if ms and all(k in m for m in ms)}
+    from dltricks.ledger.store import versions
+
+    header = {
+        "study": d.name, "mode": d.mode, "metric": f"{d.metric} ({'higher' if d.higher_is_better else 'lower'} "
+                                                  "is better)",
+        "reference": d.reference, "seeds": ", ".join(map(str, d.seeds)),
+        "cells": f"{len(r.done)} of {len(d.cells())} done, {r.n_failed} failed",
+        "git commit": ", ".join(sorted(c for c in commits if c)) or "not in a git repository",
+        "tricks": "; ".join(f"{t['name']}: {t['on']}" for t in d.tricks),
+        "environment": ", ".join(f"{k} {v}" for k, v in versions().items()),
+        "storage": ledger.where,
+        "recipe": Recipe.from_dict(d.recipe).to_toml(),
+    }
+    out = Path(out) if out else ledger.root / "reports" / d.name
+    paths = write_report(out, title=f"Ablation: {d.name}", stats=stats, scores=r.scores, metric=d.metric,
+                         higher_is_better=d.higher_is_better, header=header, curves=curves, extras=extras,
+                         failures=r.failures)
+    return AblationResult(d.name, d.metric, d.reference, stats, r.scores, r.failures, paths)

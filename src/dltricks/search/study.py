@@ -1,0 +1,158 @@
+"""A study in Optuna storage: its definition (recipe, variants, seeds, metric) and its results.
+
+Every finished cell is one Optuna trial with the cell, variant, seed, run id and metrics as user
+attributes, so any process that reaches the storage can join the work or read the results.
+The ledger's database holds the study too: one URL shares runs, claims and trials.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from dltricks.errors import DltricksError
+from dltricks.ledger import Ledger
+from dltricks.search.plan import Variant
+
+DEFINITION = "dltricks"
+
+
+def storage(ledger: Ledger):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    kwargs: dict[str, Any] = {}
+    if ledger.url.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}  # "database is locked" (optuna#820)
+    else:
+        kwargs["engine_kwargs"] = {"pool_pre_ping": True}
+    return optuna.storages.RDBStorage(ledger.url, **kwargs)
+
+
+@dataclass
+class Definition:
+    name: str
+    recipe: dict[str, Any]
+    variants: list[Variant]
+    reference: str
+    seeds: list[int]
+    metric: str
+    higher_is_better: bool
+    mode: str
+    tricks: list[dict[str, Any]] = field(default_factory=list)
+
+    def cells(self) -> list[tuple[str, Variant, int]]:
+        """(cell id, variant, seed), seed-major so that partial results are already paired."""
+        return [(f"v{i}s{seed}", v, seed) for seed in self.seeds for i, v in enumerate(self.variants)]
+
+    def to_json(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["variants"] = [{"name": v.name, "on": list(v.on), "patch": v.patch} for v in self.variants]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Definition:
+        d = dict(d)
+        d["variants"] = [Variant(v["name"], tuple(v["on"]), v["patch"]) for v in d["variants"]]
+        return cls(**d)
+
+
+def create_or_load(ledger: Ledger, definition: Definition):
+    """The Optuna study for ``definition``; rerunning the same command finds it again."""
+    import optuna
+
+    study = optuna.create_study(study_name=definition.name, storage=storage(ledger), load_if_exists=True,
+                                direction="maximize" if definition.higher_is_better else "minimize")
+    have = study.user_attrs.get(DEFINITION)
+    if have is None:
+        study.set_user_attr(DEFINITION, definition.to_json())
+    elif _comparable(have) != _comparable(definition.to_json()):
+        raise DltricksError(f"study {definition.name!r} already exists with a different recipe, tricks or seeds; "
+                            "rerun exactly the same command to resume it, or pass --study NEWNAME")
+    return study
+
+
+def _comparable(d: dict) -> dict:
+    return {k: d[k] for k in ("recipe", "variants", "seeds", "metric", "mode")}
+
+
+def load(ledger: Ledger, name: str):
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=name, storage=storage(ledger))
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage(ledger))]
+        from dltricks.errors import did_you_mean
+
+        raise DltricksError(f"no study {name!r} in {ledger.where}{did_you_mean(name, names)}; "
+                            f"studies there: {', '.join(names) or 'none'}") from None
+    if DEFINITION not in study.user_attrs:
+        raise DltricksError(f"study {name!r} was not made by dltricks ablate")
+    return study, Definition.from_json(study.user_attrs[DEFINITION])
+
+
+@dataclass
+class Results:
+    """What the study has so far: one entry per cell, the first trial that finished it."""
+
+    scores: dict[str, dict[int, float]]
+    metrics: dict[str, dict[int, dict[str, float]]]
+    run_ids: dict[str, dict[int, str]]
+    failures: list[dict[str, Any]]
+    done: set[str]
+
+    @property
+    def n_failed(self) -> int:
+        return len(self.failures)
+
+
+def results(study, definition: Definition) -> Results:
+    from optuna.trial import TrialState
+
+    names = [v.name for v in definition.variants]
+    scores: dict[str, dict[int, float]] = {n: {} for n in names}
+    metrics: dict[str, dict[int, dict[str, float]]] = {n: {} for n in names}
+    run_ids: dict[str, dict[int, str]] = {n: {} for n in names}
+    failures, done = [], set()
+    for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)),
+                    key=lambda t: t.number):
+        a = t.user_attrs
+        cell = a.get("cell")
+        if cell is None or cell in done:
+            continue  # a duplicate finish (possible only after a worker was wrongly declared dead)
+        done.add(cell)
+        v, seed = a["variant"], int(a["seed"])
+        if a.get("run_id"):
+            run_ids[v][seed] = a["run_id"]
+        if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value):
+            scores[v][seed] = float(t.value)
+            metrics[v][seed] = a.get("metrics", {})
+        else:
+            failures.append({"variant": v, "seed": seed, "reason": a.get("failure", "failed")})
+    return Results(scores, metrics, run_ids, failures, done)
+
+
+def record(study, definition: Definition, cell: str, variant: str, seed: int, *, run_id: str | None,
+           metrics: dict[str, float] | None = None, failure: str | None = None) -> None:
+    """Add the finished cell as one trial: COMPLETE with the metric, or FAIL with the reason."""
+    import optuna
+    from optuna.trial import TrialState
+
+    attrs: dict[str, Any] = {"cell": cell, "variant": variant, "seed": seed, "run_id": run_id}
+    value = None
+    if failure is None:
+        metrics = {k: float(v) for k, v in (metrics or {}).items()}
+        value = metrics.get(definition.metric)
+        if value is None or not math.isfinite(value):
+            failure = (f"metric {definition.metric} was not produced"
+                       f" (got {value})" if value is not None else
+                       f"metric {definition.metric} was not produced; the run has: {', '.join(sorted(metrics))}")
+        attrs["metrics"] = {k: v for k, v in metrics.items() if math.isfinite(v)}
+    if failure is not None:
+        attrs["failure"] = failure
+        trial = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=attrs)
+    else:
+        trial = optuna.trial.create_trial(state=TrialState.COMPLETE, value=value, user_attrs=attrs)
+    study.add_trial(trial)
