@@ -57,7 +57,8 @@ def test_geometric_ops_keep_image_and_mask_aligned(case: str, dims: int) -> None
     else:
         # bilinear image vs nearest mask differ only on boundary pixels
         assert _dice(out[:, 0] > 0.5, out_mask.bool()) > 0.93
-        # and the check has teeth: the same op with another draw does not line up as well
+    if not exact and case != "crop_center":  # centre crops are the same for every draw
+        # the check has teeth: the same op with another draw does not line up as well
         other, _ = Augment([_op(case)], dims, seed=2, **params)(image, mask)
         assert _dice(other[:, 0] > 0.5, out_mask.bool()) < _dice(out[:, 0] > 0.5, out_mask.bool())
 

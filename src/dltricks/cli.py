@@ -55,18 +55,19 @@ def cmd_recipes(args: argparse.Namespace) -> None:
 
 @command
 def cmd_show(args: argparse.Namespace) -> None:
-    out.print(_recipe(args).to_toml(), markup=False, end="")
+    sys.stdout.write(_recipe(args).to_toml())  # plain: rich would wrap long lines and break the TOML
 
 
 @command
 def cmd_tricks(args: argparse.Namespace) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from dltricks import tricks
 
     if args.name:
         t = tricks.get(args.name)
-        out.print(f"[bold]{t.name}[/] ({t.family})\n\n{t.tip}\n")
+        out.print(f"[bold]{escape(t.name)}[/] ({escape(t.family)})\n\n{escape(t.tip)}\n")
         out.print("on:  " + ", ".join(f"{k} = {v!r}" for k, v in t.on.items()), markup=False)
         out.print("off: " + ", ".join(f"{k} = {v!r}" for k, v in t.off.items()), markup=False)
         if t.reference:
@@ -74,7 +75,8 @@ def cmd_tricks(args: argparse.Namespace) -> None:
         return
     table = Table("family", "trick", "turns on", box=None)
     for t in sorted(tricks.catalogue().values(), key=lambda t: (t.family, t.name)):
-        table.add_row(t.family, f"[bold]{t.name}[/]", ", ".join(f"{k}={v!r}" for k, v in t.on.items()))
+        table.add_row(escape(t.family), f"[bold]{escape(t.name)}[/]",
+                      escape(", ".join(f"{k}={v!r}" for k, v in t.on.items())))
     out.print(table)
 
 
@@ -95,12 +97,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                        resume=args.resume)
     except TrainingInterrupted as e:
         run_id = getattr(e, "run_id", "?")
-        err.print(f"interrupted: run {run_id} saved; continue with: dltricks train --resume {run_id}")
+        err.print(f"interrupted: run {run_id} saved; continue with: dltricks train --resume {run_id}",
+                  soft_wrap=True)
         return 130
     m = result.metrics
     shown = {k: v for k, v in m.items() if k.startswith("test_")}
-    out.print(f"run [bold]{result.run_id}[/] completed: " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
-    out.print(f"weights: {result.run_dir / 'model.safetensors'}", markup=False)
+    out.print(f"run [bold]{result.run_id}[/] completed: " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()),
+              soft_wrap=True)
+    out.print(f"weights: {result.run_dir / 'model.safetensors'}", markup=False, soft_wrap=True)
     return 0
 
 
@@ -118,7 +122,7 @@ def cmd_runs(args: argparse.Namespace) -> None:
     if args.action == "show":
         if len(args.ids) != 1:
             raise DltricksError("usage: dltricks runs show RUN_ID")
-        out.print(sheet.to_json([ledger.get(args.ids[0])]), markup=False)
+        _write(sheet.to_json([ledger.get(args.ids[0])]))
         return
     if args.action is not None:
         raise DltricksError(f"unknown runs action {args.action!r}; valid: diff, show (or none to list)")
@@ -127,9 +131,12 @@ def cmd_runs(args: argparse.Namespace) -> None:
         out.print(sheet.runs_table(records))
     else:
         render = {"csv": sheet.to_csv, "md": sheet.to_markdown, "json": sheet.to_json}[args.format]
-        sys.stdout.write(render(records))
-        if not render(records).endswith("\n"):
-            sys.stdout.write("\n")
+        _write(render(records))
+
+
+def _write(text: str) -> None:
+    """Machine-readable output as is (rich would wrap it at the terminal's width), ending in a newline."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
 # ---- ablation studies ------------------------------------------------------------------------------
@@ -172,6 +179,54 @@ def cmd_report(args: argparse.Namespace) -> int:
     from dltricks.search.ablate import report
 
     return _print_study(report(args.study, ledger=_ledger(args), out=args.out))
+
+
+# ---- model analysis -------------------------------------------------------------------------------
+
+@command
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from dltricks.analysis import compare_recipes, inspect_recipe
+    from dltricks.recipe import Recipe
+
+    if args.compare:
+        if args.recipe:
+            raise DltricksError("give either RECIPE or --compare A B, not both")
+        a = Recipe.load(args.compare[0], args.override + args.override_a)
+        b = Recipe.load(args.compare[1], args.override + args.override_b)
+        result = compare_recipes(a, b, latency=not args.no_latency)
+    else:
+        if not args.recipe:
+            raise DltricksError("inspect needs a RECIPE (a bundled name or a .toml path) or --compare A B")
+        result = inspect_recipe(_recipe(args), latency=not args.no_latency)
+    if args.json:
+        import json
+
+        _write(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        out.print(result)
+
+
+@command
+def cmd_advise(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from dltricks.analysis import advice_to_json, advise, apply_advice, render_advice
+
+    recipe = _recipe(args)
+    advice = advise(recipe)
+    if args.json:
+        _write(advice_to_json(advice, recipe))
+    else:
+        out.print(render_advice(advice, recipe))
+    if args.fix:
+        fixed = apply_advice(recipe, advice)
+        path = Path(args.fix)
+        try:
+            path.write_text(fixed.to_toml())
+        except OSError as e:
+            raise DltricksError(f"cannot write {path}: {e.strerror or e}") from None
+        n = sum(len(a.patch) for a in advice)
+        (err if args.json else out).print(f"wrote {path} ({n} key{'s' if n != 1 else ''} changed)", markup=False)
 
 
 # ---- the parser -----------------------------------------------------------------------------------
@@ -228,6 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study")
     p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger")
     p.add_argument("--out")
+    p = sub.add_parser("inspect", parents=[common], help="layer table with receptive field, params and FLOPs; "
+                                                         "--compare A B side by side")
+    recipe_args(p, required=False)
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="two recipes side by side (-o sets a key in "
+                                                                   "both, -a only in A, -b only in B)")
+    p.add_argument("-a", "--override-a", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("-b", "--override-b", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--no-latency", action="store_true", help="skip timing the model on the CPU")
+    p = sub.add_parser("advise", parents=[common], help="check a recipe against the tips; --fix writes the patched one")
+    recipe_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--fix", metavar="OUT.toml", help="write the recipe with every advice's patch applied")
     return parser
 
 

@@ -33,7 +33,9 @@ __all__ = [
 class Section(BaseModel):
     """A recipe section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # allow_inf_nan=False: no key wants an infinite or NaN value, and JSON/TOML could not store one
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(),
+                              allow_inf_nan=False)
 
 
 class AugmentSpec(Section):
@@ -188,20 +190,14 @@ class Recipe(Section):
         d, source = _load_tree(str(path_or_name), seen=())
         for item in overrides or []:
             key, value = parse_override(item)
-            set_dotted(d, key, value)
+            _set_key(d, key, value)
         return cls.from_dict(d, source)
 
     def patch(self, patch: dict[str, Any]) -> Recipe:
         """A new recipe with dotted keys set, e.g. ``{"train.lr": 0.1}``; validated like a file."""
         d = self.to_dict()
         for key, value in patch.items():
-            section = key.removesuffix(".name")
-            if section in ("data", "model") and value != d[section]["name"]:
-                # a different dataset or model: keep only the keys the new one also has
-                new = _VARIANTS[section].get(value)
-                keep = set(new.model_fields) if new else {"name"}
-                d[section] = {k: v for k, v in d[section].items() if k in keep}
-            set_dotted(d, key, value)
+            _set_key(d, key, value)
         return Recipe.from_dict(d, source="patch " + ", ".join(f"{k}={v!r}" for k, v in patch.items()))
 
     # ---- output -----------------------------------------------------------------------------
@@ -253,33 +249,37 @@ def _read_toml(text: str, source: str) -> dict[str, Any]:
         raise DltricksError(f"{source}: invalid TOML: {e}") from None
 
 
-def _load_tree(ref: str, seen: tuple[str, ...], relative_to: Path | None = None) -> tuple[dict, str]:
-    """The recipe dict for a name or path with its ``base`` chain merged in (file wins over base)."""
-    path = Path(ref) if relative_to is None or Path(ref).is_absolute() else relative_to / ref
-    if ref.endswith(".toml") or path.exists():
+def _load_tree(ref: str, seen: tuple[tuple[str, str], ...], relative_to: Path | None = None
+               ) -> tuple[dict, str]:
+    """The recipe dict for a name or path with its ``base`` chain merged in (file wins over base).
+    ``seen`` holds (resolved path or bundled name, display name) of the recipes that led here."""
+    path = Path(ref).expanduser()
+    path = path if relative_to is None or path.is_absolute() else relative_to / path
+    if ref.endswith(".toml") or path.is_file():
         if not path.is_file():
             raise DltricksError(f"recipe file not found: {path}")
         try:
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as e:
             raise DltricksError(f"cannot read recipe {path}: {e}") from None
-        source, here = str(path), path.parent
+        source, here, key = str(path), path.parent, str(path.resolve())
     else:
         names = bundled_recipes()
         if ref not in names:
             raise DltricksError(f"no recipe file or bundled recipe named {ref!r}{did_you_mean(ref, names)}; "
                                 f"bundled: {one_of(names)}")
         text = (resources.files("dltricks.recipes") / f"{ref}.toml").read_text()
-        source, here = f"{ref} (bundled)", None
-    if source in seen:
-        raise DltricksError(f"{source}: base recipes form a cycle: {' -> '.join(seen + (source,))}")
+        source, here, key = f"{ref} (bundled)", None, f"{ref} (bundled)"
+    if key in (k for k, _ in seen):
+        chain = " -> ".join([s for _, s in seen] + [source])
+        raise DltricksError(f"{source}: base recipes form a cycle: {chain}")
     d = _read_toml(text, source)
     base = d.pop("base", None)
     if base is None:
         return d, source
     if not isinstance(base, str):
         raise DltricksError(f"{source}: base must be a recipe name or path, got {base!r}")
-    parent, _ = _load_tree(base, seen + (source,), here)
+    parent, _ = _load_tree(base, seen + ((key, source),), here)
     return _merge(parent, d), source
 
 
@@ -306,10 +306,26 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key:
         raise DltricksError(f"override {item!r} must look like key=value, e.g. train.lr=0.01")
     try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        parsed = tomllib.loads(f"v = {raw.strip()}")
     except tomllib.TOMLDecodeError:
-        value = raw.strip()
-    return key, value
+        return key, raw.strip()
+    if list(parsed) != ["v"]:  # "1\nb = 2" is valid TOML but not one value: keep the text
+        return key, raw.strip()
+    return key, parsed["v"]
+
+
+def _set_key(d: dict, key: str, value: Any) -> None:
+    """``set_dotted``, except that a new ``data.name`` or ``model.name`` keeps only the keys the new
+    dataset or model also has: ``-o model.name=mlp`` on a CNN recipe drops the CNN's keys."""
+    if key in ("data.name", "model.name"):
+        section = key.split(".")[0]
+        old = d.get(section)
+        if isinstance(old, dict) and value != old.get("name"):
+            _plugins_loaded()
+            new = _VARIANTS[section].get(value) if isinstance(value, str) else None
+            keep = set(new.model_fields) if new else {"name"}
+            d[section] = {k: v for k, v in old.items() if k in keep}
+    set_dotted(d, key, value)
 
 
 def set_dotted(d: dict, key: str, value: Any) -> None:

@@ -268,16 +268,24 @@ def stack_cases(cases: list[Case], spec: _UserSegSpec, what: str) -> tuple[torch
             y = F.interpolate(y[None, None].float(), size=spec.size, mode="nearest-exact")[0, 0].long()
         xs.append(x)
         ys.append(y)
-    shapes = {tuple(y.shape): w for y, (_, _, w) in zip(ys, cases)}
-    if len(shapes) > 1:
-        (s1, w1), (s2, w2) = list(shapes.items())[:2]
+    _same_shape([(tuple(y.shape), w) for y, (_, _, w) in zip(ys, cases)], what)
+    return torch.stack(xs), torch.stack(ys)
+
+
+def _same_shape(shapes: list[tuple[tuple[int, ...], str]], what: str) -> None:
+    first = {}
+    for shape, where in shapes:
+        first.setdefault(shape, where)
+    if len(first) > 1:
+        (s1, w1), (s2, w2) = list(first.items())[:2]
         raise DltricksError(f"{what}: cases have different shapes ({s1} in {w1}, {s2} in {w2}); set data.size "
                             f"= [{', '.join(map(str, s1))}] (say) to resample them to one size")
-    return torch.stack(xs), torch.stack(ys)
 
 
 def _finish(spec: _UserSegSpec, train_cases: list[Case], test_cases: list[Case] | None, seed: int,
             what: str) -> DataBundle:
+    if not spec.size:  # one message for every case, before any split hides which set a case went to
+        _same_shape([(c[1].shape, c[2]) for c in train_cases + (test_cases or [])], what)
     if test_cases is None:
         if len(train_cases) < 2:
             raise DltricksError(f"{what}: {len(train_cases)} case(s) found; need at least 2 to hold out a test set")
@@ -288,9 +296,9 @@ def _finish(spec: _UserSegSpec, train_cases: list[Case], test_cases: list[Case] 
         train_cases = [train_cases[i] for i in sorted(order[n_test:])]
     train = stack_cases(train_cases, spec, what)
     test = stack_cases(test_cases, spec, what)
-    if train[0].shape[1:] != test[0].shape[1:]:
-        raise DltricksError(f"{what}: test images are {tuple(test[0].shape[1:])} but training images are "
-                            f"{tuple(train[0].shape[1:])}; set data.size to resample both")
+    if train[0].shape[1] != test[0].shape[1]:
+        raise DltricksError(f"{what}: test images have {test[0].shape[1]} channels but training images have "
+                            f"{train[0].shape[1]}")
     num_classes = spec.num_classes or max(2, int(max(train[1].max(), test[1].max())) + 1)
     for (_, label, where) in train_cases + test_cases:
         check_labels(torch.from_numpy(label), num_classes, where)

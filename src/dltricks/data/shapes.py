@@ -65,17 +65,41 @@ class ShapesSpec(SegDataSpec):
         return self
 
 
-def _smooth_field(n: int, dims: int, size: int, g: torch.Generator, knots: int = 4) -> torch.Tensor:
+class _Draws:
+    """Random draws for a chunk of samples, each from its own generator seeded by (seed, index): sample
+    ``i`` is the same whatever the chunking or the number of samples asked for."""
+
+    def __init__(self, seed: int, indices: range):
+        self.gens = [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
+                     for i in indices]
+        self.n = len(self.gens)
+
+    def rand(self, *shape: int) -> torch.Tensor:
+        """(n, *shape) uniform in [0, 1)."""
+        return torch.stack([torch.rand(*shape, generator=g) for g in self.gens])
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        return torch.stack([torch.randn(*shape, generator=g) for g in self.gens])
+
+    def u(self, lo: float, hi: float, *shape: int) -> torch.Tensor:
+        return lo + (hi - lo) * self.rand(*shape)
+
+    def randint(self, lo: int, hi: int) -> torch.Tensor:
+        """(n,) integers in [lo, hi]."""
+        return torch.stack([torch.randint(lo, hi + 1, (), generator=g) for g in self.gens])
+
+
+def _smooth_field(r: _Draws, dims: int, size: int, knots: int = 4) -> torch.Tensor:
     """(n, *spatial) smooth random field, roughly N(0, 1) at the knots: noise on a coarse grid, upsampled."""
-    coarse = torch.randn(n, 1, *[knots] * dims, generator=g)
+    coarse = r.randn(1, *[knots] * dims)
     mode = "bicubic" if dims == 2 else "trilinear"
     return F.interpolate(coarse, size=[size] * dims, mode=mode, align_corners=True)[:, 0]
 
 
-def _random_rotation(n: int, dims: int, g: torch.Generator) -> torch.Tensor:
+def _random_rotation(r: _Draws, dims: int) -> torch.Tensor:
     """(n, dims, dims) random orthogonal matrices (QR of a gaussian matrix)."""
-    q, r = torch.linalg.qr(torch.randn(n, dims, dims, generator=g))
-    return q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+    q, rr = torch.linalg.qr(r.randn(dims, dims))
+    return q * torch.sign(torch.diagonal(rr, dim1=-2, dim2=-1)).unsqueeze(-2)
 
 
 def _blob(coords: torch.Tensor, centre: torch.Tensor, radii: torch.Tensor, rot: torch.Tensor,
@@ -96,63 +120,55 @@ def _blob(coords: torch.Tensor, centre: torch.Tensor, radii: torch.Tensor, rot: 
     return (r2.sqrt() - 1 + wobble) * mean_r * size / 2
 
 
-def _generate_chunk(spec: ShapesSpec, n: int, g: torch.Generator, coords: torch.Tensor):
-    d, s = spec.dims, spec.size
-    shape = (n, *[s] * d)
-
-    def u(lo: float, hi: float, *size: int) -> torch.Tensor:
-        return lo + (hi - lo) * torch.rand(*size, generator=g)
-
-    label = torch.zeros(shape, dtype=torch.long)
+def _generate_chunk(spec: ShapesSpec, r: _Draws, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    d, s, n, ch = spec.dims, spec.size, r.n, spec.channels
+    one = [1] * d
+    label = torch.zeros((n, *[s] * d), dtype=torch.long)
     # tissue intensity per channel before noise: background level + bias field
-    img = u(-0.2, 0.2, n, spec.channels).view(n, spec.channels, *[1] * d) \
-        + spec.bias_field * _smooth_field(n, d, s, g, knots=3).unsqueeze(1)
+    img = r.u(-0.2, 0.2, ch).view(n, ch, *one) + spec.bias_field * _smooth_field(r, d, s, knots=3).unsqueeze(1)
     organ_centre = torch.zeros(n, d)
     organ_radii = torch.full((n, d), 0.6)  # lesions anywhere central when there is no organ
     organ_rot = torch.eye(d).repeat(n, 1, 1)
     if spec.organ:
-        organ_radii = 2 * u(*spec.organ_radius, n, d)  # fractions of the size -> units of [-1, 1]
-        organ_centre = u(-1, 1, n, d) * (0.95 - organ_radii).clamp_min(0)  # keep the organ in view
-        organ_rot = _random_rotation(n, d, g)
-        sd = _blob(coords, organ_centre, organ_radii, organ_rot,
-                   spec.irregularity * _smooth_field(n, d, s, g), s)
+        organ_radii = 2 * r.u(*spec.organ_radius, d)  # fractions of the size -> units of [-1, 1]
+        organ_centre = r.u(-1, 1, d) * (0.95 - organ_radii).clamp_min(0)  # keep the organ in view
+        organ_rot = _random_rotation(r, d)
+        sd = _blob(coords, organ_centre, organ_radii, organ_rot, spec.irregularity * _smooth_field(r, d, s), s)
         soft = torch.sigmoid(-sd / 0.5)  # partial-volume edge about one voxel wide
-        level = u(0.7, 1.3, n, spec.channels) * torch.where(torch.rand(n, spec.channels, generator=g) < 0.8, 1, -1)
-        img = img + soft.unsqueeze(1) * level.view(n, spec.channels, *[1] * d)
+        level = r.u(0.7, 1.3, ch) * torch.where(r.rand(ch) < 0.8, 1, -1)  # mostly brighter than background
+        img = img + soft.unsqueeze(1) * level.view(n, ch, *one)
         if spec.num_classes == 3:
             label = torch.where(sd < 0, 1, label)
     lesion_class = spec.num_classes - 1
-    count = torch.randint(spec.lesions[0], spec.lesions[1] + 1, (n,), generator=g)
+    count = r.randint(*spec.lesions)
     for k in range(spec.lesions[1]):
-        active = (count > k).view(n, *[1] * d)
-        radii = 2 * u(*spec.lesion_radius, n, 1) * u(0.7, 1.0, n, d)  # mildly elongated
+        active = (count > k).view(n, *one)
+        radii = 2 * r.u(*spec.lesion_radius, 1) * r.u(0.7, 1.0, d)  # mildly elongated
         # inside the organ: a point of the organ's inner ellipsoid, or anywhere central without an organ
-        direction = torch.randn(n, d, generator=g)
-        direction = direction / direction.norm(dim=1, keepdim=True) * u(0, 1, n, 1) ** (1 / d)
+        direction = r.randn(d)
+        direction = direction / direction.norm(dim=1, keepdim=True) * r.rand(1) ** (1 / d)
         centre = organ_centre + torch.einsum("nij,nj->ni", organ_rot, direction * organ_radii * 0.75)
-        sd = _blob(coords, centre, radii, _random_rotation(n, d, g),
-                   spec.irregularity * _smooth_field(n, d, s, g, knots=3), s)
+        sd = _blob(coords, centre, radii, _random_rotation(r, d),
+                   spec.irregularity * _smooth_field(r, d, s, knots=3), s)
         soft = torch.sigmoid(-sd / 0.5) * active
-        sign = torch.where(torch.rand(n, generator=g) < 0.5, 1.0, -1.0).view(n, 1)
-        contrast = u(*spec.contrast, n, 1) * sign  # the same lesion shows in every channel, not equally
-        contrast = contrast * u(0.6, 1.0, n, spec.channels)
-        img = img + soft.unsqueeze(1) * contrast.view(n, spec.channels, *[1] * d)
+        sign = torch.where(r.rand(1) < 0.5, 1.0, -1.0)  # hyper- or hypo-intense
+        contrast = r.u(*spec.contrast, 1) * sign * r.u(0.6, 1.0, ch)  # shows in every channel, not equally
+        img = img + soft.unsqueeze(1) * contrast.view(n, ch, *one)
         label = torch.where((sd < 0) & active, lesion_class, label)
-    img = img + spec.noise * torch.randn(img.shape, generator=g)
+    img = img + spec.noise * r.randn(ch, *[s] * d)
     return img.float(), label
 
 
 def generate(spec: ShapesSpec, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` samples ``x`` (n, C, *spatial) float32 and ``y`` (n, *spatial) int64, a pure function of
-    (spec, n, seed). Generated in chunks to bound memory for large volumes."""
-    g = torch.Generator().manual_seed(seed)
+    """``n`` samples ``x`` (n, C, *spatial) float32 and ``y`` (n, *spatial) int64. Sample ``i`` is a pure
+    function of (spec, seed, i). Generated in chunks to bound memory for large volumes."""
     d, s = spec.dims, spec.size
     axis = (torch.arange(s, dtype=torch.float32) + 0.5) / s * 2 - 1  # pixel centres in [-1, 1]
     coords = torch.stack(torch.meshgrid(*[axis] * d, indexing="ij"))
     chunk = max(1, 2**21 // s**d)
     xs, ys = [], []
     for start in range(0, n, chunk):
-        x, y = _generate_chunk(spec, min(chunk, n - start), g, coords)
+        x, y = _generate_chunk(spec, _Draws(seed, range(start, min(n, start + chunk))), coords)
         xs.append(x)
         ys.append(y)
     return torch.cat(xs), torch.cat(ys)

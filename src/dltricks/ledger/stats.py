@@ -136,6 +136,10 @@ def _paired_p(diffs: np.ndarray, test: str) -> tuple[float, str]:
         # A trick that changes nothing: every sign flip gives the same mean, so the exact
         # permutation p is 1. Stated directly so no test can ever find "evidence" here.
         return 1.0, "permutation"
+    if diffs.size == 1:
+        # One pair (a study still running, or every other seed failed): both sign flips give the
+        # same |mean|, so the exact two-sided p is 1. scipy's permutation_test refuses one sample.
+        return 1.0, "permutation"
     use_t = test == "t" or (test == "auto" and diffs.size >= MIN_SEEDS_FOR_T)
     if use_t and diffs.size >= 2 and not _is_constant(diffs):
         # ttest_rel(variant, baseline) is the one-sample t-test of these differences.

@@ -4,9 +4,25 @@ Blocks take (N, C, *spatial) tensors and ``dims`` = 1, 2 or 3, and are usable on
 layers; models register under their recipe ``model.name`` and are built with :func:`build_model`.
 """
 
-from dltricks.nn.blocks import (ASPP, SPP, BasicBlock, Bottleneck, ConvNormAct, DualPathway, ImagePool,
-                                LargeKernelConv, PreActBlock, Residual, SelfAttention, SeparableConv, SqueezeExcite,
-                                WSConv, downsample, make_conv, projection)
+from dltricks.nn.blocks import (
+                                ASPP,
+                                SPP,
+                                BasicBlock,
+                                Bottleneck,
+                                ConvNormAct,
+                                DualPathway,
+                                ImagePool,
+                                LargeKernelConv,
+                                PreActBlock,
+                                Residual,
+                                SelfAttention,
+                                SeparableConv,
+                                SqueezeExcite,
+                                WSConv,
+                                downsample,
+                                make_conv,
+                                projection,
+)
 from dltricks.nn.layers import BuildError
 from dltricks.nn.models import build_model, models, register_model
 from dltricks.nn.shapes import output_shape

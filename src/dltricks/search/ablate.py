@@ -13,21 +13,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
-from dltricks.ledger.stats import VariantStats, compare
 from dltricks.recipe import Recipe
 from dltricks.search import claims, study as st
 from dltricks.search.plan import Mode, plan_variants
 from dltricks.train.tasks import higher_is_better
 from dltricks.tricks import Trick, parse_trick
+
+if TYPE_CHECKING:  # scipy (behind the statistics) takes seconds to import; a worker never needs it
+    from dltricks.ledger.stats import VariantStats
 
 
 @dataclass
@@ -92,51 +96,62 @@ def work(ledger: Ledger, study_name: str, *, threads: int = 0, progress: bool = 
     from dltricks.train.loop import TrainingInterrupted
     from dltricks.train.run import train
 
+    threads_before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
-    claims.ensure_table(ledger)
-    optuna_study, definition = st.load(ledger, study_name)
-    base = Recipe.from_dict(definition.recipe, source=f"study {study_name}")
-    ran = 0
-    for cell, variant, seed in definition.cells():
-        if cell in st.results(optuna_study, definition).done:
-            continue
-        run_id = new_run_id()
-        claim = claims.try_claim(ledger, study_name, cell, run_id)
-        if claim is None:
-            continue
-        if claim == "gave up":
-            st.record(optuna_study, definition, cell, variant.name, seed, run_id=None,
-                      failure=f"its worker died {claims.MAX_ATTEMPTS} times")
-            continue
-        if cell in st.results(optuna_study, definition).done:  # finished just before our claim
+    try:
+        claims.ensure_table(ledger)
+        optuna_study, definition = st.load(ledger, study_name)
+        base = Recipe.from_dict(definition.recipe, source=f"study {study_name}")
+        ran = 0
+        # Read the finished cells once, and again only after winning a claim: a cell that is done
+        # has a "done" claim, so try_claim already refuses it; the re-read catches a cell whose
+        # worker recorded its trial and died before marking the claim done. (Reading every trial
+        # for every cell made a worker's bookkeeping grow with the square of the study's size.)
+        done = st.results(optuna_study, definition).done
+        for cell, variant, seed in definition.cells():
+            if cell in done:
+                continue
+            run_id = new_run_id()
+            claim = claims.try_claim(ledger, study_name, cell, run_id)
+            if claim is None:
+                continue
+            done = st.results(optuna_study, definition).done
+            if cell in done:  # finished just before our claim
+                claims.set_state(ledger, claim, "done")
+                continue
+            for dead in claims.stale_runs(ledger, study_name):
+                _mark_dead(ledger, dead)
+            if claim.gave_up:
+                st.record(optuna_study, definition, cell, variant.name, seed, run_id=None,
+                          failure=f"its worker died {claims.MAX_ATTEMPTS} times")
+                claims.set_state(ledger, claim, "done")
+                continue
+            failure, metrics, started = None, None, False
+            with claims.Heartbeat(ledger, claim):
+                try:
+                    recipe = base.patch({**variant.patch, "seed": seed})
+                    started = True
+                    result = train(recipe, ledger=ledger, progress=progress, study=study_name,
+                                   variant=variant.name, run_id=run_id)
+                    metrics = result.metrics
+                except (TrainingInterrupted, KeyboardInterrupt):
+                    claims.set_state(ledger, claim, "released")  # free at once for the next worker
+                    raise
+                except (RunFailed, DltricksError) as e:  # NaN, a bad patch: a result, not a reason to stop
+                    failure = str(e)
+            if claims.still_mine(ledger, claim):
+                # A bad patch never reaches the ledger: the trial then names no run.
+                st.record(optuna_study, definition, cell, variant.name, seed, run_id=run_id if started else None,
+                          metrics=metrics, failure=failure)
             claims.set_state(ledger, claim, "done")
-            continue
-        for dead in claims.stale_runs(ledger, study_name):
-            _mark_dead(ledger, dead)
-        failure, metrics = None, None
-        with claims.Heartbeat(ledger, claim):
-            try:
-                recipe = base.patch({**variant.patch, "seed": seed})
-                result = train(recipe, ledger=ledger, progress=progress, study=study_name,
-                               variant=variant.name, run_id=run_id)
-                metrics = result.metrics
-            except TrainingInterrupted:
-                claims.set_state(ledger, claim, "released")  # free at once for the next worker
-                raise
-            except KeyboardInterrupt:
-                claims.set_state(ledger, claim, "released")
-                raise
-            except (RunFailed, DltricksError) as e:  # NaN, a bad patch: a result, not a reason to stop
-                failure = str(e)
-        if claims.still_mine(ledger, claim):
-            st.record(optuna_study, definition, cell, variant.name, seed, run_id=run_id, metrics=metrics,
-                      failure=failure)
-        claims.set_state(ledger, claim, "done")
-        ran += 1
-        if on_cell is not None:
-            on_cell()
-    return ran
+            ran += 1
+            if on_cell is not None:
+                on_cell()
+        return ran
+    finally:
+        if threads:
+            torch.set_num_threads(threads_before)  # the caller's process keeps its own setting
 
 
 def _mark_dead(ledger: Ledger, run_id: str | None) -> None:
@@ -176,34 +191,62 @@ def _check_variants(recipe: Recipe, definition: st.Definition) -> None:
 
 
 def _run_workers(ledger: Ledger, definition: st.Definition, workers: int, progress: bool) -> None:
+    """``workers`` processes on this machine: this one and ``workers - 1`` `dltricks worker` children.
+
+    This process works too: it has imported torch already, so only the children pay a start-up,
+    and they pay it while this one trains. The cores are split between the processes."""
+    import torch
+
     cpus = os.cpu_count() or 1
-    threads = max(1, cpus // workers)
+    # Never more threads than this process was allowed (torch.set_num_threads, OMP_NUM_THREADS):
+    # on a busy machine, more threads than free cores make every step wait on the slowest one.
+    threads = max(1, min(torch.get_num_threads(), cpus // workers))
     total = len(definition.cells())
     with _StudyProgress(progress, ledger, definition, total) as bar:
         if workers <= 1:
             work(ledger, definition.name, threads=threads, on_cell=bar.refresh)
-        else:
-            env = {**os.environ, "DLTRICKS_NO_PROGRESS": "1"}
-            cmd = [sys.executable, "-m", "dltricks.cli", "worker", "--study", definition.name,
-                   "--ledger", ledger.url, "--threads", str(threads), "--quiet"]
-            procs = [subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, text=True) for _ in range(workers)]
-            try:
-                while any(p.poll() is None for p in procs):
-                    bar.refresh()
-                    time.sleep(0.5)
-            except KeyboardInterrupt:
-                for p in procs:  # they got the same Ctrl-C; give them a moment to save and release
-                    try:
-                        p.wait(timeout=60)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
-                raise
-            errors = [p.stderr.read().strip() for p in procs if p.returncode not in (0, None)]
-            if errors and any(e for e in errors):
-                raise DltricksError(f"a worker stopped with an error: {errors[0].splitlines()[-1]}")
-            # a worker that died leaves stale claims: finish them here
-            work(ledger, definition.name, threads=cpus, on_cell=bar.refresh)
+            bar.refresh()
+            return
+        # The ledger's URL and home go by environment: a URL on a command line is visible to
+        # every user of the machine (`ps`), password included.
+        env = {**os.environ, "DLTRICKS_NO_PROGRESS": "1", "DLTRICKS_LEDGER": ledger.url,
+               "DLTRICKS_HOME": str(ledger.root), "OMP_NUM_THREADS": str(threads)}
+        cmd = [sys.executable, "-m", "dltricks.cli", "worker", "--study", definition.name,
+               "--threads", str(threads), "--quiet"]
+        # stderr goes to files, not pipes: nobody reads a pipe while the workers run, and a worker
+        # that filled one (warnings) would block forever.
+        logs = [tempfile.TemporaryFile(mode="w+", prefix="dltricks-worker-")  # noqa: SIM115 - closed below
+                for _ in range(workers - 1)]
+        procs = [subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdout=subprocess.DEVNULL, stderr=log,
+                                  text=True) for log in logs]
+        try:
+            work(ledger, definition.name, threads=threads, on_cell=bar.refresh)
+            while any(p.poll() is None for p in procs):
+                bar.refresh()
+                time.sleep(0.5)
+        except BaseException as e:
+            for p in procs:
+                if not isinstance(e, KeyboardInterrupt) and p.poll() is None:
+                    p.send_signal(signal.SIGINT)  # stop them as a Ctrl-C would: save and release
+            for p in procs:  # a Ctrl-C reached them too; give them a moment to save and release
+                try:
+                    p.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            raise
+        finally:
+            errors = []
+            for p, log in zip(procs, logs):
+                log.seek(0)
+                text = log.read().strip()
+                log.close()
+                if p.returncode not in (0, None) and text:
+                    errors.append(text)
+        if errors:
+            raise DltricksError(f"a worker stopped with an error: {errors[0].splitlines()[-1]}")
+        # a worker that died leaves a stale claim: take it over here
+        work(ledger, definition.name, threads=threads, on_cell=bar.refresh)
         bar.refresh()
 
 
@@ -241,16 +284,53 @@ class _StudyProgress:
             self.p.__exit__(*exc)
 
 
-# ---- the report --------------------------------------------------------------------------------------
+# ---- the report ------------------------------------------------------------------------------------
+
+def _unchanged_variants(d: st.Definition) -> set[str]:
+    """Variants whose recipe is exactly the reference's: a trick that changes nothing. Their runs
+    can still differ from the reference's by run-to-run noise (non-deterministic kernels, another
+    thread count on another worker), which must never turn into a verdict."""
+    base = Recipe.from_dict(d.recipe, source=f"study {d.name}")
+
+    def digest(v) -> str | None:
+        try:
+            return base.patch(v.patch).digest()
+        except DltricksError:
+            return None  # a bad patch: its cells fail, with their reason
+
+    ref = digest(next(v for v in d.variants if v.name == d.reference))
+    return {v.name for v in d.variants if v.name != d.reference and ref is not None and digest(v) == ref}
+
+
+def _no_verdict_for_no_change(stats: list[VariantStats], unchanged: set[str],
+                              higher_is_better: bool) -> list[VariantStats]:
+    """p = 1 and "no evidence" for the unchanged variants; Holm and verdicts of the others redone."""
+    if not unchanged:
+        return stats
+    from dltricks.ledger.stats import _verdict, holm
+
+    rows = [s for s in stats if s.verdict != "baseline"]
+    for s in rows:
+        if s.variant in unchanged and s.n_paired:
+            s.p, s.seeds_needed = 1.0, None
+    for s, p_holm in zip(rows, holm([s.p for s in rows])):
+        s.p_holm = p_holm
+        s.verdict = _verdict(p_holm, s.ci_low, s.ci_high, 0.05, higher_is_better)
+        if s.variant in unchanged:
+            s.verdict = "no evidence"
+    return stats
+
 
 def report(study_name: str, *, ledger: Ledger | None = None, out: str | Path | None = None) -> AblationResult:
     """Statistics and the report (CSV, Markdown, HTML with plots) from what the storage holds now."""
     from dltricks.ledger.report import write_report
+    from dltricks.ledger.stats import compare
 
     ledger = ledger or Ledger()
     optuna_study, d = st.load(ledger, study_name)
     r = st.results(optuna_study, d)
-    stats = compare(r.scores, d.reference, higher_is_better=d.higher_is_better)
+    stats = _no_verdict_for_no_change(compare(r.scores, d.reference, higher_is_better=d.higher_is_better),
+                                      _unchanged_variants(d), d.higher_is_better)
     curves: dict[str, dict[int, dict[str, list[float]]]] = {}
     extras: dict[str, dict[str, float]] = {}
     commits = set()

@@ -47,6 +47,7 @@ class Claim:
     study: str
     cell: str
     attempt: int
+    gave_up: bool = False  # the cell's workers died MAX_ATTEMPTS times: record it failed, do not train it
 
 
 def ensure_table(ledger: Ledger) -> None:
@@ -77,21 +78,25 @@ def _latest(conn: Connection, study: str, cell: str):
                         .order_by(claims.c.attempt.desc()).limit(1)).first()
 
 
-def try_claim(ledger: Ledger, study: str, cell: str, run_id: str) -> Claim | None | str:
-    """Claim ``cell``: a :class:`Claim`, None if it is done or held by a live worker, or the string
-    ``"gave up"`` when its workers died :data:`MAX_ATTEMPTS` times."""
+def try_claim(ledger: Ledger, study: str, cell: str, run_id: str) -> Claim | None:
+    """Claim ``cell``: a :class:`Claim`, or None if it is done or held by a live worker.
 
-    def tx(conn: Connection) -> Claim | None | str:
+    A claim with ``gave_up`` set means the cell's workers died :data:`MAX_ATTEMPTS` times: the
+    holder records the cell as failed instead of training it. Giving up is a claim like any other
+    (one more attempt row), so of several workers that find the cell given up only one records it,
+    and if that worker dies too the next one takes it over."""
+
+    def tx(conn: Connection) -> Claim | None:
         row = _latest(conn, study, cell)
         if row is not None and (row.state == "done" or _alive(row)):
             return None
         attempt = 0 if row is None else row.attempt + 1
-        if attempt >= MAX_ATTEMPTS and row.state == "running":
-            return "gave up"
+        dead = sum(1 for r in conn.execute(select(claims.c.state).where(
+            claims.c.study == study, claims.c.cell == cell)) if r.state == "running") if row is not None else 0
         conn.execute(insert(claims).values(study=study, cell=cell, attempt=attempt, host=HOST,
                                            pid=os.getpid(), run_id=run_id, heartbeat=time.time(),
                                            state="running"))
-        return Claim(study, cell, attempt)
+        return Claim(study, cell, attempt, gave_up=dead >= MAX_ATTEMPTS)
 
     try:
         return ledger.transaction(tx)

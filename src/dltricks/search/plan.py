@@ -58,9 +58,17 @@ def plan_variants(recipe: Recipe, tricks: list[Trick], mode: Mode) -> tuple[list
     offs = {t.name: off_patch(t, recipe) for t in tricks}
 
     def variant(on: tuple[str, ...], name: str) -> Variant:
+        # Every trick that is off first, then every trick that is on: where two tricks touch the
+        # same key, a trick that is on wins over one that is off (a custom trick's off is the
+        # recipe's own value, which must never undo another trick's on), and of two tricks that
+        # are on the later one wins.
         patch: dict[str, Any] = {}
-        for t in tricks:  # later tricks win where two touch the same key
-            patch.update(t.on if t.name in on else offs[t.name])
+        for t in tricks:
+            if t.name not in on:
+                patch.update(offs[t.name])
+        for t in tricks:
+            if t.name in on:
+                patch.update(t.on)
         return Variant(name, on, patch)
 
     everything = tuple(names)

@@ -40,7 +40,8 @@ class LoopState:
     # partial sums of the running epoch's training metrics
     loss_sum: float = 0.0
     correct: int = 0
-    seen: int = 0
+    seen: int = 0                       # samples
+    counted: int = 0                    # labels (pixels, for segmentation) behind ``correct``
     elapsed: float = 0.0
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # perm, rng states
 

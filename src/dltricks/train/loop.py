@@ -85,8 +85,10 @@ class Batches:
     run's data order depends only on its seed, and a resumed run skips exactly the steps it did.
     """
 
-    def __init__(self, source: Source, batch_size: int, seed: int, device: torch.device):
+    def __init__(self, source: Source, batch_size: int, seed: int, device: torch.device,
+                 fold_single: bool = True):
         self.source, self.batch_size, self.device = source, batch_size, device
+        self.fold_single = fold_single  # training folds away a last batch of one; evaluation never
         self.gen = torch.Generator().manual_seed(seed)
         if isinstance(source, DataLoader):
             self.n = len(source.dataset)  # type: ignore[arg-type]
@@ -107,18 +109,30 @@ class Batches:
         if isinstance(self.source, DataLoader):
             return len(self.source)
         full, rest = divmod(self.n, self.batch_size)
-        # a last batch of one sample breaks BatchNorm's statistics: fold it away
+        if not self.fold_single:
+            return full + (rest > 0)
+        # a last batch of one sample breaks BatchNorm's statistics in training: leave it out this epoch
         return full + (1 if rest > 1 or (rest == 1 and full == 0) else 0)
 
     def new_order(self) -> torch.Tensor:
         return torch.randperm(self.n, generator=self.gen)
 
-    def epoch(self, epoch: int, perm: torch.Tensor, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch(self, epoch: int, perm: torch.Tensor, start: int = 0, epoch_rng: torch.Tensor | None = None
+              ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         src = self.source
         if hasattr(getattr(src, "dataset", src), "set_epoch"):
             getattr(src, "dataset", src).set_epoch(epoch)
         if isinstance(src, DataLoader):  # the user's loader decides the order; skip what was done
-            for i, (x, y) in enumerate(src):
+            it = iter(src)
+            if start > 0 and epoch_rng is not None:
+                # a shuffling loader draws its order from torch's RNG on its first batch: replay that draw
+                # from the state the epoch began with, then go on from where the run stopped
+                now = torch.get_rng_state()
+                torch.set_rng_state(epoch_rng)
+                next(it, None)
+                torch.set_rng_state(now)
+                start -= 1
+            for i, (x, y) in enumerate(it):
                 if i >= start:
                     yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             return
@@ -144,7 +158,7 @@ def evaluate(model: nn.Module, data: Source, task: Task | None = None, *, batch_
     was_training = model.training
     model.eval()
     meter = task.meter()
-    batches = Batches(data, batch_size, 0, dev)
+    batches = Batches(data, batch_size, 0, dev, fold_single=False)
     with _autocast(dev, precision):
         for x, y in batches.epoch(0, torch.arange(batches.n)):
             logits = task.predict(model, x)
@@ -227,12 +241,20 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
         if ckpt is None or find_checkpoint(ckpt) is None:
             raise DltricksError(f"nothing to resume: no checkpoint under {checkpoint_dir}")
         st, best = load_checkpoint(ckpt, model, opt, scheduler, fingerprint)
+        need = ["data_rng", "torch_rng"] + (["perm"] if st.step else [])
+        if any(k not in st.tensors for k in need):
+            raise DltricksError(f"checkpoint {find_checkpoint(ckpt)} is corrupt or incomplete (no "
+                                f"{', '.join(k for k in need if k not in st.tensors)} state)")
         batches.gen.set_state(st.tensors["data_rng"])
         torch.set_rng_state(st.tensors["torch_rng"])
+        if dev.type == "cuda" and "cuda_rng" in st.tensors:
+            torch.cuda.set_rng_state(st.tensors["cuda_rng"], dev)
     monitor, better = cfg.monitor, _better(cfg.monitor)
 
     def snapshot() -> None:
         st.tensors.update(data_rng=batches.gen.get_state(), torch_rng=torch.get_rng_state())
+        if dev.type == "cuda":  # dropout on the GPU draws from its own generator
+            st.tensors["cuda_rng"] = torch.cuda.get_rng_state(dev)
         save_checkpoint(ckpt, model, opt, scheduler, st, best, fingerprint)
 
     labelled = _has_labels(train)
@@ -243,10 +265,13 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
         while st.epoch < cfg.epochs and not st.stopped_early:
             if st.step == 0:
                 st.tensors["perm"] = batches.new_order()
+                if isinstance(batches.source, DataLoader):
+                    st.tensors["epoch_rng"] = torch.get_rng_state()
             bar.start_epoch(st.epoch, st.step)
-            loss_sum = torch.tensor(st.loss_sum, dtype=torch.float64, device=dev)
-            correct = torch.tensor(st.correct, device=dev)
-            for x, y in batches.epoch(st.epoch, st.tensors["perm"], st.step):
+            # on the CPU, counting hits in Python is cheaper than a tensor add; on a GPU a device tensor
+            # keeps the step free of a second sync
+            correct = torch.tensor(st.correct, device=dev) if dev.type != "cpu" else None
+            for x, y in batches.epoch(st.epoch, st.tensors["perm"], st.step, st.tensors.get("epoch_rng")):
                 if augment is not None:
                     x, y = augment(x, y)
                 with _autocast(dev, cfg.precision):
@@ -273,16 +298,22 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
                     opt.step()
                 if scheduler is not None:
                     scheduler.step()
-                loss_sum += loss.detach() * len(y)
+                st.loss_sum += lv * len(y)  # the loss is on the host already: no device op for it
                 if labelled:  # class scores along dim 1: accuracy (per pixel for segmentation)
-                    correct += (logits.detach().argmax(1) == y).sum()
+                    hits = (logits.detach().argmax(1) == y).sum()
+                    if correct is None:
+                        st.correct += int(hits)
+                    else:
+                        correct += hits
+                    st.counted += y.numel()
                 st.seen += len(y)
                 st.step += 1
                 st.global_step += 1
                 bar.step(lv)
                 if stop.requested:
                     break
-            st.loss_sum, st.correct = loss_sum.item(), int(correct.item())
+            if correct is not None:
+                st.correct = int(correct.item())
             st.elapsed = time.perf_counter() - t0
             if stop.requested and st.step < len(batches):
                 if ckpt is not None:
@@ -292,7 +323,7 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
             # ---- end of epoch: metrics, early stopping, checkpoint
             row = {"train_loss": st.loss_sum / max(st.seen, 1), "lr": opt.param_groups[0]["lr"]}
             if labelled:
-                row["train_accuracy"] = st.correct / max(st.seen, 1)
+                row["train_accuracy"] = st.correct / max(st.counted, 1)
             if val is not None:
                 vm = evaluate(model, val, task, batch_size=max(cfg.batch_size, 256), device=dev,
                               precision=cfg.precision)
@@ -300,7 +331,7 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
                 model.train()
             for k, v in row.items():
                 st.curves.setdefault(k, []).append(float(v))
-            st.epoch, st.step, st.loss_sum, st.correct, st.seen = st.epoch + 1, 0, 0.0, 0, 0
+            st.epoch, st.step, st.loss_sum, st.correct, st.seen, st.counted = st.epoch + 1, 0, 0.0, 0, 0, 0
             if monitor in row:
                 value = row[monitor]
                 if st.best_value is None or better(value, st.best_value):

@@ -17,6 +17,7 @@ from dltricks.errors import DltricksError, RunFailed
 from dltricks.ledger import Ledger
 from dltricks.nn import build_model
 from dltricks.recipe import Recipe
+from dltricks.train.checkpoint import find_checkpoint
 from dltricks.train.loop import History, TrainingInterrupted, evaluate, fit, resolve_device
 from dltricks.train.tasks import Classification, Task
 
@@ -89,6 +90,8 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
                                   device=str(device), study=study, variant=variant, run_id=run_id)
     run_dir = ledger.run_dir(run_id)
     (run_dir / "recipe.toml").write_text(recipe.to_toml())
+    # a run stopped before its first checkpoint has nothing to continue: it starts again (same seed, same run)
+    resume_from_checkpoint = bool(resume) and find_checkpoint(run_dir / "checkpoint") is not None
     try:
         bundle, model, task = build(recipe)
         t = recipe.train
@@ -98,7 +101,8 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
                       batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer, schedule=t.schedule,
                       grad_clip=t.grad_clip, label_smoothing=t.label_smoothing, seed=recipe.seed,
                       device=str(device), progress=progress, task=task, augment=make_augment(recipe, bundle),
-                      checkpoint_dir=run_dir, resume=bool(resume), fingerprint=recipe.digest(), **options)
+                      checkpoint_dir=run_dir, resume=resume_from_checkpoint, fingerprint=recipe.digest(),
+                      **options)
         metrics = final_metrics(model, bundle, task, history, recipe, device)
     except TrainingInterrupted as e:
         ledger.update(run_id, status="interrupted", curves=e.history.curves,
@@ -106,7 +110,8 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         e.run_id = run_id  # type: ignore[attr-defined]
         raise
     except KeyboardInterrupt:
-        ledger.finish(run_id, "interrupted", failure="interrupted twice: stopped without a checkpoint")
+        ledger.finish(run_id, "interrupted", failure="stopped at once (a second Ctrl-C, or one before "
+                      "training began); resume continues from the last checkpoint, if any")
         raise
     except DltricksError as e:
         ledger.finish(run_id, "failed", failure=str(e))

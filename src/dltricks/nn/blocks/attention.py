@@ -41,7 +41,8 @@ class SelfAttention(nn.Module):
     the square of the number of positions: use it on downsampled maps.
     """
 
-    def __init__(self, channels: int, heads: int = 4, dims: int = 2, dropout: float = 0.0, init_scale: float = 0.0):
+    def __init__(self, channels: int, heads: int = 4, dims: int = 2, dropout: float = 0.0,
+                 init_scale: float = 0.0):
         super().__init__()
         if channels % heads:
             raise BuildError(f"self-attention needs channels divisible by heads, got {channels} and {heads}")

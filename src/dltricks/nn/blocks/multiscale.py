@@ -33,7 +33,8 @@ class DualPathway(nn.Module):
         if upsample not in ("nearest", "linear"):
             raise BuildError(f"unknown upsample {upsample!r}; valid: nearest, linear")
         low = low_channels or out_ch
-        kw = dict(dims=dims, norm=norm, act=act, weight_standardization=weight_standardization, stack_3x3=stack_3x3)
+        kw = {"dims": dims, "norm": norm, "act": act, "weight_standardization": weight_standardization,
+              "stack_3x3": stack_3x3}
         self.full = nn.Sequential(*[LargeKernelConv(in_ch if i == 0 else out_ch, out_ch, kernel_size, **kw)
                                     for i in range(depth)])
         self.down = layers.avg_pool(dims, factor, factor, ceil_mode=True)

@@ -64,7 +64,7 @@ class ASPP(nn.Module):
                  norm: str = "batch", act: str = "relu", image_pool: bool = True, dropout: float = 0.0,
                  weight_standardization: bool = False):
         super().__init__()
-        kw = dict(dims=dims, norm=norm, act=act, weight_standardization=weight_standardization)
+        kw = {"dims": dims, "norm": norm, "act": act, "weight_standardization": weight_standardization}
         branches: list[nn.Module] = [ConvNormAct(in_ch, out_ch, 1, **kw)]
         branches += [ConvNormAct(in_ch, out_ch, 3, dilation=int(r), **kw) for r in rates]
         if image_pool:

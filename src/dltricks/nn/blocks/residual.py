@@ -61,8 +61,8 @@ class BasicBlock(Residual):
                  dilation: int = 1, norm: str = "batch", act: str = "relu", weight_standardization: bool = False,
                  separable: bool = False, stack_3x3: bool = False, se: bool = False, se_reduction: int = 16,
                  dropout: float = 0.0, zero_init: bool = False):
-        kw = dict(dims=dims, dilation=dilation, norm=norm, weight_standardization=weight_standardization,
-                  separable=separable, stack_3x3=stack_3x3)
+        kw = {"dims": dims, "dilation": dilation, "norm": norm, "weight_standardization": weight_standardization,
+              "separable": separable, "stack_3x3": stack_3x3}
         body = nn.Sequential(
             LargeKernelConv(in_ch, out_ch, kernel_size, stride=stride, act=act, dropout=dropout, **kw),
             LargeKernelConv(out_ch, out_ch, kernel_size, act=act, last_act="none", **kw))
@@ -77,7 +77,7 @@ class Bottleneck(Residual):
     """1x1 reduce, k^d conv (carries the stride, as in ResNet v1.5), 1x1 expand, with a shortcut (ResNet-50+).
 
     (N, in_ch, *spatial) -> (N, out_ch, *spatial / stride); the inner width is ``out_ch // expansion``
-    (times ``groups`` / 1 for ResNeXt-style grouped widths is not modelled: use ``width``).
+    unless ``width`` sets it (wide ResNets use a wider inner conv).
     """
 
     def __init__(self, in_ch: int, out_ch: int, dims: int = 2, stride: int = 1, kernel_size: int = 3,
@@ -85,7 +85,7 @@ class Bottleneck(Residual):
                  separable: bool = False, stack_3x3: bool = False, se: bool = False, se_reduction: int = 16,
                  dropout: float = 0.0, zero_init: bool = False, expansion: int = 4, width: int | None = None):
         mid = width or max(1, out_ch // expansion)
-        kw = dict(dims=dims, norm=norm, weight_standardization=weight_standardization)
+        kw = {"dims": dims, "norm": norm, "weight_standardization": weight_standardization}
         body = nn.Sequential(
             ConvNormAct(in_ch, mid, 1, act=act, **kw),
             LargeKernelConv(mid, mid, kernel_size, stride=stride, dilation=dilation, act=act, separable=separable,
@@ -111,8 +111,8 @@ class PreActBlock(nn.Module):
                  separable: bool = False, stack_3x3: bool = False, se: bool = False, se_reduction: int = 16,
                  dropout: float = 0.0, zero_init: bool = False):
         super().__init__()
-        kw = dict(dims=dims, dilation=dilation, norm=norm, act=act, weight_standardization=weight_standardization,
-                  separable=separable, order="norm-act-conv")
+        kw = {"dims": dims, "dilation": dilation, "norm": norm, "act": act,
+              "weight_standardization": weight_standardization, "separable": separable, "order": "norm-act-conv"}
         self.pre = nn.Sequential(layers.norm(norm, in_ch, dims), layers.activation(act))
         # conv1 sees the already pre-activated input, so its first conv is bare; a 3x3 stack continues in
         # the pre-activation order and its last conv carries the stride
@@ -123,8 +123,8 @@ class PreActBlock(nn.Module):
         else:
             first = make_conv(in_ch, out_ch, k, dims, stride if n == 1 else 1, dilation, bias=False,
                               weight_standardization=weight_standardization)
-        self.conv1 = nn.Sequential(first, *[ConvNormAct(out_ch, out_ch, k, stride=stride if i == n - 1 else 1, **kw)
-                                            for i in range(1, n)])
+        rest = [ConvNormAct(out_ch, out_ch, k, stride=stride if i == n - 1 else 1, **kw) for i in range(1, n)]
+        self.conv1 = nn.Sequential(first, *rest)
         self.drop = layers.dropout(dims, dropout, spatial=True)
         self.conv2 = LargeKernelConv(out_ch, out_ch, kernel_size, stack_3x3=stack_3x3, **kw)
         self.se = SqueezeExcite(out_ch, se_reduction, dims) if se else nn.Identity()

@@ -15,7 +15,7 @@ from pydantic import Field
 from torch import nn
 
 from dltricks.nn import layers
-from dltricks.nn.blocks import LargeKernelConv, SelfAttention, SqueezeExcite, SPP
+from dltricks.nn.blocks import SPP, LargeKernelConv, SelfAttention, SqueezeExcite
 from dltricks.nn.blocks.residual import Residual, projection
 from dltricks.nn.layers import BuildError
 from dltricks.nn.models.registry import register_model
@@ -54,9 +54,9 @@ class CNNSpec(ModelSpec):
 def conv_unit(spec: CNNSpec, in_ch: int, out_ch: int, dims: int, stride: int = 1) -> nn.Module:
     """One kxk conv block, or its stack of 3x3 equivalents (the last one carries the stride); with
     ``residual`` wrapped in a shortcut, with ``se`` followed by squeeze-excitation."""
-    kw = dict(dims=dims, stride=stride, stack_3x3=spec.stack_3x3, dilation=spec.dilation, norm=spec.norm,
-              act=spec.act, weight_standardization=spec.weight_standardization, separable=spec.separable,
-              padding=spec.padding, dropout=spec.spatial_dropout)
+    kw = {"dims": dims, "stride": stride, "stack_3x3": spec.stack_3x3, "dilation": spec.dilation,
+          "norm": spec.norm, "act": spec.act, "weight_standardization": spec.weight_standardization,
+          "separable": spec.separable, "padding": spec.padding, "dropout": spec.spatial_dropout}
     if spec.residual:
         if spec.padding == "valid":
             raise BuildError("model.residual needs padding = 'same' (a shortcut cannot match a shrunk map)")

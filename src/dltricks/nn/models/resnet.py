@@ -52,8 +52,8 @@ class ResNetSpec(ModelSpec):
 
 def resnet50_spec(**overrides) -> ResNetSpec:
     """The ResNet-50 layout: 7x7/2 stem + max-pool, bottleneck stages [3, 4, 6, 3] of width 64-512."""
-    kw = dict(block="bottleneck", layers=[3, 4, 6, 3], channels=[64, 128, 256, 512], stem_channels=64,
-              stem_kernel=7, stem_stride=2, stem_pool=True, zero_init_residual=False)
+    kw = {"block": "bottleneck", "layers": [3, 4, 6, 3], "channels": [64, 128, 256, 512], "stem_channels": 64,
+          "stem_kernel": 7, "stem_stride": 2, "stem_pool": True, "zero_init_residual": False}
     kw.update(overrides)
     return ResNetSpec(**kw)
 
@@ -68,9 +68,9 @@ class ResNet(nn.Module):
         block = _BLOCKS[spec.block]
         expansion = 4 if spec.block == "bottleneck" else 1
         pre = spec.block == "preact"
-        stem: list[nn.Module] = [LargeKernelConv(in_ch, spec.stem_channels, spec.stem_kernel, dims,
-                                                 stride=spec.stem_stride, stack_3x3=spec.stack_3x3, norm=spec.norm,
-                                                 act=spec.act, weight_standardization=spec.weight_standardization)]
+        stem: list[nn.Module] = [LargeKernelConv(
+            in_ch, spec.stem_channels, spec.stem_kernel, dims, stride=spec.stem_stride, stack_3x3=spec.stack_3x3,
+            norm=spec.norm, act=spec.act, weight_standardization=spec.weight_standardization)]
         if spec.stem_pool:
             stem.append(layers.max_pool(dims, 3, 2, padding=1))
         self.stem = nn.Sequential(*stem)
@@ -83,11 +83,11 @@ class ResNet(nn.Module):
             if stride == 2 and spec.downsample != "stride":
                 blocks.append(layers.pool(spec.downsample, dims, 2))
                 stride = 1
+            kw = {"kernel_size": spec.kernel_size, "norm": spec.norm, "act": spec.act, "se": spec.se,
+                  "weight_standardization": spec.weight_standardization, "se_reduction": spec.se_reduction,
+                  "dropout": spec.spatial_dropout, "zero_init": spec.zero_init_residual}
             for b in range(n):
-                blocks.append(block(ch, out, dims, stride=stride if b == 0 else 1, kernel_size=spec.kernel_size,
-                                    norm=spec.norm, act=spec.act, weight_standardization=spec.weight_standardization,
-                                    se=spec.se, se_reduction=spec.se_reduction, dropout=spec.spatial_dropout,
-                                    zero_init=spec.zero_init_residual))
+                blocks.append(block(ch, out, dims, stride=stride if b == 0 else 1, **kw))
                 ch = out
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)

@@ -52,8 +52,8 @@ class UNet(nn.Module):
         self.dims, self.skips = dims, spec.skip_connections
         ch = spec.channels
         self.levels = len(ch)
-        kw = dict(dims=dims, norm=spec.norm, act=spec.act, weight_standardization=spec.weight_standardization,
-                  stack_3x3=spec.stack_3x3)
+        kw = {"dims": dims, "norm": spec.norm, "act": spec.act,
+              "weight_standardization": spec.weight_standardization, "stack_3x3": spec.stack_3x3}
 
         def block(cin: int, cout: int, dilations: list[int] | None = None) -> nn.Sequential:
             dil = dilations or [1] * spec.blocks_per_level

@@ -1,0 +1,379 @@
+"""The ablation engine end to end: plans, verdicts, failures, reports, resuming after kill -9, and
+several workers on one SQLite study, each cell (variant x seed) run exactly once.
+
+Studies are small (MNIST-1D with 1200 samples, an [8, 16] CNN, a few epochs: well under a second
+a run on an idle core) so the whole file stays within a couple of minutes on 2 shared cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from sqlalchemy import select
+
+from dltricks.cli import main as cli_main
+from dltricks.errors import DltricksError
+from dltricks.ledger import Ledger
+from dltricks.recipe import Recipe
+from dltricks.search import claims, study as st
+from dltricks.search.ablate import ablate, define
+from dltricks.search.plan import MAX_FACTORIAL, plan_variants
+from dltricks.tricks import get as get_trick, parse_trick
+
+SMALL = ["data.num_samples=1200", "train.epochs=3", "model.channels=[8, 16]", "train.schedule=constant"]
+CLI = [sys.executable, "-m", "dltricks.cli"]
+
+
+def small(*more: str) -> Recipe:
+    return Recipe.load("mnist1d-cnn", [*SMALL, *more])
+
+
+def cli_overrides(*more: str) -> list[str]:
+    return [a for o in [*SMALL, *more] for a in ("-o", o)]
+
+
+def trial_counts(ledger: Ledger, study: str) -> tuple[Counter, Counter]:
+    """Trials per cell in the Optuna storage: all of them, and the finished (COMPLETE or FAIL) ones."""
+    trials = optuna.load_study(study_name=study, storage=ledger.url).get_trials(deepcopy=False)
+    every = Counter(t.user_attrs.get("cell") for t in trials)
+    finished = Counter(t.user_attrs.get("cell") for t in trials if t.state in (TrialState.COMPLETE, TrialState.FAIL))
+    return every, finished
+
+
+def assert_exactly_once(ledger: Ledger, study: str) -> list[str]:
+    """Every cell of the study has exactly one trial, and that trial is finished. Returns the cells."""
+    _, definition = st.load(ledger, study)
+    cells = [c for c, _, _ in definition.cells()]
+    every, finished = trial_counts(ledger, study)
+    assert dict(every) == {c: 1 for c in cells}, f"trials per cell: {dict(every)}"
+    assert dict(finished) == {c: 1 for c in cells}, f"finished trials per cell: {dict(finished)}"
+    return cells
+
+
+def claim_rows(ledger: Ledger, study: str) -> list:
+    return ledger.transaction(lambda c: c.execute(
+        select(claims.claims).where(claims.claims.c.study == study)).all())
+
+
+# ---- plans -----------------------------------------------------------------------------------------
+
+def test_plan_add_remove_cumulative_factorial():
+    r = small()
+    tricks = [get_trick("label_smoothing"), parse_trick("wd:train.weight_decay=0.05")]
+    ls_on, ls_off = get_trick("label_smoothing").on, get_trick("label_smoothing").off
+    (key,) = ls_on
+
+    variants, ref = plan_variants(r, tricks, "add")
+    assert ref == "baseline"
+    assert [v.name for v in variants] == ["baseline", "+label_smoothing", "+wd"]
+    by = {v.name: v for v in variants}
+    assert by["baseline"].on == () and by["baseline"].patch == {**ls_off, "train.weight_decay": 0.0}
+    assert by["+label_smoothing"].patch == {**ls_on, "train.weight_decay": 0.0}
+    assert by["+wd"].patch == {**ls_off, "train.weight_decay": 0.05}
+
+    variants, ref = plan_variants(r, tricks, "remove")
+    assert ref == "all"
+    assert [v.name for v in variants] == ["all", "-label_smoothing", "-wd"]
+    by = {v.name: v for v in variants}
+    assert by["all"].patch == {key: ls_on[key], "train.weight_decay": 0.05}
+    assert by["-label_smoothing"].on == ("wd",) and by["-label_smoothing"].patch[key] == ls_off[key]
+    assert by["-wd"].patch == {key: ls_on[key], "train.weight_decay": 0.0}
+
+    three = [*tricks, parse_trick("drop:model.dropout=0.2")]
+    variants, ref = plan_variants(r, three, "cumulative")
+    assert ref == "baseline"
+    assert [v.name for v in variants] == ["baseline", "+label_smoothing", "+label_smoothing +wd",
+                                          "+label_smoothing +wd +drop"]
+    assert [v.patch["model.dropout"] for v in variants] == [r.model.dropout, r.model.dropout, r.model.dropout, 0.2]
+    assert [v.patch["train.weight_decay"] for v in variants] == [0.0, 0.0, 0.05, 0.05]
+
+    variants, ref = plan_variants(r, three, "factorial")
+    assert ref == "baseline" and len(variants) == 8
+    assert len({v.on for v in variants}) == 8 and len({v.name for v in variants}) == 8
+    for v in variants:  # each variant's patch turns on exactly the tricks it names
+        assert (v.patch[key] == ls_on[key]) == ("label_smoothing" in v.on)
+        assert (v.patch["train.weight_decay"] == 0.05) == ("wd" in v.on)
+        assert (v.patch["model.dropout"] == 0.2) == ("drop" in v.on)
+
+
+def test_plan_custom_trick_off_is_the_recipes_value_and_on_wins_over_another_tricks_off():
+    r = small("train.lr=0.004")
+    # Both touch train.lr: a custom trick's off is the recipe's 0.004, which must not undo the other's on.
+    slow, fast = parse_trick("slow:train.lr=1e-6"), parse_trick("fast:train.lr=0.1,train.optimizer=sgd")
+    by = {v.name: v for v in plan_variants(r, [slow, fast], "add")[0]}
+    assert by["baseline"].patch == {"train.lr": 0.004, "train.optimizer": r.train.optimizer}
+    assert by["+slow"].patch == {"train.lr": 1e-6, "train.optimizer": r.train.optimizer}
+    assert by["+fast"].patch == {"train.lr": 0.1, "train.optimizer": "sgd"}
+    # of two tricks that are on, the later one wins
+    assert {v.name: v for v in plan_variants(r, [slow, fast], "remove")[0]}["all"].patch["train.lr"] == 0.1
+
+
+def test_plan_refuses_factorial_over_the_limit_duplicates_and_unknown_keys():
+    r = small()
+    many = [parse_trick(f"t{i}:train.weight_decay={i / 10}") for i in range(MAX_FACTORIAL + 1)]
+    with pytest.raises(DltricksError, match="factorial"):
+        plan_variants(r, many, "factorial")
+    assert len(plan_variants(r, many[:MAX_FACTORIAL], "factorial")[0]) == 2 ** MAX_FACTORIAL
+    assert len(plan_variants(r, many, "add")[0]) == len(many) + 1  # other modes take any number
+    with pytest.raises(DltricksError, match="named twice"):
+        plan_variants(r, [many[0], many[0]], "add")
+    with pytest.raises(DltricksError, match="train.lrr"):
+        plan_variants(r, [parse_trick("typo:train.lrr=1")], "add")
+    with pytest.raises(DltricksError, match="mode"):
+        plan_variants(r, many[:1], "shuffle")  # type: ignore[arg-type]
+
+
+# ---- one real study, shared by the tests below ----------------------------------------------------
+
+TRICKS = ["noop:train.threads=0", "slow:train.lr=1e-6", "bad:model.norm=grop",
+          "nan:train.optimizer=sgd,train.lr=1e30"]
+SEEDS = 5  # the paired t-test needs 5 seeds; with fewer, the exact sign-flip test cannot reach p < 0.05 after Holm
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    home = tmp_path_factory.mktemp("ablate-home")
+    ledger = Ledger(f"sqlite:///{home / 'ledger.db'}", root=home)
+    t0 = time.monotonic()
+    result = ablate(small(), TRICKS, mode="add", seeds=SEEDS, workers=1, study="main", ledger=ledger,
+                    out=home / "report", progress=False)
+    return {"home": home, "ledger": ledger, "result": result, "seconds": time.monotonic() - t0}
+
+
+def test_study_verdicts_noop_no_evidence_slow_hurts(study):
+    r = study["result"]
+    stats = {s.variant: s for s in r.stats}
+    assert list(stats) == ["baseline", "+noop", "+slow", "+bad", "+nan"]
+    assert stats["baseline"].verdict == "baseline" and stats["baseline"].n == SEEDS
+    noop = stats["+noop"]
+    assert noop.verdict == "no evidence" and noop.n == SEEDS and noop.n_paired == SEEDS
+    assert noop.delta == 0.0 and noop.p == 1.0 and noop.p_holm == 1.0
+    slow = stats["+slow"]
+    assert slow.verdict == "hurts", slow
+    assert slow.n_paired == SEEDS and slow.delta < -0.05 and slow.ci_high < 0 and slow.p_holm < 0.05
+    assert r.verdicts == {"baseline": "baseline", "+noop": "no evidence", "+slow": "hurts",
+                          "+bad": "no evidence", "+nan": "no evidence"}
+    assert r.scores["+noop"] == r.scores["baseline"]  # the same recipe, the same seeds: the same runs
+
+
+def test_study_failures_are_reported_with_their_reasons(study):
+    r = study["result"]
+    failed = Counter(f["variant"] for f in r.failures)
+    assert failed == {"+bad": SEEDS, "+nan": SEEDS}
+    for f in r.failures:
+        if f["variant"] == "+bad":
+            assert "model.norm" in f["reason"] and "grop" in f["reason"], f
+        else:
+            assert "NaN" in f["reason"] and "train.lr" in f["reason"], f
+    stats = {s.variant: s for s in r.stats}
+    assert stats["+bad"].n == 0 and stats["+nan"].n == 0
+    md = (study["home"] / "report" / "report.md").read_text()
+    assert "grop" in md and "NaN" in md
+
+
+def test_study_runs_are_in_the_ledger_linked_to_the_study(study):
+    ledger, r = study["ledger"], study["result"]
+    runs = ledger.runs(study="main")
+    # bad patches never reach training, so they leave no run; everything else is one run per cell
+    assert len(runs) == 4 * SEEDS
+    assert all(run.study == "main" and run.variant for run in runs)
+    by_variant = Counter((run.variant, run.status) for run in runs)
+    assert by_variant == {("baseline", "completed"): SEEDS, ("+noop", "completed"): SEEDS,
+                          ("+slow", "completed"): SEEDS, ("+nan", "failed"): SEEDS}
+    assert all("NaN" in (run.failure or "") for run in runs if run.variant == "+nan")
+    # each trial names its run, and the run trained that variant with that seed
+    trials = optuna.load_study(study_name="main", storage=ledger.url).get_trials(deepcopy=False)
+    by_id = {run.id: run for run in runs}
+    for t in trials:
+        a = t.user_attrs
+        if a["variant"] == "+bad":
+            assert a["run_id"] is None and t.state == TrialState.FAIL
+            continue
+        run = by_id[a["run_id"]]
+        assert run.variant == a["variant"] and run.seed == a["seed"]
+        if t.state == TrialState.COMPLETE:
+            assert run.metrics["test_accuracy"] == t.value == r.scores[a["variant"]][a["seed"]]
+    slow_lrs = {run.recipe["train"]["lr"] for run in runs if run.variant == "+slow"}
+    assert slow_lrs == {1e-6}
+    assert assert_exactly_once(ledger, "main")
+
+
+def test_study_report_files(study):
+    paths = study["result"].report
+    for key in ("csv", "md", "html", "forest", "seeds"):
+        assert paths[key].is_file() and paths[key].stat().st_size > 0, key
+    rows = {row["variant"]: row for row in csv.DictReader(paths["csv"].open())}
+    assert rows["+slow"]["verdict"] == "hurts" and rows["+noop"]["verdict"] == "no evidence"
+    html = paths["html"].read_text()
+    assert "forest.png" in html and "hurts" in html
+
+
+def test_same_call_again_runs_nothing(study):
+    ledger = study["ledger"]
+    every_before, _ = trial_counts(ledger, "main")
+    runs_before = sorted(run.id for run in ledger.runs(study="main"))
+    t0 = time.monotonic()
+    again = ablate(small(), TRICKS, mode="add", seeds=SEEDS, workers=1, study="main", ledger=ledger,
+                   out=study["home"] / "report", progress=False)
+    assert time.monotonic() - t0 < max(5.0, study["seconds"] / 3)  # nothing was trained
+    assert trial_counts(ledger, "main")[0] == every_before
+    assert sorted(run.id for run in ledger.runs(study="main")) == runs_before
+    assert again.verdicts == study["result"].verdicts and again.scores == study["result"].scores
+    # the same study name with another sweep is refused, not mixed in
+    with pytest.raises(DltricksError, match="different"):
+        ablate(small(), TRICKS[:2], mode="add", seeds=SEEDS, study="main", ledger=ledger, progress=False)
+
+
+def test_report_command_regenerates_from_storage(study):
+    home, ledger = study["home"], study["ledger"]
+    out = home / "regenerated"
+    done = subprocess.run([*CLI, "report", "main", "--ledger", ledger.url, "--out", str(out)], cwd=home,
+                          env={**os.environ, "DLTRICKS_HOME": str(home)}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    for name in ("report.csv", "report.md", "report.html", "forest.png", "seeds.png"):
+        assert (out / name).is_file(), name
+    assert (out / "report.csv").read_text() == (home / "report" / "report.csv").read_text()
+    assert "hurts" in done.stdout and "failed" in done.stdout and "grop" in done.stdout
+
+
+# ---- the recipe's [ablate] section --------------------------------------------------------------------
+
+def test_recipe_ablate_section_drives_the_study(ledger_home):
+    path = ledger_home / "sweep.toml"
+    path.write_text(
+        'base = "mnist1d-cnn"\nname = "sectioned"\n'
+        '[data]\nnum_samples = 1200\n'
+        '[model]\nchannels = [8, 16]\n'
+        '[train]\nepochs = 2\nschedule = "constant"\n'
+        '[ablate]\ntricks = ["label_smoothing", "wd:train.weight_decay=0.01"]\nmode = "remove"\n'
+        'seeds = 2\nworkers = 1\nstudy = "from-section"\nmetric = "test_loss"\n')
+    result = ablate(str(path), progress=False)
+    assert result.study == "from-section" and result.metric == "test_loss" and result.reference == "all"
+    assert [s.variant for s in result.stats] == ["all", "-label_smoothing", "-wd"]
+    assert all(s.n == 2 for s in result.stats)
+    ledger = Ledger()
+    _, d = st.load(ledger, "from-section")
+    assert d.mode == "remove" and d.seeds == [0, 1] and not d.higher_is_better
+    assert len(assert_exactly_once(ledger, "from-section")) == 6
+    assert "ablate" not in d.recipe  # the sweep's settings are not part of what each run trains
+    runs = ledger.runs(study="from-section")
+    assert len(runs) == 6 and {run.status for run in runs} == {"completed"}
+    assert (ledger_home / "reports" / "from-section" / "report.html").is_file()
+
+
+# ---- resuming after kill -9 -------------------------------------------------------------------------
+
+def test_kill_9_then_rerun_finishes_every_cell_exactly_once(ledger_home):
+    ledger = Ledger()
+    cmd = [*CLI, "ablate", "mnist1d-cnn", *cli_overrides("train.epochs=8"), "--trick", "ls:train.label_smoothing=0.1",
+           "--seeds", "3", "--workers", "1", "--study", "killed", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ledger_home, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    in_flight: list = []
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                _, finished = trial_counts(ledger, "killed")
+            except KeyError:  # the study is not created yet
+                finished = Counter()
+            in_flight = ledger.runs(study="killed", status="running")
+            if sum(finished.values()) >= 2 and in_flight:
+                break
+            time.sleep(0.1)
+        # a report can be written at any time, also while the study runs
+        from dltricks.search.ablate import report
+
+        partial = report("killed", ledger=ledger, out=ledger_home / "partial")
+        assert partial.report["html"].is_file()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"the study ended before it was killed: {proc.stderr.read()}"
+    _, finished = trial_counts(ledger, "killed")
+    done_before = {t.user_attrs["cell"]: t.user_attrs["run_id"]
+                   for t in optuna.load_study(study_name="killed", storage=ledger.url).get_trials()}
+    assert 2 <= len(done_before) < 6
+    killed_run = ledger.get(in_flight[0].id)
+    assert killed_run.status == "running"  # kill -9 left no chance to record anything else
+
+    done = subprocess.run(cmd, cwd=ledger_home, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    cells = assert_exactly_once(ledger, "killed")
+    assert len(cells) == 6
+    trials = optuna.load_study(study_name="killed", storage=ledger.url).get_trials()
+    assert {t.state for t in trials} == {TrialState.COMPLETE}
+    after = {t.user_attrs["cell"]: t.user_attrs["run_id"] for t in trials}
+    assert {c: after[c] for c in done_before} == done_before  # finished cells were not rerun
+    # the killed run is marked failed; every other run is one completed cell
+    killed_run = ledger.get(killed_run.id)
+    assert killed_run.status == "failed" and "died" in (killed_run.failure or "")
+    runs = ledger.runs(study="killed")
+    assert Counter(run.status for run in runs) == {"completed": 6, "failed": 1}
+    assert {run.id for run in runs if run.status == "completed"} == set(after.values())
+    # the killed cell was claimed again (attempt 1); every claim is closed
+    rows = claim_rows(ledger, "killed")
+    (dead,) = [r for r in rows if r.run_id == killed_run.id]
+    assert dead.attempt == 0
+    assert sorted((r.cell, r.attempt) for r in rows if r.attempt > 0) == [(dead.cell, 1)]
+    assert Counter(r.state for r in rows if r is not dead) == {"done": 6}
+
+
+# ---- several workers on one SQLite file ---------------------------------------------------------------
+
+def test_four_sqlite_workers_run_each_cell_exactly_once(ledger_home):
+    """The DESIGN pitfall: four processes popping Optuna trials from one SQLite study raced. Claims
+    are rows with a primary key, so of two workers that want the same cell only one gets it."""
+    ledger = Ledger()
+    tricks = [parse_trick("ls:train.label_smoothing=0.1"), parse_trick("wd:train.weight_decay=0.01")]
+    definition = define(small("train.epochs=1"), tricks, mode="add", seeds=4, study="four")
+    claims.ensure_table(ledger)
+    st.create_or_load(ledger, definition)
+    env = {**os.environ, "DLTRICKS_HOME": str(ledger_home), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([*CLI, "worker", "--study", "four", "--storage", ledger.url, "--threads", "1",
+                               "--quiet"], cwd=ledger_home, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err
+    ran = [int(out.split("ran ")[1].split()[0]) for out, _ in outputs]
+    cells = assert_exactly_once(ledger, "four")
+    assert len(cells) == 12 and sum(ran) == 12
+    rows = claim_rows(ledger, "four")
+    assert sorted((r.cell, r.attempt, r.state) for r in rows) == sorted((c, 0, "done") for c in cells)
+    assert {r.pid for r in rows} <= {p.pid for p in procs}
+    runs = ledger.runs(study="four")
+    assert len(runs) == 12 and {run.status for run in runs} == {"completed"}
+    assert {run.pid for run in runs} == {r.pid for r in rows}
+
+
+# ---- CLI errors ---------------------------------------------------------------------------------------
+
+def test_cli_unknown_trick_is_one_line_with_did_you_mean(ledger_home, capsys):
+    code = cli_main(["ablate", "mnist1d-cnn", "--trick", "label_smothing", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert "label_smothing" in err and "did you mean label_smoothing?" in err
+
+
+def test_cli_factorial_with_six_tricks_is_refused(ledger_home, capsys):
+    tricks = [a for i in range(6) for a in ("--trick", f"t{i}:train.weight_decay=0.0{i}")]
+    code = cli_main(["ablate", "mnist1d-cnn", *tricks, "--mode", "factorial", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "factorial" in err and "2^k" in err
+    code = cli_main(["ablate", "mnist1d-cnn", "--trick", "x:train.lrr=1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "train.lrr" in err

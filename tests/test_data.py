@@ -1,0 +1,310 @@
+"""Datasets: MNIST-1D generated offline and cached, validation splits, digits, the user's npz and csv files."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from dltricks.data import DataBundle, datasets, load_data
+from dltricks.data.splits import carve_val
+from dltricks.errors import DltricksError
+from dltricks.recipe import Recipe
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    d = tmp_path / "cache"
+    monkeypatch.setenv("DLTRICKS_CACHE", str(d))
+    return d
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("tried to use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    import mnist1d.data
+
+    monkeypatch.setattr(mnist1d.data, "get_dataset", refuse)
+
+
+def data_spec(**kw):
+    model = {"name": "mlp"}
+    return Recipe.from_dict({"data": kw, "model": model}).data
+
+
+# ---- MNIST-1D ---------------------------------------------------------------------------------------------
+
+def test_mnist1d_is_offline_cached_deterministic_and_canonical(cache, no_network, monkeypatch):
+    from dltricks.data import mnist1d
+
+    spec = data_spec(name="mnist1d", val_fraction=0.0)
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    b = load_data(spec)
+    assert np.array_equal(np.random.get_state()[1], before), "generation must leave numpy's global RNG alone"
+    # the published dataset's shapes: 4000 train, 1000 test, length 40, 10 classes of 500
+    assert b.train[0].shape == (4000, 1, 40) and b.test[0].shape == (1000, 1, 40)
+    assert b.train[0].dtype == torch.float32 and b.train[1].dtype == torch.int64
+    assert b.num_classes == 10 and b.in_shape == (1, 40)
+    counts = torch.bincount(b.train[1], minlength=10) + torch.bincount(b.test[1], minlength=10)
+    assert counts.tolist() == [500] * 10
+    # pinned values of the canonical generator (seed 42), which reproduces the published pickle
+    assert b.train[1][:12].tolist() == [2, 6, 4, 5, 6, 6, 6, 0, 3, 1, 6, 9]
+    assert b.test[1][:12].tolist() == [2, 6, 3, 9, 4, 3, 1, 9, 5, 2, 0, 7]
+    assert torch.allclose(b.train[0][0, 0, :3], torch.tensor([-0.33200567, -0.47191037, -0.77869708]))
+
+    files = list(cache.glob("mnist1d-*.npz"))
+    assert len(files) == 1
+    # cached: a second load never calls the generator
+    monkeypatch.setattr("mnist1d.data.make_dataset", lambda *a: (_ for _ in ()).throw(AssertionError("regen")))
+    again = load_data(spec)
+    assert torch.equal(again.train[0], b.train[0]) and torch.equal(again.test[1], b.test[1])
+    monkeypatch.undo()
+
+    # a corrupt cache file is regenerated, not trusted; the result is the same
+    files[0].write_bytes(b"garbage")
+    third = mnist1d.generate(spec)
+    assert np.array_equal(third["x"].astype(np.float32), b.train[0][:, 0].numpy())
+
+
+def test_mnist1d_small_variant_and_train_limit(cache):
+    spec = data_spec(name="mnist1d", num_samples=600, train_limit=200, val_fraction=0.0)
+    b = load_data(spec)
+    assert b.train[0].shape == (200, 1, 40) and b.test[0].shape == (120, 1, 40)
+    other = load_data(data_spec(name="mnist1d", num_samples=600, data_seed=7, val_fraction=0.0))
+    assert not torch.equal(other.test[0], b.test[0])  # the generator seed is part of the cache key
+
+
+# ---- validation splits --------------------------------------------------------------------------------
+
+def test_val_split_is_stratified_fixed_by_seed_and_never_touches_test(cache):
+    full = load_data(data_spec(name="mnist1d", num_samples=600, val_fraction=0.0))
+    b = load_data(data_spec(name="mnist1d", num_samples=600, val_fraction=0.2), seed=0)
+    assert torch.equal(b.test[0], full.test[0]) and torch.equal(b.test[1], full.test[1])
+    n_train = len(full.train[1])
+    assert len(b.train[1]) + len(b.val[1]) == n_train
+    # train and val partition the original training rows
+    rows = torch.cat([b.train[0], b.val[0]])[:, 0]
+    orig = full.train[0][:, 0]
+    assert torch.equal(torch.sort(rows.sum(1)).values, torch.sort(orig.sum(1)).values)
+    # each class keeps its share in validation (to rounding)
+    per_class = torch.bincount(full.train[1], minlength=10)
+    in_val = torch.bincount(b.val[1], minlength=10)
+    assert torch.all((in_val - 0.2 * per_class).abs() <= 0.5 + 1e-9)
+    # fixed by seed
+    same = load_data(data_spec(name="mnist1d", num_samples=600, val_fraction=0.2), seed=0)
+    other = load_data(data_spec(name="mnist1d", num_samples=600, val_fraction=0.2), seed=1)
+    assert torch.equal(same.val[0], b.val[0])
+    assert not torch.equal(other.val[0], b.val[0])
+
+
+def test_carve_val_errors_and_unstratified():
+    x, y = torch.arange(10.0)[:, None], torch.tensor([0] * 5 + [1] * 5)
+    with pytest.raises(DltricksError, match="data.val_fraction = 0.01"):
+        carve_val((x, y), 0.01, 0)
+    (xt, yt), (xv, yv) = carve_val((x, torch.zeros(10, 4, dtype=torch.long)), 0.3, 0)  # label maps
+    assert len(xv) == 3 and len(xt) == 7
+
+
+# ---- digits ---------------------------------------------------------------------------------------------
+
+def test_digits_shapes_and_split():
+    b = load_data(data_spec(name="digits", val_fraction=0.1))
+    assert b.in_shape == (1, 8, 8) and b.num_classes == 10
+    total = len(b.train[1]) + len(b.val[1]) + len(b.test[1])
+    assert total == 1797 and len(b.test[1]) == 450
+    assert float(b.train[0].min()) >= 0.0 and float(b.train[0].max()) <= 1.0
+    again = load_data(data_spec(name="digits", val_fraction=0.1))
+    assert torch.equal(again.test[0], b.test[0])  # split_seed fixes the test set
+
+
+def test_registry_lists_datasets():
+    assert {"mnist1d", "digits", "npz", "csv"} <= set(datasets())
+
+
+# ---- npz ----------------------------------------------------------------------------------------------
+
+def rand_xy(n=60, shape=(2, 8), classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, *shape)).astype(np.float32), np.arange(n) % classes
+
+
+def npz(tmp_path, name="d.npz", **arrays):
+    p = tmp_path / name
+    np.savez(p, **arrays)
+    return str(p)
+
+
+def test_npz_keeps_shape_and_carves_a_stratified_test(tmp_path):
+    x, y = rand_xy(60, (2, 8))
+    spec = data_spec(name="npz", path=npz(tmp_path, x=x, y=y), test_fraction=0.2, val_fraction=0.0)
+    b = load_data(spec)
+    assert isinstance(b, DataBundle) and b.in_shape == (2, 8) and b.num_classes == 3
+    assert torch.bincount(b.test[1]).tolist() == [4, 4, 4]
+    assert len(b.train[1]) == 48
+    # fixed by split_seed, not by the run's seed
+    assert torch.equal(load_data(spec, seed=5).test[0], b.test[0])
+    other = data_spec(name="npz", path=spec.path, test_fraction=0.2, val_fraction=0.0, split_seed=1)
+    assert not torch.equal(load_data(other).test[0], b.test[0])
+
+
+def test_npz_with_test_arrays_features_and_string_labels(tmp_path):
+    x, y = rand_xy(30, ())  # 1D x: one feature per sample
+    xt, yt = rand_xy(9, (), seed=1)
+    names = np.array(["cat", "dog", "emu"])
+    b = load_data(data_spec(name="npz", val_fraction=0.0,
+                            path=npz(tmp_path, x=x, y=names[y], x_test=xt, y_test=names[yt])))
+    assert b.train[0].shape == (30, 1) and b.test[0].shape == (9, 1)
+    assert b.class_names == ["cat", "dog", "emu"] and b.num_classes == 3
+    assert torch.equal(b.train[1], torch.from_numpy(y))
+    # (N, F) features and integer labels stored as floats
+    x2, y2 = rand_xy(20, (5,), classes=2)
+    b2 = load_data(data_spec(name="npz", val_fraction=0.0, path=npz(tmp_path, "f.npz", x=x2, y=y2.astype(float))))
+    assert b2.in_shape == (5,) and b2.train[1].dtype == torch.int64
+
+
+def test_npz_segmentation_label_maps(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 1, 6, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    b = load_data(data_spec(name="npz", val_fraction=0.0, path=npz(tmp_path, x=x, y=y)))
+    assert b.task == "segmentation" and b.train[1].shape[1:] == (6, 6) and b.num_classes == 2
+
+
+def err(spec_kw) -> str:
+    with pytest.raises(DltricksError) as e:
+        load_data(data_spec(**spec_kw))
+    msg = str(e.value)
+    assert "\n" not in msg and "Traceback" not in msg
+    return msg
+
+
+def test_npz_errors(tmp_path):
+    x, y = rand_xy(40, (2, 8))
+    assert "no such file" in err(dict(name="npz", path=str(tmp_path / "missing.npz")))
+
+    (tmp_path / "text.npz").write_text("not an archive at all")
+    assert "not an .npz archive" in err(dict(name="npz", path=str(tmp_path / "text.npz")))
+
+    good = (tmp_path / npz(tmp_path, "good.npz", x=x, y=y)).read_bytes()
+    (tmp_path / "cut.npz").write_bytes(good[: len(good) // 2])
+    assert "npz archive" in err(dict(name="npz", path=str(tmp_path / "cut.npz")))
+
+    np.save(tmp_path / "one.npy", x)
+    assert "single .npy array" in err(dict(name="npz", path=str(tmp_path / "one.npy")))
+
+    msg = err(dict(name="npz", path=npz(tmp_path, "noy.npz", x=x, labels=y)))
+    assert "no array y" in msg and "labels" in msg
+
+    msg = err(dict(name="npz", path=npz(tmp_path, "len.npz", x=x, y=y[:30])))
+    assert "40 samples" in msg and "30" in msg
+
+    bad = x.copy()
+    bad[3, 1, 4] = np.nan
+    bad[7, 0, 0] = np.inf
+    bad[7, 0, 1] = np.nan
+    msg = err(dict(name="npz", path=npz(tmp_path, "nan.npz", x=bad, y=y)))
+    assert "3 non-finite" in msg and "2 NaN" in msg and "1 infinite" in msg
+    assert "2 of 40 samples" in msg and "sample 3" in msg and "(1, 4)" in msg
+
+    msg = err(dict(name="npz", path=npz(tmp_path, "frac.npz", x=x, y=y + 0.5)))
+    assert "non-integer labels" in msg and "0.5" in msg
+
+    msg = err(dict(name="npz", path=npz(tmp_path, "neg.npz", x=x, y=y - 1)))
+    assert "negative labels" in msg and "-1" in msg
+
+    msg = err(dict(name="npz", path=npz(tmp_path, "one_class.npz", x=x, y=np.zeros(40, dtype=int))))
+    assert "1 class" in msg and "at least 2" in msg
+
+    msg = err(dict(name="npz", path=npz(tmp_path, "half.npz", x=x, y=y, x_test=x)))
+    assert "x_test but no y_test" in msg
+
+    msg = err(dict(name="npz", path=npz(tmp_path, "shape.npz", x=x, y=y, x_test=x[:, :1], y_test=y)))
+    assert "x_test samples have shape" in msg
+
+    msg = err(dict(name="npz", path=npz(tmp_path, "strx.npz", x=np.array(["a"] * 40), y=y)))
+    assert "numeric" in msg
+
+
+# ---- csv ----------------------------------------------------------------------------------------------
+
+def csv_file(tmp_path, text, name="d.csv"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def table(n=30, label=lambda i: ["setosa", "versicolor", "virginica"][i % 3], extra=""):
+    rows = "".join(f"{i * 0.5},{(i * 7) % 5},{label(i)}{extra}\n" for i in range(n))
+    return "sepal,petal,species\n" + rows
+
+
+def test_csv_string_labels_sorted_with_names(tmp_path):
+    p = csv_file(tmp_path, table(30, lambda i: ["virginica", "setosa", "versicolor"][i % 3]))
+    b = load_data(data_spec(name="csv", path=p, label_column="species", val_fraction=0.0, test_fraction=0.2))
+    assert b.class_names == ["setosa", "versicolor", "virginica"]
+    assert b.in_shape == (2,) and b.train[0].dtype == torch.float32
+    assert len(b.test[1]) == 6 and torch.bincount(b.test[1]).tolist() == [2, 2, 2]
+    # row i has label virginica/setosa/versicolor -> 2/0/1, and its features are i*0.5 and (7i)%5
+    x_all = torch.cat([b.train[0], b.test[0]])
+    y_all = torch.cat([b.train[1], b.test[1]])
+    i = (x_all[:, 0] * 2).round().long()
+    assert torch.equal(y_all, torch.tensor([2, 0, 1])[i % 3])
+    assert torch.equal(x_all[:, 1], ((i * 7) % 5).float())
+
+
+def test_csv_integer_labels_and_test_file(tmp_path):
+    p = csv_file(tmp_path, table(20, lambda i: i % 2))
+    t = csv_file(tmp_path, table(6, lambda i: i % 2), "test.csv")
+    b = load_data(data_spec(name="csv", path=p, test_path=t, label_column="species", val_fraction=0.0))
+    assert len(b.train[1]) == 20 and len(b.test[1]) == 6 and b.class_names == ["0", "1"]
+    # semicolon-separated with a default "label" column works too
+    s = csv_file(tmp_path, "a;b;label\n" + "".join(f"{i};{i * 2};{i % 2}\n" for i in range(10)), "semi.csv")
+    b2 = load_data(data_spec(name="csv", path=s, val_fraction=0.0, test_fraction=0.2))
+    assert b2.in_shape == (2,)
+
+
+def test_csv_errors(tmp_path):
+    assert "no such file" in err(dict(name="csv", path=str(tmp_path / "nope.csv")))
+
+    msg = err(dict(name="csv", path=csv_file(tmp_path, table()), label_column="label"))
+    assert "no label column 'label'" in msg and "sepal, petal, species" in msg
+
+    msg = err(dict(name="csv", path=csv_file(tmp_path, table(), "typo.csv"), label_column="specie"))
+    assert "did you mean species" in msg
+
+    text = "colour,size,label\nred,1,0\nblue,2,1\n"
+    msg = err(dict(name="csv", path=csv_file(tmp_path, text, "nonnum.csv")))
+    assert "column 'colour' is not numeric" in msg and "line 2" in msg and "'red'" in msg
+
+    text = "a,b,label\n1,2,0\n3,,1\n4,nan,0\n5,inf,1\n"
+    msg = err(dict(name="csv", path=csv_file(tmp_path, text, "nan.csv")))
+    assert "3 non-finite" in msg and "line 3" in msg and "column 'b'" in msg
+
+    text = "a,label\n1,0\n2,1.5\n3,1\n"
+    msg = err(dict(name="csv", path=csv_file(tmp_path, text, "frac.csv")))
+    assert "non-integer labels" in msg and "1.5" in msg and "line 3" in msg
+
+    text = "a,label\n1,0\n2,-2\n3,1\n"
+    msg = err(dict(name="csv", path=csv_file(tmp_path, text, "neg.csv")))
+    assert "negative labels" in msg and "-2" in msg
+
+    text = "a,label\n1,cat\n2,cat\n3,cat\n"
+    msg = err(dict(name="csv", path=csv_file(tmp_path, text, "oneclass.csv")))
+    assert "1 class (cat)" in msg
+
+    text = "a,b,label\n1,2,0\n1,0\n"
+    assert "2 fields but the header has 3" in err(dict(name="csv", path=csv_file(tmp_path, text, "ragged.csv")))
+
+    assert "empty" in err(dict(name="csv", path=csv_file(tmp_path, "", "empty.csv")))
+
+    p = csv_file(tmp_path, table(10), "train.csv")
+    t = csv_file(tmp_path, "sepal,width,species\n1,2,setosa\n", "test.csv")
+    msg = err(dict(name="csv", path=p, test_path=t, label_column="species"))
+    assert "feature columns" in msg

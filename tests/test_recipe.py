@@ -1,0 +1,276 @@
+"""Recipes: bundled files, base inheritance, overrides, errors that name the key, TOML round trips."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dltricks.errors import DltricksError
+from dltricks.recipe import Recipe, bundled_recipes, parse_override
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# ---- bundled recipes ---------------------------------------------------------------------------------
+
+def test_bundled_recipes_load_and_describe_themselves():
+    names = bundled_recipes()
+    assert {"mnist1d-cnn", "mnist1d-mlp", "digits-cnn"} <= set(names)
+    for name, desc in names.items():
+        r = Recipe.load(name)
+        assert r.name == name
+        assert desc, f"{name} has no description comment"
+    r = Recipe.load("mnist1d-cnn")
+    assert r.data.name == "mnist1d" and r.model.name == "cnn"
+    assert r.model.channels == [32, 64, 128]
+    assert r.train.schedule == "one_cycle" and r.train.epochs == 15
+
+
+# ---- base inheritance ------------------------------------------------------------------------------------
+
+def test_base_bundled_name_file_wins(tmp_path):
+    p = write(tmp_path / "mine.toml", """
+base = "mnist1d-cnn"
+name = "mine"
+[train]
+epochs = 3
+[model]
+channels = [8, 16]
+""")
+    r = Recipe.load(p)
+    assert r.name == "mine"
+    assert r.train.epochs == 3                 # the file overrides
+    assert r.train.lr == 3e-3                  # ... and inherits the rest
+    assert r.train.schedule == "one_cycle"
+    assert r.model.channels == [8, 16] and r.model.head == "avg" and r.model.norm == "batch"
+
+
+def test_base_relative_path_and_chain(tmp_path):
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    write(tmp_path / "root.toml", """
+name = "root"
+[data]
+name = "mnist1d"
+num_samples = 600
+[model]
+name = "cnn"
+channels = [4, 8]
+norm = "group"
+[train]
+epochs = 2
+lr = 0.01
+""")
+    write(sub / "mid.toml", 'base = "../root.toml"\n[train]\nlr = 0.02\n')
+    leaf = write(sub / "leaf.toml", 'base = "mid.toml"\nname = "leaf"\n[train]\nbatch_size = 16\n')
+    r = Recipe.load(leaf)  # "mid.toml" is found next to leaf.toml, not in the working directory
+    assert (r.name, r.train.lr, r.train.epochs, r.train.batch_size) == ("leaf", 0.02, 2, 16)
+    assert r.data.num_samples == 600 and r.model.norm == "group"
+
+
+def test_changed_model_name_starts_the_section_afresh(tmp_path):
+    p = write(tmp_path / "mlp.toml", """
+base = "mnist1d-cnn"
+[model]
+name = "mlp"
+hidden = [32]
+""")
+    r = Recipe.load(p)  # the cnn's channels/kernel_size would be unknown keys for an mlp
+    assert r.model.name == "mlp" and r.model.hidden == [32]
+    assert r.model.norm == "none"  # the mlp's default, not the cnn's "batch"
+
+
+def test_base_cycle_is_detected(tmp_path):
+    write(tmp_path / "a.toml", 'base = "b.toml"\nname = "a"\n')
+    write(tmp_path / "b.toml", 'base = "a.toml"\nname = "b"\n')
+    with pytest.raises(DltricksError, match="cycle"):
+        Recipe.load(tmp_path / "a.toml")
+    # the same cycle through a path spelled differently each time is still caught
+    (tmp_path / "c").mkdir()
+    write(tmp_path / "c" / "self.toml", 'base = "../c/self.toml"\n')
+    with pytest.raises(DltricksError, match="cycle"):
+        Recipe.load(tmp_path / "c" / "self.toml")
+
+
+def test_missing_base_and_missing_file(tmp_path):
+    with pytest.raises(DltricksError, match="not found"):
+        Recipe.load(tmp_path / "nope.toml")
+    p = write(tmp_path / "x.toml", 'base = "mnist1d-cnnn"\n')
+    with pytest.raises(DltricksError, match="did you mean mnist1d-cnn"):
+        Recipe.load(p)
+
+
+# ---- overrides ----------------------------------------------------------------------------------
+
+def test_overrides_are_typed():
+    r = Recipe.load("mnist1d-cnn", ["train.lr=0.1", "train.epochs=2", "train.nesterov=true",
+                                    "model.channels=[4, 8]", "data.name=mnist1d", "train.schedule=cosine",
+                                    'name="with spaces"', "train.betas=[0.8, 0.9]"])
+    assert r.train.lr == 0.1 and isinstance(r.train.lr, float)
+    assert r.train.epochs == 2 and r.train.nesterov is True
+    assert r.model.channels == [4, 8] and r.train.schedule == "cosine" and r.name == "with spaces"
+    assert r.train.betas == (0.8, 0.9)
+
+
+def test_override_switching_model_drops_the_old_models_keys():
+    r = Recipe.load("mnist1d-cnn", ["model.name=mlp", "model.hidden=[16]"])
+    assert r.model.name == "mlp" and r.model.hidden == [16]
+
+
+def test_override_without_equals_is_an_error():
+    with pytest.raises(DltricksError, match="key=value"):
+        Recipe.load("mnist1d-cnn", ["train.lr"])
+
+
+# ---- errors name the key ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override, expected", [
+    ("train.lrr=0.1", "unknown key train.lrr (did you mean train.lr?)"),
+    ("model.chanels=[1]", "unknown key model.chanels (did you mean model.channels?)"),
+    ("data.num_sample=10", "did you mean data.num_samples?"),
+    ("trian.lr=1", "unknown key trian (did you mean train?)"),
+])
+def test_unknown_key_did_you_mean(override, expected):
+    with pytest.raises(DltricksError) as e:
+        Recipe.load("mnist1d-cnn", [override])
+    assert expected in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("override, key, value", [
+    ("train.epochs=ten", "train.epochs", "'ten'"),
+    ("train.epochs=0", "train.epochs", "0"),
+    ("train.lr=-1.0", "train.lr", "-1.0"),
+    ("train.label_smoothing=1.5", "train.label_smoothing", "1.5"),
+    ("train.optimizer=adagrad", "train.optimizer", "'adagrad'"),
+    ("train.device=tpu", "train.device", "'tpu'"),
+    ("data.val_fraction=1.0", "data.val_fraction", "1.0"),
+    ("model.dropout=2", "model.dropout", "2"),
+    ("seed=-3", "seed", "-3"),
+    ("train.lr=inf", "train.lr", "inf"),
+])
+def test_bad_value_names_key_and_value(override, key, value):
+    with pytest.raises(DltricksError) as e:
+        Recipe.load("mnist1d-cnn", [override])
+    msg = str(e.value)
+    assert f"{key} = {value}" in msg, msg
+    assert "\n" not in msg
+
+
+def test_unknown_model_and_dataset_name_list_the_valid_ones():
+    with pytest.raises(DltricksError, match=r"model\.name = 'cnnn'.*did you mean cnn.*valid:.*mlp"):
+        Recipe.load("mnist1d-cnn", ["model.name=cnnn"])
+    with pytest.raises(DltricksError, match=r"data\.name = 'mnist'.*valid:.*digits"):
+        Recipe.load("mnist1d-cnn", ["data.name=mnist"])
+
+
+def test_malformed_toml_gives_file_and_line(tmp_path):
+    p = write(tmp_path / "bad.toml", 'name = "x"\n[train]\nlr = 0.1\nepochs = = 3\n')
+    with pytest.raises(DltricksError) as e:
+        Recipe.load(p)
+    msg = str(e.value)
+    assert str(p) in msg and "line 4" in msg and "\n" not in msg
+
+
+def test_missing_sections(tmp_path):
+    p = write(tmp_path / "nodata.toml", '[model]\nname = "mlp"\n')
+    with pytest.raises(DltricksError, match="missing key data"):
+        Recipe.load(p)
+
+
+# ---- patch, TOML round trip, digest --------------------------------------------------------------------
+
+def test_patch_returns_a_new_validated_recipe():
+    r = Recipe.load("mnist1d-cnn")
+    p = r.patch({"train.label_smoothing": 0.1, "model.dropout": 0.2})
+    assert p.train.label_smoothing == 0.1 and p.model.dropout == 0.2
+    assert r.train.label_smoothing == 0.0  # the original is untouched
+    assert p.digest() != r.digest()
+    with pytest.raises(DltricksError, match="train.label_smoothing = 2"):
+        r.patch({"train.label_smoothing": 2})
+    with pytest.raises(DltricksError, match="unknown key train.smoothing"):
+        r.patch({"train.smoothing": 0.1})
+    m = r.patch({"model.name": "mlp"})
+    assert m.model.name == "mlp" and m.model.dropout == r.model.dropout
+
+
+@pytest.mark.parametrize("name", sorted(bundled_recipes()))
+def test_to_toml_round_trip(name):
+    r = Recipe.load(name).patch({"train.milestones": [3, 6], "train.class_weights": [1.0, 2.5],
+                                 "train.betas": [0.85, 0.99], "name": 'quote " and \\ and ünïcode'})
+    again = Recipe.from_dict(tomllib.loads(r.to_toml()))
+    assert again == r
+    assert again.digest() == r.digest()
+    assert again.flat() == r.flat()
+
+
+def test_digest_is_stable_and_sensitive():
+    a, b = Recipe.load("mnist1d-cnn"), Recipe.load("mnist1d-cnn")
+    assert a.digest() == b.digest() and len(a.digest()) == 12
+    # written out, read back in another key order: same digest
+    d = a.to_dict()
+    reordered = {k: d[k] for k in reversed(list(d))}
+    assert Recipe.from_dict(reordered).digest() == a.digest()
+    assert a.patch({"seed": 1}).digest() != a.digest()
+    assert a.patch({"train.lr": 0.003}).digest() == a.digest()  # the same value as the file's 3e-3
+
+
+def test_flat_and_get():
+    r = Recipe.load("mnist1d-cnn")
+    flat = r.flat()
+    assert flat["train.lr"] == 3e-3 and flat["model.name"] == "cnn" and flat["data.augment.flip"] == 0.0
+    assert r.get("train.epochs") == 15
+    with pytest.raises(DltricksError, match="no recipe key"):
+        r.get("train.nope")
+
+
+# ---- parse_override -------------------------------------------------------------------------------
+
+def _toml_value(v) -> str:
+    import tomli_w
+
+    return tomli_w.dumps({"v": v}).split("=", 1)[1].strip()
+
+
+keys = st.from_regex(r"[a-z][a-z0-9_]{0,8}(\.[a-z][a-z0-9_]{0,8}){0,2}", fullmatch=True)
+values = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=30),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(keys, values)
+def test_parse_override_round_trips_toml_values(key, value):
+    k, v = parse_override(f"{key}={_toml_value(value)}")
+    assert k == key
+    assert type(v) is type(value)
+    assert v == value or (isinstance(v, float) and math.isclose(v, value))
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys, st.from_regex(r"[A-Za-z_][A-Za-z0-9_\-/.]{0,20}", fullmatch=True))
+def test_parse_override_bare_words_are_strings(key, word):
+    k, v = parse_override(f" {key} = {word} ")
+    assert k == key
+    if word in ("true", "false", "inf", "nan") or word.lstrip("+-").replace("_", "").isdigit():
+        return  # TOML literals keep their TOML meaning
+    assert v == word
+
+
+def test_parse_override_examples():
+    assert parse_override("train.lr=1e-3") == ("train.lr", 1e-3)
+    assert parse_override("data.name=digits") == ("data.name", "digits")
+    assert parse_override("model.channels=[1, 2]") == ("model.channels", [1, 2])
+    assert parse_override("x=a=b") == ("x", "a=b")
+    assert parse_override("x=1\nb = 2") == ("x", "1\nb = 2")  # not one TOML value: kept as text
