@@ -76,8 +76,8 @@ def bench(name: str, device: torch.device, reps: int) -> list[tuple[str, float, 
     rows = [(f"augment ({', '.join(aug.aug.ops)})", n / timed(lambda: aug(x, y), device, reps), 0.0)]
     for op in aug.aug.ops:
         one = Augment([op], dims, seed=0, **{op: getattr(spec, op)})
-        call = (lambda: one(x, y)) if bundle.task == "segmentation" else (lambda: one(x))
-        rows.append((f"  {op}", n / timed(call, device, reps), 0.0))
+        mask = y if bundle.task == "segmentation" else None
+        rows.append((f"  {op}", n / timed(lambda a=one, m=mask: a(x, m), device, reps), 0.0))
 
     torch.manual_seed(0)
     model = build_model(recipe.model, bundle.in_shape, bundle.num_classes).to(device).train()

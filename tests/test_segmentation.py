@@ -12,8 +12,15 @@ from torch import nn
 
 from dltricks.data.patches import PatchDataset
 from dltricks.errors import DltricksError
-from dltricks.train.segmentation import (Segmentation, SegmentationMeter, confusion, dice_loss, hausdorff95,
-                                         make_segmentation_task, sliding_window)
+from dltricks.train.segmentation import (
+    Segmentation,
+    SegmentationMeter,
+    confusion,
+    dice_loss,
+    hausdorff95,
+    make_segmentation_task,
+    sliding_window,
+)
 
 
 def _logits_for(y: torch.Tensor, k: int, scale: float = 20.0) -> torch.Tensor:

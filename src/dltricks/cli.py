@@ -84,17 +84,18 @@ def cmd_tricks(args: argparse.Namespace) -> None:
 
 @command
 def cmd_train(args: argparse.Namespace) -> int:
-    from dltricks.train.loop import TrainingInterrupted
-    from dltricks.train.run import train
-
     if not args.recipe and not args.resume:
         raise DltricksError("train needs a RECIPE (a bundled name or a .toml path) or --resume RUN_ID")
     if args.resume and (args.recipe or args.override):
         raise DltricksError("--resume continues a run with its own recipe; give no RECIPE or -o with it")
+    recipe = _recipe(args) if args.recipe else ""  # a bad recipe fails here, before torch loads
+
+    from dltricks.train.loop import TrainingInterrupted
+    from dltricks.train.run import train
+
     ledger = _ledger(args)
     try:
-        result = train(_recipe(args) if args.recipe else "", ledger=ledger, progress=not args.quiet,
-                       resume=args.resume)
+        result = train(recipe, ledger=ledger, progress=not args.quiet, resume=args.resume)
     except TrainingInterrupted as e:
         run_id = getattr(e, "run_id", "?")
         err.print(f"interrupted: run {run_id} saved; continue with: dltricks train --resume {run_id}",

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from dltricks.errors import DltricksError, did_you_mean, one_of
 
-__all__ = ["Augment", "OPS", "GEOMETRIC", "INTENSITY", "DEFAULTS", "from_spec", "SPEC_ORDER"]
+__all__ = ["DEFAULTS", "GEOMETRIC", "INTENSITY", "OPS", "SPEC_ORDER", "Augment", "from_spec"]
 
 GEOMETRIC = ("flip", "rotate90", "rotate", "scale", "shift", "crop", "elastic")
 INTENSITY = ("noise", "gamma", "contrast")

@@ -38,7 +38,7 @@ from dltricks.data.patches import SegDataSpec, check_labels, segmentation_bundle
 from dltricks.data.registry import DataBundle, register_dataset
 from dltricks.errors import DltricksError
 
-__all__ = ["NiftiSpec", "ArraysSpec", "load_nifti", "load_arrays", "read_nifti_folder"]
+__all__ = ["ArraysSpec", "NiftiSpec", "load_arrays", "load_nifti", "read_arrays", "read_nifti_folder"]
 
 Case = tuple[np.ndarray, np.ndarray, str]  # image (C, *spatial), label (*spatial), name for messages
 _NIFTI = (".nii.gz", ".nii")
@@ -112,11 +112,14 @@ def _pair(image: np.ndarray, label: np.ndarray, where: str, channels_last: bool)
 
 
 def _load_nifti(path: Path) -> np.ndarray:
+    import zlib
+
     import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
 
     try:
         return np.asanyarray(nib.load(str(path)).dataobj)
-    except Exception as e:  # nibabel raises several types for a bad file
+    except (ImageFileError, OSError, ValueError, EOFError, zlib.error) as e:  # not NIfTI, truncated, bad gzip
         raise DltricksError(f"cannot read NIfTI file {path}: {e}") from None
 
 

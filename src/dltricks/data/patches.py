@@ -19,7 +19,7 @@ from dltricks.data.splits import carve_val
 from dltricks.errors import DltricksError
 from dltricks.recipe import DataSpec
 
-__all__ = ["SegDataSpec", "PatchDataset", "segmentation_bundle", "check_labels"]
+__all__ = ["PatchDataset", "SegDataSpec", "check_labels", "segmentation_bundle"]
 
 
 class SegDataSpec(DataSpec):

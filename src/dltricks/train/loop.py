@@ -123,27 +123,36 @@ class Batches:
         if hasattr(getattr(src, "dataset", src), "set_epoch"):
             getattr(src, "dataset", src).set_epoch(epoch)
         if isinstance(src, DataLoader):  # the user's loader decides the order; skip what was done
-            it = iter(src)
             if start > 0 and epoch_rng is not None:
-                # a shuffling loader draws its order from torch's RNG on its first batch: replay that draw
-                # from the state the epoch began with, then go on from where the run stopped
+                # a loader draws its seeds (and a shuffle its order) from torch's RNG as it starts: replay
+                # those draws from the state the epoch began with, then go on from where the run stopped
                 now = torch.get_rng_state()
                 torch.set_rng_state(epoch_rng)
+                it = iter(src)
                 next(it, None)
                 torch.set_rng_state(now)
                 start -= 1
+            else:
+                it = iter(src)
             for i, (x, y) in enumerate(it):
                 if i >= start:
                     yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             return
-        steps = len(self)
-        for i in range(start, steps):
-            idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
-            if isinstance(src, Dataset):
-                xs, ys = zip(*(src[int(j)] for j in idx))
+        steps, b = len(self), self.batch_size
+        if isinstance(src, Dataset):
+            for i in range(start, steps):
+                xs, ys = zip(*(src[int(j)] for j in perm[i * b:(i + 1) * b]))
                 x, y = torch.stack([torch.as_tensor(v) for v in xs]), torch.stack([torch.as_tensor(v) for v in ys])
-            else:
-                x, y = src[0][idx.to(src[0].device)], src[1][idx.to(src[1].device)]
+                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            return
+        xs, ys = src
+        px, py = perm.to(xs.device), perm.to(ys.device)  # once an epoch, not once a step
+        if xs.device == self.device and ys.device == self.device:
+            for i in range(start, steps):
+                yield xs[px[i * b:(i + 1) * b]], ys[py[i * b:(i + 1) * b]]
+            return
+        for i in range(start, steps):
+            x, y = xs[px[i * b:(i + 1) * b]], ys[py[i * b:(i + 1) * b]]
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
@@ -258,6 +267,7 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
         save_checkpoint(ckpt, model, opt, scheduler, st, best, fingerprint)
 
     labelled = _has_labels(train)
+    amp = contextlib.nullcontext() if cfg.precision == "fp32" else None  # reusable; autocast is made per step
     bar = _Progress(progress, cfg.epochs, len(batches))
     t0 = time.perf_counter() - st.elapsed
     model.train()
@@ -268,13 +278,11 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
                 if isinstance(batches.source, DataLoader):
                     st.tensors["epoch_rng"] = torch.get_rng_state()
             bar.start_epoch(st.epoch, st.step)
-            # on the CPU, counting hits in Python is cheaper than a tensor add; on a GPU a device tensor
-            # keeps the step free of a second sync
-            correct = torch.tensor(st.correct, device=dev) if dev.type != "cpu" else None
+            hits = _Hits()
             for x, y in batches.epoch(st.epoch, st.tensors["perm"], st.step, st.tensors.get("epoch_rng")):
                 if augment is not None:
                     x, y = augment(x, y)
-                with _autocast(dev, cfg.precision):
+                with amp if amp is not None else _autocast(dev, cfg.precision):
                     logits = model(x)
                     loss = task.loss(logits, y)
                 lv = loss.item()
@@ -300,11 +308,7 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
                     scheduler.step()
                 st.loss_sum += lv * len(y)  # the loss is on the host already: no device op for it
                 if labelled:  # class scores along dim 1: accuracy (per pixel for segmentation)
-                    hits = (logits.detach().argmax(1) == y).sum()
-                    if correct is None:
-                        st.correct += int(hits)
-                    else:
-                        correct += hits
+                    hits.add(logits, y)
                     st.counted += y.numel()
                 st.seen += len(y)
                 st.step += 1
@@ -312,8 +316,7 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
                 bar.step(lv)
                 if stop.requested:
                     break
-            if correct is not None:
-                st.correct = int(correct.item())
+            st.correct += hits.count()
             st.elapsed = time.perf_counter() - t0
             if stop.requested and st.step < len(batches):
                 if ckpt is not None:
@@ -352,6 +355,30 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
     if best is not None and cfg.restore_best:
         model.load_state_dict(best)
     return _history(st, best)
+
+
+class _Hits:
+    """Correct predictions over an epoch, without a sync or a reduction per step: class labels keep each
+    step's predictions and compare them once, at the end; label maps (too large to keep) add up per step
+    on the device."""
+
+    def __init__(self) -> None:
+        self.preds: list[torch.Tensor] = []
+        self.ys: list[torch.Tensor] = []
+        self.maps: torch.Tensor | None = None
+
+    def add(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        pred = logits.detach().argmax(1)
+        if y.dim() == 1:
+            self.preds.append(pred)
+            self.ys.append(y)
+        else:
+            n = (pred == y).sum()
+            self.maps = n if self.maps is None else self.maps + n
+
+    def count(self) -> int:
+        n = int((torch.cat(self.preds) == torch.cat(self.ys)).sum()) if self.preds else 0
+        return n + (int(self.maps) if self.maps is not None else 0)
 
 
 def _history(st: LoopState, best: dict | None) -> History:

@@ -113,6 +113,9 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         ledger.finish(run_id, "interrupted", failure="stopped at once (a second Ctrl-C, or one before "
                       "training began); resume continues from the last checkpoint, if any")
         raise
+    except RunFailed as e:
+        ledger.finish(run_id, "failed", failure=str(e))
+        raise RunFailed(f"run {run_id} failed: {e}") from None
     except DltricksError as e:
         ledger.finish(run_id, "failed", failure=str(e))
         raise

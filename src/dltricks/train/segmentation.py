@@ -25,8 +25,8 @@ from torch import nn
 
 from dltricks.errors import DltricksError
 
-__all__ = ["Segmentation", "SegmentationMeter", "make_segmentation_task", "dice_loss", "soft_dice",
-           "sliding_window", "hausdorff95", "confusion"]
+__all__ = ["Segmentation", "SegmentationMeter", "confusion", "dice_loss", "hausdorff95", "make_segmentation_task",
+           "sliding_window", "soft_dice"]
 
 
 # ---- losses -------------------------------------------------------------------------------------

@@ -9,6 +9,13 @@ _CONV = ("model.name=cnn", "model.name=resnet", "model.name=unet")
 _CNN = ("model.name=cnn",)
 _UNET = ("model.name=unet",)
 
+trick("batch_norm", "architecture",
+      """Normalise each layer's pre-activations over the batch (placed after the conv, before the
+      activation): training is more stable, tolerates larger learning rates and usually converges much
+      faster. Needs batches of ~16 or more; below that prefer group_norm.""",
+      {"model.norm": "batch"}, {"model.norm": "none"},
+      "Ioffe & Szegedy 2015, Batch Normalization (arXiv:1502.03167)", applies_to=_CONV)
+
 trick("group_norm", "architecture",
       """Normalise over groups of channels within each sample instead of over the batch: the statistics no
       longer depend on the batch size, so small batches (under ~16, usual in 3D) stop hurting.""",

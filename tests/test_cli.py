@@ -1,0 +1,284 @@
+"""The ``dltricks`` command end to end, as a user runs it: real subprocesses, a real git repository,
+a real Ctrl-C, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+DLTRICKS = [sys.executable, "-m", "dltricks.cli"]
+
+TINY = """# a few seconds of MNIST-1D with a small MLP
+name = "tiny"
+seed = 0
+
+[data]
+name = "mnist1d"
+num_samples = 300
+
+[model]
+name = "mlp"
+hidden = [64]
+
+[train]
+epochs = 4
+batch_size = 32
+lr = 0.01
+"""
+
+# long enough (a dozen epochs of a few tenths of a second) to be interrupted after its first checkpoint
+SLOWER = """name = "ctrlc"
+seed = 0
+
+[data]
+name = "mnist1d"
+num_samples = 800
+
+[model]
+name = "cnn"
+channels = [8, 16]
+dropout = 0.1
+
+[train]
+epochs = 8
+batch_size = 32
+lr = 0.003
+schedule = "one_cycle"
+"""
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@x"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def make_repo(path: Path) -> Path:
+    path.mkdir(parents=True)
+    git(path, "init", "-q")
+    (path / "tiny.toml").write_text(TINY)
+    (path / "slower.toml").write_text(SLOWER)
+    git(path, "add", ".")
+    git(path, "commit", "-q", "-m", "recipes")
+    return path
+
+
+class Env:
+    """DLTRICKS_HOME in ``root``; the MNIST-1D cache shared by the module's tests."""
+
+    def __init__(self, root: Path, cache: Path):
+        self.root = root
+        self.home = root / "home"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("DLTRICKS_")}
+        self.env.update(DLTRICKS_HOME=str(self.home), DLTRICKS_CACHE=str(cache), OMP_NUM_THREADS="1",
+                        COLUMNS="200", PYTHONUNBUFFERED="1")
+
+    def run(self, *args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+        return subprocess.run([*DLTRICKS, *args], cwd=cwd, env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+
+    def runs(self, cwd: Path) -> list[dict]:
+        done = self.run("runs", "--format", "json", cwd=cwd)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def run_id(self, done: subprocess.CompletedProcess) -> str:
+        assert done.returncode == 0, done.stderr
+        first = done.stdout.splitlines()[0]
+        assert first.startswith("run ") and " completed: " in first, done.stdout
+        return first.split()[1]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, cache) -> Env:
+    return Env(tmp_path_factory.mktemp("cli"), cache)
+
+
+@pytest.fixture
+def own_env(tmp_path, cache) -> Env:
+    """A ledger of the test's own."""
+    return Env(tmp_path, cache)
+
+
+@pytest.fixture(scope="module")
+def repo(env) -> Path:
+    return make_repo(env.root / "repo")
+
+
+@pytest.fixture(scope="module")
+def two_runs(env, repo) -> tuple[str, str]:
+    """Run A from a clean tree; then an edit to the committed recipe, and run B from the dirty tree."""
+    a = env.run_id(env.run("train", "tiny.toml", "-q", cwd=repo))
+    (repo / "tiny.toml").write_text(TINY.replace("hidden = [64]", "hidden = [48]"))
+    b = env.run_id(env.run("train", "tiny.toml", "-q", "-o", "seed=1", "-o", "train.lr=0.02", cwd=repo))
+    return a, b
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess, code: int, *needles: str) -> str:
+    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
+    err = done.stderr.strip()
+    assert "Traceback" not in done.stderr and "Traceback" not in done.stdout
+    assert len(err.splitlines()) == 1, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+# ---- train and the ledger ---------------------------------------------------------------------------------
+
+def test_train_records_the_run_with_its_git_commit(env, repo, two_runs):
+    a, b = two_runs
+    records = {r["id"]: r for r in env.runs(repo)}
+    assert set(records) == {a, b}
+    ra = records[a]
+    assert ra["status"] == "completed" and ra["name"] == "tiny" and ra["seed"] == 0
+    head = git(repo, "rev-parse", "HEAD")
+    assert ra["git_commit"] == head and ra["git_dirty"] is False
+    m = ra["metrics"]
+    assert 0.0 <= m["test_accuracy"] <= 1.0 and m["test_accuracy"] > 0.2  # chance is 0.1
+    assert m["epochs"] == 4 and {"test_loss", "val_accuracy", "params", "wall_time_s"} <= set(m)
+    assert len(ra["curves"]["train_loss"]) == 4
+    assert ra["recipe"]["data"]["num_samples"] == 300 and ra["recipe"]["model"]["hidden"] == [64]
+    assert (env.home / "runs" / a / "model.safetensors").is_file()
+    assert (env.home / "runs" / a / "recipe.toml").is_file()
+    assert not (env.home / "runs" / a / "uncommitted.diff").exists()
+    # B ran from an edited tree: same commit, dirty, and the edit saved with the run
+    rb = records[b]
+    assert rb["git_commit"] == head and rb["git_dirty"] is True
+    assert rb["recipe"]["train"]["lr"] == 0.02 and rb["recipe"]["model"]["hidden"] == [48]
+    assert "hidden = [48]" in (env.home / "runs" / b / "uncommitted.diff").read_text()
+
+
+def test_runs_sheets_in_every_format(env, repo, two_runs):
+    a, b = two_runs
+    done = env.run("runs", "--format", "csv", cwd=repo)
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert {r["id"] for r in rows} == {a, b} and all(r["status"] == "completed" for r in rows)
+    done = env.run("runs", "--format", "md", cwd=repo)
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("|") and set(lines[1]) <= set("|-: ") and len(lines) >= 4
+    assert a in done.stdout and b in done.stdout
+    done = env.run("runs", cwd=repo)
+    assert done.returncode == 0 and a in done.stdout
+    done = env.run("runs", "show", a, cwd=repo)
+    (rec,) = json.loads(done.stdout)
+    assert rec["id"] == a
+
+
+def test_runs_diff(env, repo, two_runs):
+    a, b = two_runs
+    done = env.run("runs", "diff", a[:6], b, cwd=repo)
+    assert done.returncode == 0, done.stderr
+    assert "seed" in done.stdout and "train.lr" in done.stdout and "test_accuracy" in done.stdout
+    assert_one_line_error(env.run("runs", "diff", a, cwd=repo), 2, "usage")
+    assert_one_line_error(env.run("runs", "show", "ffffffffffff", cwd=repo), 2, "no run")
+
+
+# ---- recipes and tricks ---------------------------------------------------------------------------------
+
+def test_recipes_show_tricks(env, repo):
+    done = env.run("recipes", cwd=repo)
+    assert done.returncode == 0 and "mnist1d-cnn" in done.stdout and "digits-cnn" in done.stdout
+    done = env.run("show", "tiny.toml", "-o", "train.lr=0.5", cwd=repo)
+    assert done.returncode == 0, done.stderr
+    import tomllib
+
+    shown = tomllib.loads(done.stdout)  # valid TOML, fully resolved
+    assert shown["train"]["lr"] == 0.5 and shown["train"]["optimizer"] == "adamw" and shown["model"]["name"] == "mlp"
+    done = env.run("tricks", cwd=repo)
+    assert done.returncode == 0 and "label_smoothing" in done.stdout and "one_cycle" in done.stdout
+    done = env.run("tricks", "label_smoothing", cwd=repo)
+    assert done.returncode == 0 and "train.label_smoothing = 0.1" in done.stdout and "Szegedy" in done.stdout
+    assert_one_line_error(env.run("tricks", "label_smothing", cwd=repo), 2, "did you mean label_smoothing")
+
+
+# ---- user mistakes: exit 2, one line, no traceback -----------------------------------------------------------
+
+def test_bad_key_is_one_line_exit_2(env, repo):
+    assert_one_line_error(env.run("train", "tiny.toml", "-q", "-o", "train.lrr=0.1", cwd=repo), 2,
+                          "unknown key train.lrr", "did you mean train.lr")
+
+
+def test_malformed_toml_and_missing_files_exit_2(env, tmp_path):
+    (tmp_path / "broken.toml").write_text('name = "x"\n[train]\nepochs = \n')
+    assert_one_line_error(env.run("train", "broken.toml", cwd=tmp_path), 2, "broken.toml", "line 3")
+    assert_one_line_error(env.run("show", "nope.toml", cwd=tmp_path), 2, "not found", "nope.toml")
+    assert_one_line_error(env.run("show", "mnist1d-cnnn", cwd=tmp_path), 2, "did you mean mnist1d-cnn")
+    assert_one_line_error(env.run("train", cwd=tmp_path), 2, "RECIPE")
+
+
+def test_diverging_run_exits_1_and_is_marked_failed(own_env, tmp_path):
+    env = own_env
+    (tmp_path / "tiny.toml").write_text(TINY)
+    done = env.run("train", "tiny.toml", "-q", "-o", "train.optimizer=sgd", "-o", "train.lr=1e6", cwd=tmp_path)
+    err = assert_one_line_error(done, 1, "NaN", "train.lr")
+    failed = [r for r in env.runs(tmp_path) if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["id"] in err and "NaN" in failed[0]["failure"]
+
+
+# ---- a real Ctrl-C, then --resume ---------------------------------------------------------------------------
+
+def test_ctrl_c_then_resume_matches_an_uninterrupted_run(own_env, tmp_path):
+    env, root = own_env, tmp_path
+    (root / "slower.toml").write_text(SLOWER)
+    env_c = env.env
+    proc = subprocess.Popen([*DLTRICKS, "train", "slower.toml", "-q"], cwd=root, env=env_c,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not list((root / "home" / "runs").glob("*/checkpoint/state.json")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and "--resume" in err
+    (rec,) = json.loads(subprocess.run([*DLTRICKS, "runs", "--format", "json"], cwd=root, env=env_c,
+                                       capture_output=True, text=True).stdout)
+    assert rec["status"] == "interrupted"
+    state = json.loads((root / "home" / "runs" / rec["id"] / "checkpoint" / "state.json").read_text())
+    assert 1 <= state["loop"]["epoch"] < 8
+
+    done = subprocess.run([*DLTRICKS, "train", "--resume", rec["id"], "-q"], cwd=root, env=env_c,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert rec["id"] in done.stdout
+    reference = env.run_id(env.run("train", "slower.toml", "-q", cwd=root))  # the same recipe, in one go
+
+    records = {r["id"]: r for r in env.runs(root)}
+    resumed, ref = records[rec["id"]], records[reference]
+    assert resumed["status"] == "completed"
+    drop = {"wall_time_s"}
+    assert {k: v for k, v in resumed["metrics"].items() if k not in drop} == \
+           {k: v for k, v in ref["metrics"].items() if k not in drop}
+    assert resumed["curves"] == ref["curves"]
+
+
+# ---- the bundled recipe does what its comment says -----------------------------------------------------------
+
+@pytest.mark.slow
+def test_bundled_mnist1d_cnn_reaches_94_percent(own_env, tmp_path):
+    env = own_env
+    done = env.run("train", "mnist1d-cnn", "-q", cwd=tmp_path, timeout=600)
+    rid = env.run_id(done)
+    rec = next(r for r in env.runs(tmp_path) if r["id"] == rid)
+    assert rec["metrics"]["test_accuracy"] >= 0.94, rec["metrics"]
