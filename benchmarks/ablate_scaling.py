@@ -42,7 +42,7 @@ def run_study(workers: int, seeds: int, epochs: int | None, env: dict[str, str])
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, cwd=home, env=env, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=home, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the worker processes included: ablate waited for them
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

@@ -18,7 +18,8 @@ from sqlalchemy import select
 
 from dltricks.ledger import Ledger
 from dltricks.recipe import Recipe
-from dltricks.search import claims, study as st
+from dltricks.search import claims
+from dltricks.search import study as st
 from dltricks.search.ablate import define, report
 from dltricks.tricks import parse_trick
 

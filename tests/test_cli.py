@@ -35,13 +35,13 @@ batch_size = 32
 lr = 0.01
 """
 
-# long enough (a dozen epochs of a few tenths of a second) to be interrupted after its first checkpoint
+# long enough (six epochs of a few tenths of a second) to be interrupted after its first checkpoint
 SLOWER = """name = "ctrlc"
 seed = 0
 
 [data]
 name = "mnist1d"
-num_samples = 800
+num_samples = 600
 
 [model]
 name = "cnn"
@@ -49,7 +49,7 @@ channels = [8, 16]
 dropout = 0.1
 
 [train]
-epochs = 8
+epochs = 6
 batch_size = 32
 lr = 0.003
 schedule = "one_cycle"
@@ -256,7 +256,7 @@ def test_ctrl_c_then_resume_matches_an_uninterrupted_run(own_env, tmp_path):
                                        capture_output=True, text=True).stdout)
     assert rec["status"] == "interrupted"
     state = json.loads((root / "home" / "runs" / rec["id"] / "checkpoint" / "state.json").read_text())
-    assert 1 <= state["loop"]["epoch"] < 8
+    assert 1 <= state["loop"]["epoch"] < 6
 
     done = subprocess.run([*DLTRICKS, "train", "--resume", rec["id"], "-q"], cwd=root, env=env_c,
                           capture_output=True, text=True, timeout=240)

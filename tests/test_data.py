@@ -308,3 +308,25 @@ def test_csv_errors(tmp_path):
     t = csv_file(tmp_path, "sepal,width,species\n1,2,setosa\n", "test.csv")
     msg = err(dict(name="csv", path=p, test_path=t, label_column="species"))
     assert "feature columns" in msg
+
+
+def test_user_files_train_end_to_end(tmp_path, ledger_home):
+    from dltricks.ledger import Ledger
+    from dltricks.train.run import train
+
+    rng = np.random.default_rng(0)
+    y = np.arange(90) % 3
+    x = rng.normal(size=(90, 2, 12)).astype(np.float32) + y[:, None, None]
+    path = npz(tmp_path, x=x, y=y)
+    recipe = Recipe.from_dict({"name": "mine", "data": {"name": "npz", "path": path},
+                               "model": {"name": "cnn", "channels": [4, 8]},
+                               "train": {"epochs": 3, "batch_size": 16, "lr": 0.01}})
+    result = train(recipe, ledger=Ledger(), progress=False)
+    assert result.metrics["test_accuracy"] > 0.6 and result.status == "completed"
+    flat = x.reshape(90, -1)[:, :8]
+    rows = "".join(",".join(map(str, v)) + f",{'abc'[c]}\n" for v, c in zip(flat, y))
+    rows = ",".join(f"f{i}" for i in range(8)) + ",label\n" + rows
+    table_path = csv_file(tmp_path, rows, "t.csv")
+    result = train(recipe.patch({"data.name": "csv", "data.path": table_path, "model.name": "mlp"}),
+                   ledger=Ledger(), progress=False)
+    assert result.metrics["test_accuracy"] > 0.6

@@ -454,3 +454,11 @@ def test_resume_with_another_recipe_is_refused(tmp_path):
     with pytest.raises(DltricksError, match="different recipe"):
         fit(mlp(), (x, y), epochs=2, batch_size=16, lr=1e-2, checkpoint_dir=tmp_path, fingerprint="bbb",
             resume=True, **FAST)
+
+
+def test_metric_direction_by_name():
+    from dltricks.train.tasks import higher_is_better
+
+    assert higher_is_better("test_accuracy") and higher_is_better("val_dice") and higher_is_better("val_accuracy")
+    for m in ("val_loss", "test_ece", "wall_time_s", "params", "test_hd95", "flops"):
+        assert not higher_is_better(m), m

@@ -135,8 +135,11 @@ def work(ledger: Ledger, study_name: str, *, threads: int = 0, progress: bool = 
                     result = train(recipe, ledger=ledger, progress=progress, study=study_name,
                                    variant=variant.name, run_id=run_id)
                     metrics = result.metrics
-                except (TrainingInterrupted, KeyboardInterrupt):
+                except (TrainingInterrupted, KeyboardInterrupt) as e:
                     claims.set_state(ledger, claim, "released")  # free at once for the next worker
+                    if isinstance(e, TrainingInterrupted):
+                        # Ctrl-C: the run is saved as interrupted; rerunning the study retrains the cell
+                        raise KeyboardInterrupt from None
                     raise
                 except (RunFailed, DltricksError) as e:  # NaN, a bad patch: a result, not a reason to stop
                     failure = str(e)
@@ -219,9 +222,21 @@ def _run_workers(ledger: Ledger, definition: st.Definition, workers: int, progre
                 for _ in range(workers - 1)]
         procs = [subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdout=subprocess.DEVNULL, stderr=log,
                                   text=True) for log in logs]
+        stopped: set[int] = set()
         try:
             work(ledger, definition.name, threads=threads, on_cell=bar.refresh)
+            optuna_study, _ = st.load(ledger, definition.name)
             while any(p.poll() is None for p in procs):
+                if len(st.results(optuna_study, definition).done) == total:
+                    # Every cell is recorded: a worker still importing torch would only find that
+                    # out seconds from now, and one that is still running holds no cell.
+                    for p in procs:
+                        if p.poll() is None:
+                            p.terminate()
+                            stopped.add(p.pid)
+                    for p in procs:
+                        p.wait()
+                    break
                 bar.refresh()
                 time.sleep(0.5)
         except BaseException as e:
@@ -241,7 +256,7 @@ def _run_workers(ledger: Ledger, definition: st.Definition, workers: int, progre
                 log.seek(0)
                 text = log.read().strip()
                 log.close()
-                if p.returncode not in (0, None) and text:
+                if p.returncode not in (0, None) and p.pid not in stopped and text:
                     errors.append(text)
         if errors:
             raise DltricksError(f"a worker stopped with an error: {errors[0].splitlines()[-1]}")

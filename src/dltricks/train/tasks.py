@@ -55,7 +55,12 @@ class Classification:
         return model(x)
 
 
+_LOWER_IS_BETTER = {"loss", "error", "err", "ece", "hd95", "time", "latency", "params", "flops", "memory", "mae",
+                    "mse", "rmse", "nll", "perplexity", "bytes"}
+
+
 def higher_is_better(metric: str) -> bool:
-    """Direction of a metric by its name: ``test_accuracy`` up, ``val_loss`` down."""
-    base = metric.split("_", 1)[-1] if metric.startswith(("test_", "val_", "train_")) else metric
-    return base not in {"loss", "ece", "hd95", "wall_time", "params", "flops", "latency", "error"}
+    """Direction of a metric by the words in its name: ``test_accuracy`` up; ``val_loss``, ``test_ece``,
+    ``wall_time_s`` and ``params`` (costs) down."""
+    words = metric.lower().replace("-", "_").split("_")
+    return not any(w in _LOWER_IS_BETTER for w in words)
