@@ -58,8 +58,14 @@ def run_study(workers: int, seeds: int, epochs: int | None, env: dict[str, str])
     if len(per_cell) != expected or set(per_cell.values()) != {1}:
         sys.exit(f"workers={workers}: cells are not each run exactly once: {dict(per_cell)}")
     train_s = [t.user_attrs["metrics"]["wall_time_s"] for t in trials]
+    # The sweep itself, from the first run's start to the last run's end: without the fixed costs
+    # that one process pays whatever the number of workers (imports, creating the study, the report).
+    from dltricks.ledger import Ledger
+
+    runs = Ledger(f"sqlite:///{home / 'ledger.db'}", root=home).runs(study="bench")
+    span = (max(r.finished for r in runs) - min(r.started for r in runs)).total_seconds()
     scores = {t.user_attrs["cell"]: t.value for t in trials}
-    return {"wall": wall, "cpu": cpu, "load": load, "cells": len(trials), "train_s": train_s, "scores": scores, "home": home}
+    return {"wall": wall, "span": span, "cpu": cpu, "load": load, "cells": len(trials), "train_s": train_s, "scores": scores, "home": home}
 
 
 def main() -> None:
@@ -77,12 +83,14 @@ def main() -> None:
     results = {}
     for workers in (1, 2):
         r = results[workers] = run_study(workers, args.seeds, args.epochs or None, env)
-        print(f"workers={workers}: {r['wall']:6.1f} s wall, {r['cpu']:6.1f} s CPU for {r['cells']} cells "
+        print(f"workers={workers}: {r['wall']:6.1f} s wall ({r['span']:6.1f} s from the first run's start to the "
+              f"last run's end), {r['cpu']:6.1f} s CPU for {r['cells']} cells "
               f"(training itself {statistics.mean(r['train_s']):.2f} s a run, {sum(r['train_s']):.1f} s in all; "
               f"load average at start {r['load']:.2f})", flush=True)
     speedup = results[1]["wall"] / results[2]["wall"]
     same = results[1]["scores"] == results[2]["scores"]
     print(f"speed-up with 2 workers: {speedup:.2f}x (target >= 1.8x on 2 cores); "
+          f"of the sweep alone: {results[1]['span'] / results[2]['span']:.2f}x; "
           f"load average after {os.getloadavg()[0]:.2f}")
     # Where other processes share the cores, wall times say more about them than about dltricks. The
     # CPU seconds do not: 2 workers on 2 free cores take about max(CPU/2, the busier worker) of wall time.

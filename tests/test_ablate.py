@@ -314,7 +314,10 @@ def test_recipe_ablate_section_drives_the_study(ledger_home):
         '[train]\nepochs = 2\nschedule = "constant"\n'
         '[ablate]\ntricks = ["label_smoothing", "wd:train.weight_decay=0.01"]\nmode = "remove"\n'
         'seeds = 2\nworkers = 2\nstudy = "from-section"\nmetric = "test_loss"\n')
-    result = ablate(str(path), progress=False)
+    import dltricks
+
+    result = dltricks.ablate(str(path), progress=False)  # the package's own entry point
+    assert isinstance(result, dltricks.AblationResult)
     assert result.study == "from-section" and result.metric == "test_loss" and result.reference == "all"
     assert [s.variant for s in result.stats] == ["all", "-label_smoothing", "-wd"]
     assert all(s.n == 2 for s in result.stats)

@@ -176,6 +176,12 @@ def evaluate(model: nn.Module, data: Source, task: Task | None = None, *, batch_
     return meter.compute()
 
 
+def eval_batch_size(train_batch_size: int) -> int:
+    """Evaluation holds no gradients, so it can take larger batches; scaled from the training batch so
+    that a 3D segmentation recipe with batch 2 does not try 256 volumes at once."""
+    return 4 * train_batch_size
+
+
 def _autocast(dev: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
@@ -328,7 +334,7 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
             if labelled:
                 row["train_accuracy"] = st.correct / max(st.counted, 1)
             if val is not None:
-                vm = evaluate(model, val, task, batch_size=max(cfg.batch_size, 256), device=dev,
+                vm = evaluate(model, val, task, batch_size=eval_batch_size(cfg.batch_size), device=dev,
                               precision=cfg.precision)
                 row.update({f"val_{k}": v for k, v in vm.items()})
                 model.train()

@@ -18,7 +18,7 @@ from dltricks.ledger import Ledger
 from dltricks.nn import build_model
 from dltricks.recipe import Recipe
 from dltricks.train.checkpoint import find_checkpoint
-from dltricks.train.loop import History, TrainingInterrupted, evaluate, fit, resolve_device
+from dltricks.train.loop import History, TrainingInterrupted, eval_batch_size, evaluate, fit, resolve_device
 from dltricks.train.tasks import Classification, Task
 
 
@@ -46,9 +46,7 @@ def make_task(recipe: Recipe, bundle: DataBundle) -> Task:
 
 
 def make_augment(recipe: Recipe, bundle: DataBundle):
-    if not any(recipe.data.augment.model_dump().values()):
-        return None
-    from dltricks.data import augment
+    from dltricks.data import augment  # None when every op is off
 
     return augment.from_spec(recipe.data.augment, dims=len(bundle.in_shape) - 1, task=bundle.task)
 
@@ -134,7 +132,7 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
 def final_metrics(model: torch.nn.Module, bundle: DataBundle, task: Task, history: History, recipe: Recipe,
                   device: torch.device) -> dict[str, float]:
     """``test_*`` and ``val_*`` metrics of the final (or best) weights, plus cost and time."""
-    kw = dict(batch_size=max(recipe.train.batch_size, 256), device=device, precision=recipe.train.precision)
+    kw = dict(batch_size=eval_batch_size(recipe.train.batch_size), device=device, precision=recipe.train.precision)
     out = {f"test_{k}": v for k, v in evaluate(model, bundle.test, task, **kw).items()}
     if bundle.val is not None:
         out.update({f"val_{k}": v for k, v in evaluate(model, bundle.val, task, **kw).items()})

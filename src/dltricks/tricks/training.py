@@ -81,3 +81,9 @@ trick("mixed_precision", "efficiency",
       hardware with fast half precision, usually at no cost in accuracy.""",
       {"train.precision": "bf16"}, {"train.precision": "fp32"},
       "Micikevicius et al. 2018, Mixed Precision Training (arXiv:1710.03740)")
+
+trick("dice_loss", "segmentation",
+      """Add a soft Dice loss to cross-entropy: Dice scores overlap per class, so a small lesion counts as
+      much as the large background; plain cross-entropy is dominated by the majority class.""",
+      {"train.loss": "ce_dice"}, {"train.loss": "ce"},
+      "Milletari et al. 2016, V-Net (arXiv:1606.04797); Isensee et al. 2021, nnU-Net (Nature Methods 18)")
