@@ -310,7 +310,9 @@ def test_csv_markdown_json_parse_back(two_runs):
     assert datetime.fromisoformat(rows[0]["started"]) == b.started
 
     lines = to_markdown(records).strip().splitlines()
-    cells = lambda line: [c.strip() for c in line.strip("|").split(" | ")]
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in line.strip("|").split(" | ")]
+
     header = cells(lines[0])
     assert len(lines) == 4 and set(cells(lines[1])) <= {"---", "---:"}
     # only the recipe keys that differ between the runs, then the metrics, headline ones first

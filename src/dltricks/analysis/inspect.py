@@ -135,7 +135,10 @@ class Comparison:
     def rows(self) -> list[tuple[str, Any, Any, str, str]]:
         """(quantity, value A, value B, shown A, shown B)."""
         a, b = self.a, self.b
-        lat = (lambda i: i.cost.latency_ms)
+
+        def lat(i: Inspection):
+            return i.cost.latency_ms
+
         return [
             ("parameters", a.cost.params, b.cost.params, human(a.cost.params), human(b.cost.params)),
             ("FLOPs", a.cost.flops, b.cost.flops, human(a.cost.flops), human(b.cost.flops)),

@@ -86,8 +86,8 @@ def _int_labels(y: np.ndarray, where: str, at=lambda i: f"position {i}") -> np.n
         frac = y != np.round(y)
         if frac.any():
             i = int(np.argmax(frac.reshape(-1)))
-            raise DltricksError(f"{where} has {int(frac.sum())} non-integer labels (e.g. {float(y.reshape(-1)[i]):g} at "
-                                f"{at(i)}); labels must be class ids 0..K-1")
+            raise DltricksError(f"{where} has {int(frac.sum())} non-integer labels "
+                                f"(e.g. {float(y.reshape(-1)[i]):g} at {at(i)}); labels must be class ids 0..K-1")
         out = y.astype(np.int64)
     else:
         raise DltricksError(f"{where} has dtype {y.dtype}; labels must be integer class ids (or strings)")

@@ -262,7 +262,7 @@ def stack_cases(cases: list[Case], spec: _UserSegSpec, what: str) -> tuple[torch
     if spec.size and len(spec.size) != d:
         raise DltricksError(f"data.size = {spec.size} must have {d} sizes for {d}D images")
     xs, ys = [], []
-    for image, label, where in cases:
+    for image, label, _where in cases:
         x = _normalise(torch.from_numpy(image), spec.normalize)
         y = torch.from_numpy(label)
         if spec.size and list(y.shape) != list(spec.size):

@@ -226,6 +226,12 @@ def _run_workers(ledger: Ledger, definition: st.Definition, workers: int, progre
         try:
             work(ledger, definition.name, threads=threads, on_cell=bar.refresh)
             optuna_study, _ = st.load(ledger, definition.name)
+            if any(p.poll() is None for p in procs):
+                # Nothing left to claim, the others finish their last cells: load what the report
+                # needs (scipy, matplotlib: seconds) now rather than after them.
+                import matplotlib.figure  # noqa: F401
+
+                import dltricks.ledger.report  # noqa: F401
             while any(p.poll() is None for p in procs):
                 if len(st.results(optuna_study, definition).done) == total:
                     # Every cell is recorded: a worker still importing torch would only find that

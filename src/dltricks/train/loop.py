@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from dltricks.errors import DltricksError, RunFailed
-from pydantic import ValidationError
-
 from dltricks.recipe import TrainSpec, explain_errors
 from dltricks.train.checkpoint import LoopState, find_checkpoint, load_checkpoint, save_checkpoint
 from dltricks.train.optim import build_optimizer
