@@ -9,6 +9,16 @@ temporary ledger, timing the whole command (process start-up included). It print
 the speed-up (target >= 1.8x on 2 cores), and checks that each study has every cell exactly once
 and that both gave the same scores. Run it on a quiet machine: other load skews the numbers (the
 load average is printed before and after).
+
+Reading the numbers (measured on the 2-core CI machine when it was quiet):
+- The whole command has serial parts both runs pay alike: imports and creating the study before the
+  first run (~2-3 s), the report after the last (~3-4 s). "of the sweep alone" leaves them out.
+- The second process starts while the first trains (`--workers N` is this process and N-1
+  `dltricks worker` children) and joins ~4 s later (importing torch, its first model build).
+- With `--workers 1` the one process gets both cores as torch threads (about 1.25x faster per run
+  on a quiet machine, far slower on a busy one), so `--one-thread` compares processes alone.
+- 16 cells of ~2 s, --one-thread: ~1.6x whole command, ~1.7x sweep alone; --seeds 8 (32 cells):
+  ~1.8x whole command, ~1.95x sweep alone. The fixed costs weigh less as the sweep grows.
 """
 
 from __future__ import annotations
@@ -65,7 +75,8 @@ def run_study(workers: int, seeds: int, epochs: int | None, env: dict[str, str])
     runs = Ledger(f"sqlite:///{home / 'ledger.db'}", root=home).runs(study="bench")
     span = (max(r.finished for r in runs) - min(r.started for r in runs)).total_seconds()
     scores = {t.user_attrs["cell"]: t.value for t in trials}
-    return {"wall": wall, "span": span, "cpu": cpu, "load": load, "cells": len(trials), "train_s": train_s, "scores": scores, "home": home}
+    return {"wall": wall, "span": span, "cpu": cpu, "load": load, "cells": len(trials), "train_s": train_s,
+            "scores": scores, "home": home}
 
 
 def main() -> None:

@@ -418,7 +418,7 @@ def test_four_sqlite_workers_run_each_cell_exactly_once(ledger_home):
                                "--quiet"], cwd=ledger_home, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(4)]
     outputs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outputs):
+    for p, (_, err) in zip(procs, outputs):
         assert p.returncode == 0, err
     ran = [int(out.split("ran ")[1].split()[0]) for out, _ in outputs]
     cells = assert_exactly_once(ledger, "four")

@@ -128,25 +128,31 @@ def work(ledger: Ledger, study_name: str, *, threads: int = 0, progress: bool = 
                 claims.set_state(ledger, claim, "done")
                 continue
             failure, metrics, started = None, None, False
-            with claims.Heartbeat(ledger, claim):
-                try:
-                    recipe = base.patch({**variant.patch, "seed": seed})
-                    started = True
-                    result = train(recipe, ledger=ledger, progress=progress, study=study_name,
-                                   variant=variant.name, run_id=run_id)
-                    metrics = result.metrics
-                except (TrainingInterrupted, KeyboardInterrupt) as e:
-                    claims.set_state(ledger, claim, "released")  # free at once for the next worker
-                    if isinstance(e, TrainingInterrupted):
+            try:
+                with claims.Heartbeat(ledger, claim):
+                    try:
+                        recipe = base.patch({**variant.patch, "seed": seed})
+                        started = True
+                        result = train(recipe, ledger=ledger, progress=progress, study=study_name,
+                                       variant=variant.name, run_id=run_id)
+                        metrics = result.metrics
+                    except TrainingInterrupted:
                         # Ctrl-C: the run is saved as interrupted; rerunning the study retrains the cell
                         raise KeyboardInterrupt from None
-                    raise
-                except (RunFailed, DltricksError) as e:  # NaN, a bad patch: a result, not a reason to stop
-                    failure = str(e)
-            if claims.still_mine(ledger, claim):
-                # A bad patch never reaches the ledger: the trial then names no run.
-                st.record(optuna_study, definition, cell, variant.name, seed, run_id=run_id if started else None,
-                          metrics=metrics, failure=failure)
+                    except (RunFailed, DltricksError) as e:  # NaN, a bad patch: a result, not a reason to stop
+                        failure = str(e)
+                if claims.still_mine(ledger, claim):
+                    # A bad patch never reaches the ledger: the trial then names no run.
+                    st.record(optuna_study, definition, cell, variant.name, seed,
+                              run_id=run_id if started else None, metrics=metrics, failure=failure)
+            except BaseException:
+                # Ctrl-C, or an error that is not the cell's (the database went away): free the cell at
+                # once for the next worker. Held by this live process, it would wait for its death.
+                try:
+                    claims.set_state(ledger, claim, "released")
+                except Exception:  # noqa: BLE001 - the original error is the one to report
+                    pass
+                raise
             claims.set_state(ledger, claim, "done")
             ran += 1
             if on_cell is not None:
