@@ -1,10 +1,10 @@
 """How much faster an ablation study runs with 2 local workers than with 1.
 
-    python benchmarks/ablate_scaling.py                  # 4 variants x 4 seeds, runs of ~2-3 s
+    python benchmarks/ablate_scaling.py                  # 4 variants x 8 seeds, runs of ~2-3 s
     python benchmarks/ablate_scaling.py --one-thread     # every process limited to 1 torch thread
 
-The same sweep (MNIST-1D CNN, 3 custom tricks in add mode, so 4 variants, x 4 paired seeds = 16
-cells) is run by `dltricks ablate --workers 1` and then `--workers 2`, each into its own fresh
+The same sweep (MNIST-1D CNN, 3 custom tricks in add mode, so 4 variants, x 8 paired seeds = 32
+cells; --seeds 4 for 16) is run by `dltricks ablate --workers 1` and then `--workers 2`, each into its own fresh
 temporary ledger, timing the whole command (process start-up included). It prints both wall times,
 the speed-up (target >= 1.8x on 2 cores), and checks that each study has every cell exactly once
 and that both gave the same scores. Run it on a quiet machine: other load skews the numbers (the
@@ -81,7 +81,7 @@ def run_study(workers: int, seeds: int, epochs: int | None, env: dict[str, str])
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=4)
+    p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--epochs", type=int, default=0, help="override the runs' epochs (default 4)")
     p.add_argument("--one-thread", action="store_true",
                    help="OMP_NUM_THREADS=1 for every process (else 1 worker may use 2 threads)")

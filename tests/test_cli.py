@@ -282,3 +282,23 @@ def test_bundled_mnist1d_cnn_reaches_94_percent(own_env, tmp_path):
     rid = env.run_id(done)
     rec = next(r for r in env.runs(tmp_path) if r["id"] == rid)
     assert rec["metrics"]["test_accuracy"] >= 0.94, rec["metrics"]
+
+
+@pytest.mark.slow
+def test_bundled_seg2d_unet_reaches_dice_0_8(own_env, tmp_path):
+    """The segmentation issue's bar: `dltricks train seg2d-unet` reaches test Dice >= 0.8 on a CPU."""
+    done = own_env.run("train", "seg2d-unet", "-q", cwd=tmp_path, timeout=900)
+    rid = own_env.run_id(done)
+    rec = next(r for r in own_env.runs(tmp_path) if r["id"] == rid)
+    assert rec["metrics"]["test_dice"] >= 0.8, rec["metrics"]
+    assert rec["recipe"]["model"]["skip_connections"] is True
+
+
+@pytest.mark.slow
+def test_bundled_seg3d_unet_trains_with_batch_2_and_group_norm(own_env, tmp_path):
+    done = own_env.run("train", "seg3d-unet", "-q", "-o", "train.epochs=2", cwd=tmp_path, timeout=900)
+    rid = own_env.run_id(done)
+    rec = next(r for r in own_env.runs(tmp_path) if r["id"] == rid)
+    assert rec["status"] == "completed"
+    assert rec["recipe"]["train"]["batch_size"] == 2 and rec["recipe"]["model"]["norm"] == "group"
+    assert 0.0 <= rec["metrics"]["test_dice"] <= 1.0

@@ -154,7 +154,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     result = ablate(Recipe.load(recipe, args.override), args.trick or None, mode=args.mode, seeds=args.seeds,
                     workers=args.workers, metric=args.metric or "", study=args.study or "",
-                    ledger=_ledger(args), out=args.out, progress=not args.quiet)
+                    ledger=args.ledger, out=args.out, progress=not args.quiet)
     return _print_study(result)
 
 

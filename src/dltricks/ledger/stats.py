@@ -15,7 +15,7 @@ many seeds a paired t-test would need to detect the observed effect.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -241,6 +241,7 @@ def compare(
     higher_is_better: bool,
     alpha: float = 0.05,
     test: str = "auto",
+    unchanged: Collection[str] = (),
 ) -> list[VariantStats]:
     """Compare every variant with the baseline, paired by seed.
 
@@ -254,6 +255,8 @@ def compare(
 
     A verdict needs the Holm-corrected p below ``alpha`` and the 95% confidence interval
     (always 95%, as the report labels it) wholly on one side of zero; its direction follows ``higher_is_better``.
+    ``unchanged`` names variants known to be the baseline itself (the same recipe): whatever
+    run-to-run noise their scores carry, they get p = 1 and never a verdict.
     Returns the baseline row first, then the variants in input order.
     """
     if test not in TESTS:
@@ -281,14 +284,15 @@ def compare(
         paired = sorted(set(mine) & set(base))
         diffs = np.array([mine[s] - base[s] for s in paired], dtype=float)
         mean, std = _describe(list(mine.values()))
-        p, used = _paired_p(diffs, test)
+        p, used = (1.0, "") if variant in unchanged and diffs.size else _paired_p(diffs, test)
         ci_low, ci_high = _confidence_interval(diffs)
         rows.append(
             VariantStats(
                 variant=variant, n=len(mine), mean=mean, std=std,
                 delta=float(diffs.mean()) if diffs.size else math.nan,
                 ci_low=ci_low, ci_high=ci_high, p=p, p_holm=math.nan, verdict="no evidence",
-                seeds_needed=seeds_for_power(diffs, alpha, test=test), test=used, seeds=paired,
+                seeds_needed=None if variant in unchanged else seeds_for_power(diffs, alpha, test=test),
+                test=used, seeds=paired,
             )
         )
 

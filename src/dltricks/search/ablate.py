@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
 from dltricks.recipe import Recipe
-from dltricks.search import claims, study as st
+from dltricks.search import claims
+from dltricks.search import study as st
 from dltricks.search.plan import Mode, plan_variants
 from dltricks.train.tasks import higher_is_better
 from dltricks.tricks import Trick, parse_trick
@@ -177,14 +178,18 @@ def _mark_dead(ledger: Ledger, run_id: str | None) -> None:
 
 def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode | None = None,
            seeds: int | None = None, workers: int | None = None, metric: str = "", study: str = "",
-           ledger: Ledger | None = None, out: str | Path | None = None, progress: bool = True) -> AblationResult:
-    """Run (or resume) an ablation study and write its report. See the module docstring."""
+           ledger: Ledger | str | None = None, out: str | Path | None = None,
+           progress: bool = True) -> AblationResult:
+    """Run (or resume) an ablation study and write its report. See the module docstring.
+
+    ``ledger`` is a :class:`Ledger` or its URL (default: ``$DLTRICKS_LEDGER`` or ./dltricks-runs); it is
+    opened only once the study is known to be valid, so a mistyped trick leaves no files behind."""
     recipe = Recipe.load(recipe) if isinstance(recipe, str) else recipe
     a = recipe.ablate
     definition = define(recipe, resolve_tricks(recipe, tricks), mode=mode or a.mode,
                         seeds=seeds or a.seeds, metric=metric or a.metric, study=study or a.study)
     _check_variants(recipe, definition)
-    ledger = ledger or Ledger()
+    ledger = ledger if isinstance(ledger, Ledger) else Ledger(url=ledger)
     claims.ensure_table(ledger)
     st.create_or_load(ledger, definition)
     workers = workers or a.workers
@@ -329,25 +334,6 @@ def _unchanged_variants(d: st.Definition) -> set[str]:
     return {v.name for v in d.variants if v.name != d.reference and ref is not None and digest(v) == ref}
 
 
-def _no_verdict_for_no_change(stats: list[VariantStats], unchanged: set[str],
-                              higher_is_better: bool) -> list[VariantStats]:
-    """p = 1 and "no evidence" for the unchanged variants; Holm and verdicts of the others redone."""
-    if not unchanged:
-        return stats
-    from dltricks.ledger.stats import _verdict, holm
-
-    rows = [s for s in stats if s.verdict != "baseline"]
-    for s in rows:
-        if s.variant in unchanged and s.n_paired:
-            s.p, s.seeds_needed = 1.0, None
-    for s, p_holm in zip(rows, holm([s.p for s in rows])):
-        s.p_holm = p_holm
-        s.verdict = _verdict(p_holm, s.ci_low, s.ci_high, 0.05, higher_is_better)
-        if s.variant in unchanged:
-            s.verdict = "no evidence"
-    return stats
-
-
 def report(study_name: str, *, ledger: Ledger | None = None, out: str | Path | None = None) -> AblationResult:
     """Statistics and the report (CSV, Markdown, HTML with plots) from what the storage holds now."""
     from dltricks.ledger.report import write_report
@@ -356,8 +342,7 @@ def report(study_name: str, *, ledger: Ledger | None = None, out: str | Path | N
     ledger = ledger or Ledger()
     optuna_study, d = st.load(ledger, study_name)
     r = st.results(optuna_study, d)
-    stats = _no_verdict_for_no_change(compare(r.scores, d.reference, higher_is_better=d.higher_is_better),
-                                      _unchanged_variants(d), d.higher_is_better)
+    stats = compare(r.scores, d.reference, higher_is_better=d.higher_is_better, unchanged=_unchanged_variants(d))
     curves: dict[str, dict[int, dict[str, list[float]]]] = {}
     extras: dict[str, dict[str, float]] = {}
     commits = set()
