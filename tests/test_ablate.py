@@ -253,7 +253,7 @@ def test_report_command_regenerates_from_storage(study):
 
 def test_an_unchanged_variant_never_gets_a_verdict_even_if_its_runs_differ():
     from dltricks.ledger.stats import compare
-    from dltricks.search.ablate import _no_verdict_for_no_change, _unchanged_variants
+    from dltricks.search.ablate import _unchanged_variants
 
     base = {s: 0.80 + 0.01 * s for s in range(6)}
     scores = {"baseline": base, "+noop": {s: v + 0.002 for s, v in base.items()},  # run-to-run noise, say
@@ -263,8 +263,8 @@ def test_an_unchanged_variant_never_gets_a_verdict_even_if_its_runs_differ():
     d = define(small(), [parse_trick("noop:train.threads=0"), parse_trick("good:train.lr=0.01")], mode="add",
                seeds=6)
     assert _unchanged_variants(d) == {"+noop"}
-    fixed = {s.variant: s for s in _no_verdict_for_no_change(
-        compare(scores, "baseline", higher_is_better=True), {"+noop"}, True)}
+    fixed = {s.variant: s for s in compare(scores, "baseline", higher_is_better=True,
+                                           unchanged=_unchanged_variants(d))}
     assert fixed["+noop"].verdict == "no evidence" and fixed["+noop"].p == 1.0 and fixed["+noop"].p_holm == 1.0
     assert fixed["+good"].verdict == "helps" and fixed["+good"].p_holm <= raw["+good"].p_holm
 

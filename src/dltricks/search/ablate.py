@@ -334,6 +334,27 @@ def _unchanged_variants(d: st.Definition) -> set[str]:
     return {v.name for v in d.variants if v.name != d.reference and ref is not None and digest(v) == ref}
 
 
+def _flops_per_variant(d: st.Definition) -> dict[str, float]:
+    """FLOPs of one forward pass per sample, for each variant whose model can be built and counted."""
+    from dltricks.analysis import cost
+    from dltricks.analysis.inspect import data_info
+    from dltricks.nn import build_model
+
+    base = Recipe.from_dict(d.recipe, source=f"study {d.name}")
+    infos: dict[str, object] = {}
+    out = {}
+    for v in d.variants:
+        try:
+            recipe = base.patch(v.patch)
+            key = json.dumps(recipe.to_dict()["data"], sort_keys=True)
+            info = infos[key] = infos.get(key) or data_info(recipe)
+            model = build_model(recipe.model, info.in_shape, info.num_classes)
+            out[v.name] = float(cost(model, info.in_shape, latency=False).flops)
+        except Exception:  # noqa: BLE001 - "where known": a model the counter cannot trace just has no FLOPs
+            continue
+    return out
+
+
 def report(study_name: str, *, ledger: Ledger | None = None, out: str | Path | None = None) -> AblationResult:
     """Statistics and the report (CSV, Markdown, HTML with plots) from what the storage holds now."""
     from dltricks.ledger.report import write_report
@@ -356,8 +377,10 @@ def report(study_name: str, *, ledger: Ledger | None = None, out: str | Path | N
             curves[v][seed] = rec.curves
             commits.add(rec.git_short)
         ms = list(r.metrics[v].values())
-        extras[v] = {k: sum(m[k] for m in ms) / len(ms) for k in ("wall_time_s", "params", "flops")
+        extras[v] = {k: sum(m[k] for m in ms) / len(ms) for k in ("wall_time_s", "params")
                      if ms and all(k in m for m in ms)}
+    for v, flops in _flops_per_variant(d).items():
+        extras.setdefault(v, {})["flops"] = flops
     from dltricks.ledger.store import versions
 
     header = {
