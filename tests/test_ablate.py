@@ -292,7 +292,7 @@ def test_a_cell_whose_workers_died_too_often_is_given_up_once(ledger_home):
     ledger.transaction(lambda c: c.execute(claims.claims.insert().values(
         study="dying", cell=healthy, attempt=0, host=claims.HOST, pid=pid, run_id=None,
         heartbeat=time.time(), state="running")))
-    from dltricks.search.ablate import work
+    from dltricks.search.worker import work
 
     assert work(ledger, "dying") == 1  # trained the healthy cell only
     r = report("dying", ledger=ledger, out=ledger_home / "r")

@@ -168,7 +168,7 @@ def _print_study(result) -> int:
 
 @command
 def cmd_worker(args: argparse.Namespace) -> int:
-    from dltricks.search.ablate import work
+    from dltricks.search.worker import work
 
     n = work(_ledger(args), args.study, threads=args.threads, progress=not args.quiet)
     out.print(f"worker done: ran {n} cells of {args.study}")

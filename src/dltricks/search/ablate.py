@@ -28,6 +28,7 @@ from dltricks.recipe import Recipe
 from dltricks.search import claims
 from dltricks.search import study as st
 from dltricks.search.plan import Mode, plan_variants
+from dltricks.search.worker import work
 from dltricks.train.tasks import higher_is_better
 from dltricks.tricks import Trick, parse_trick
 
@@ -83,95 +84,6 @@ def define(recipe: Recipe, tricks: list[Trick], *, mode: Mode, seeds: int, metri
 
 def resolve_tricks(recipe: Recipe, names: list[str] | None) -> list[Trick]:
     return [parse_trick(n) for n in (names if names else recipe.ablate.tricks)]
-
-
-# ---- the worker --------------------------------------------------------------------------------------
-
-def work(ledger: Ledger, study_name: str, *, threads: int = 0, progress: bool = False,
-         on_cell=None) -> int:
-    """Claim and run cells of a study until none is left to claim; return how many this worker ran."""
-    import torch
-
-    from dltricks.errors import RunFailed
-    from dltricks.ledger.record import new_run_id
-    from dltricks.train.loop import TrainingInterrupted
-    from dltricks.train.run import train
-
-    threads_before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        claims.ensure_table(ledger)
-        optuna_study, definition = st.load(ledger, study_name)
-        base = Recipe.from_dict(definition.recipe, source=f"study {study_name}")
-        ran = 0
-        # Read the finished cells once, and again only after winning a claim: a cell that is done
-        # has a "done" claim, so try_claim already refuses it; the re-read catches a cell whose
-        # worker recorded its trial and died before marking the claim done. (Reading every trial
-        # for every cell made a worker's bookkeeping grow with the square of the study's size.)
-        done = st.results(optuna_study, definition).done
-        for cell, variant, seed in definition.cells():
-            if cell in done:
-                continue
-            run_id = new_run_id()
-            claim = claims.try_claim(ledger, study_name, cell, run_id)
-            if claim is None:
-                continue
-            done = st.results(optuna_study, definition).done
-            if cell in done:  # finished just before our claim
-                claims.set_state(ledger, claim, "done")
-                continue
-            for dead in claims.stale_runs(ledger, study_name):
-                _mark_dead(ledger, dead)
-            if claim.gave_up:
-                st.record(optuna_study, definition, cell, variant.name, seed, run_id=None,
-                          failure=f"its worker died {claims.MAX_ATTEMPTS} times")
-                claims.set_state(ledger, claim, "done")
-                continue
-            failure, metrics, started = None, None, False
-            try:
-                with claims.Heartbeat(ledger, claim):
-                    try:
-                        recipe = base.patch({**variant.patch, "seed": seed})
-                        started = True
-                        result = train(recipe, ledger=ledger, progress=progress, study=study_name,
-                                       variant=variant.name, run_id=run_id)
-                        metrics = result.metrics
-                    except TrainingInterrupted:
-                        # Ctrl-C: the run is saved as interrupted; rerunning the study retrains the cell
-                        raise KeyboardInterrupt from None
-                    except (RunFailed, DltricksError) as e:  # NaN, a bad patch: a result, not a reason to stop
-                        failure = str(e)
-                if claims.still_mine(ledger, claim):
-                    # A bad patch never reaches the ledger: the trial then names no run.
-                    st.record(optuna_study, definition, cell, variant.name, seed,
-                              run_id=run_id if started else None, metrics=metrics, failure=failure)
-            except BaseException:
-                # Ctrl-C, or an error that is not the cell's (the database went away): free the cell at
-                # once for the next worker. Held by this live process, it would wait for its death.
-                try:
-                    claims.set_state(ledger, claim, "released")
-                except Exception:  # noqa: BLE001 - the original error is the one to report
-                    pass
-                raise
-            claims.set_state(ledger, claim, "done")
-            ran += 1
-            if on_cell is not None:
-                on_cell()
-        return ran
-    finally:
-        if threads:
-            torch.set_num_threads(threads_before)  # the caller's process keeps its own setting
-
-
-def _mark_dead(ledger: Ledger, run_id: str | None) -> None:
-    if not run_id:
-        return
-    try:
-        if ledger.get(run_id).status == "running":
-            ledger.finish(run_id, "failed", failure="its worker process died (killed or crashed)")
-    except DltricksError:
-        pass  # the worker died before it recorded the run
 
 
 # ---- running a study ---------------------------------------------------------------------------------

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,16 +21,17 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from dltricks.errors import DltricksError, RunFailed
 from dltricks.recipe import TrainSpec, explain_errors
+from dltricks.train.batches import Batches, Source
 from dltricks.train.checkpoint import LoopState, find_checkpoint, load_checkpoint, save_checkpoint
 from dltricks.train.optim import build_optimizer
+from dltricks.train.progress import TrainProgress
 from dltricks.train.schedules import build_scheduler
 from dltricks.train.tasks import Classification, Task
 
-Source = tuple[torch.Tensor, torch.Tensor] | Dataset | DataLoader
 Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -73,86 +73,6 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DltricksError(f"train.device = {name!r} but no CUDA device is available; use auto or cpu")
     return dev
-
-
-# ---- data ----------------------------------------------------------------------------------------
-
-class Batches:
-    """Seeded mini-batches from tensors, a Dataset or a DataLoader, resumable mid-epoch.
-
-    For tensors and Datasets the epoch's order is a permutation drawn from our own generator, so a
-    run's data order depends only on its seed, and a resumed run skips exactly the steps it did.
-    """
-
-    def __init__(self, source: Source, batch_size: int, seed: int, device: torch.device,
-                 fold_single: bool = True):
-        self.source, self.batch_size, self.device = source, batch_size, device
-        self.fold_single = fold_single  # training folds away a last batch of one; evaluation never
-        self.gen = torch.Generator().manual_seed(seed)
-        if isinstance(source, DataLoader):
-            self.n = len(source.dataset)  # type: ignore[arg-type]
-        elif isinstance(source, Dataset):
-            self.n = len(source)  # type: ignore[arg-type]
-        else:
-            x, y = source
-            if len(x) != len(y):
-                raise DltricksError(f"x has {len(x)} samples but y has {len(y)}")
-            self.n = len(x)
-            # small data lives on the device once, instead of being copied every step
-            if device.type != "cpu" and x.numel() * x.element_size() < 2**30:
-                self.source = (x.to(device), y.to(device))
-        if self.n == 0:
-            raise DltricksError("the training data is empty")
-
-    def __len__(self) -> int:
-        if isinstance(self.source, DataLoader):
-            return len(self.source)
-        full, rest = divmod(self.n, self.batch_size)
-        if not self.fold_single:
-            return full + (rest > 0)
-        # a last batch of one sample breaks BatchNorm's statistics in training: leave it out this epoch
-        return full + (1 if rest > 1 or (rest == 1 and full == 0) else 0)
-
-    def new_order(self) -> torch.Tensor:
-        return torch.randperm(self.n, generator=self.gen)
-
-    def epoch(self, epoch: int, perm: torch.Tensor, start: int = 0, epoch_rng: torch.Tensor | None = None
-              ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        src = self.source
-        if hasattr(getattr(src, "dataset", src), "set_epoch"):
-            getattr(src, "dataset", src).set_epoch(epoch)
-        if isinstance(src, DataLoader):  # the user's loader decides the order; skip what was done
-            if start > 0 and epoch_rng is not None:
-                # a loader draws its seeds (and a shuffle its order) from torch's RNG as it starts: replay
-                # those draws from the state the epoch began with, then go on from where the run stopped
-                now = torch.get_rng_state()
-                torch.set_rng_state(epoch_rng)
-                it = iter(src)
-                next(it, None)
-                torch.set_rng_state(now)
-                start -= 1
-            else:
-                it = iter(src)
-            for i, (x, y) in enumerate(it):
-                if i >= start:
-                    yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            return
-        steps, b = len(self), self.batch_size
-        if isinstance(src, Dataset):
-            for i in range(start, steps):
-                xs, ys = zip(*(src[int(j)] for j in perm[i * b:(i + 1) * b]))
-                x, y = torch.stack([torch.as_tensor(v) for v in xs]), torch.stack([torch.as_tensor(v) for v in ys])
-                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            return
-        xs, ys = src
-        px, py = perm.to(xs.device), perm.to(ys.device)  # once an epoch, not once a step
-        if xs.device == self.device and ys.device == self.device:
-            for i in range(start, steps):
-                yield xs[px[i * b:(i + 1) * b]], ys[py[i * b:(i + 1) * b]]
-            return
-        for i in range(start, steps):
-            x, y = xs[px[i * b:(i + 1) * b]], ys[py[i * b:(i + 1) * b]]
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
 # ---- evaluation ----------------------------------------------------------------------------------
@@ -273,7 +193,7 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
 
     labelled = _has_labels(train)
     amp = contextlib.nullcontext() if cfg.precision == "fp32" else None  # reusable; autocast is made per step
-    bar = _Progress(progress, cfg.epochs, len(batches))
+    bar = TrainProgress(progress, cfg.epochs, len(batches))
     t0 = time.perf_counter() - st.elapsed
     model.train()
     with _StopFlag() as stop, bar:
@@ -418,61 +338,3 @@ def _diagnose_nan(st: LoopState, cfg: TrainSpec, last: float | None) -> str:
     if cfg.precision != "fp32":
         hints.append("train.precision = 'fp32'")
     return f"loss became NaN/Inf at {where} ({before}); try {', or '.join(hints)}"
-
-
-class _Progress:
-    """A rich bar per run: epoch, step, loss, the validation metric and ETA. Silent when disabled."""
-
-    def __init__(self, enabled: bool, epochs: int, steps: int):
-        self.enabled = enabled and os.environ.get("DLTRICKS_NO_PROGRESS", "") in ("", "0")
-        self.epochs, self.steps = epochs, steps
-        self.last_loss: float | None = None
-        self._metric = ""
-        self._pending = 0           # steps not yet shown: the bar is updated at most every UPDATE_S
-        self._shown = 0.0
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                              TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[metric]}"),
-                              TimeRemainingColumn(), transient=False)
-            self.p.__enter__()
-            self.task = self.p.add_task("epoch", total=self.epochs * self.steps, loss="-", metric="")
-        return self
-
-    def start_epoch(self, epoch: int, step: int) -> None:
-        if self.enabled:
-            self._pending = 0
-            self.p.update(self.task, description=f"epoch {epoch + 1}/{self.epochs}",
-                          completed=epoch * self.steps + step)
-
-    UPDATE_S = 0.1  # rich redraws ten times a second; updating it every step would only cost time
-
-    def step(self, loss: float) -> None:
-        self.last_loss = loss
-        if self.enabled:
-            self._pending += 1
-            now = time.monotonic()
-            if now - self._shown >= self.UPDATE_S:
-                self._flush()
-                self._shown = now
-
-    def _flush(self) -> None:
-        if self._pending:
-            self.p.update(self.task, advance=self._pending, loss=f"{self.last_loss:.4f}")
-            self._pending = 0
-
-    def end_epoch(self, row: dict[str, float]) -> None:
-        if self.enabled:
-            self._flush()
-            key = next((k for k in ("val_accuracy", "val_dice", "val_loss") if k in row), None)
-            metric = f"{key} {row[key]:.4f}" if key else ""
-            self.p.update(self.task, metric=metric)
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self._flush()
-            self.p.__exit__(*exc)
-
