@@ -18,7 +18,7 @@ from dltricks.nn import layers
 from dltricks.nn.blocks import SPP, LargeKernelConv, SelfAttention, SqueezeExcite
 from dltricks.nn.blocks.residual import Residual, projection
 from dltricks.nn.layers import BuildError
-from dltricks.nn.models.registry import register_model
+from dltricks.nn.models.registry import register_model, spatial_dims
 from dltricks.nn.shapes import output_shape
 from dltricks.recipe import ModelSpec
 
@@ -73,9 +73,7 @@ def conv_unit(spec: CNNSpec, in_ch: int, out_ch: int, dims: int, stride: int = 1
 
 @register_model("cnn", CNNSpec)
 def build_cnn(spec: CNNSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    dims = len(in_shape) - 1
-    if dims not in (1, 2, 3):
-        raise BuildError(f"cnn needs (C, *spatial) input with 1-3 spatial dims, got shape {tuple(in_shape)}")
+    dims = spatial_dims("cnn", in_shape)
     shape = tuple(in_shape)
     ch = shape[0]
     body: list[nn.Module] = []

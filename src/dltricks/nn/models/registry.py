@@ -28,6 +28,16 @@ def register_model(name: str, spec: type[ModelSpec]) -> Callable[[Builder], Buil
     return deco
 
 
+def spatial_dims(model: str, in_shape: tuple[int, ...]) -> int:
+    """The number of spatial dims of (C, *spatial) input that a conv model needs (1, 2 or 3)."""
+    from dltricks.nn.layers import BuildError
+
+    dims = len(in_shape) - 1
+    if dims not in (1, 2, 3):
+        raise BuildError(f"{model} needs (C, *spatial) input with 1-3 spatial dims, got shape {tuple(in_shape)}")
+    return dims
+
+
 def models() -> list[str]:
     return sorted(_BUILDERS)
 

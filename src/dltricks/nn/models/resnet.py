@@ -13,8 +13,7 @@ from torch import nn
 
 from dltricks.nn import layers
 from dltricks.nn.blocks import BasicBlock, Bottleneck, LargeKernelConv, PreActBlock
-from dltricks.nn.layers import BuildError
-from dltricks.nn.models.registry import register_model
+from dltricks.nn.models.registry import register_model, spatial_dims
 from dltricks.recipe import ModelSpec
 
 _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck, "preact": PreActBlock}
@@ -106,7 +105,5 @@ class ResNet(nn.Module):
 
 @register_model("resnet", ResNetSpec)
 def build_resnet(spec: ResNetSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    dims = len(in_shape) - 1
-    if dims not in (1, 2, 3):
-        raise BuildError(f"resnet needs (C, *spatial) input with 1-3 spatial dims, got shape {tuple(in_shape)}")
+    dims = spatial_dims("resnet", in_shape)
     return ResNet(spec, in_shape[0], num_classes, dims)

@@ -17,8 +17,7 @@ from torch import nn
 
 from dltricks.nn import layers
 from dltricks.nn.blocks import DualPathway, LargeKernelConv, downsample
-from dltricks.nn.layers import BuildError
-from dltricks.nn.models.registry import register_model
+from dltricks.nn.models.registry import register_model, spatial_dims
 from dltricks.recipe import ModelSpec
 
 _LINEAR = {1: "linear", 2: "bilinear", 3: "trilinear"}
@@ -118,7 +117,5 @@ class UNet(nn.Module):
 
 @register_model("unet", UNetSpec)
 def build_unet(spec: UNetSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    dims = len(in_shape) - 1
-    if dims not in (1, 2, 3):
-        raise BuildError(f"unet needs (C, *spatial) input with 1-3 spatial dims, got shape {tuple(in_shape)}")
+    dims = spatial_dims("unet", in_shape)
     return UNet(spec, in_shape[0], num_classes, dims)
