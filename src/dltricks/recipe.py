@@ -78,8 +78,8 @@ class ModelSpec(Section):
 
     name: str
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    init_from: str = Field("", description="start from a run's weights (run id) or a .safetensors file; "
-                                           "'' = random init")
+    init_from: str = Field("", description="start from a run's weights: a run id, a .safetensors file, or "
+                                           "recipe:NAME (a run of that recipe, trained once); '' = random init")
 
 
 # Section variants, filled by data/ and nn/ when they import: {"data": {"mnist1d": Mnist1dSpec}, ...}.
@@ -133,7 +133,8 @@ class TrainSpec(Section):
                                                                     "down (discriminative lr); 1 = off")
     unfreeze_every: int = Field(0, ge=0, description="gradual unfreezing: one more layer group every N "
                                                      "epochs, top down; 0 = off")
-    teacher: str = Field("", description="distil from this run (run id); '' = off")
+    teacher: str = Field("", description="distil from this run: a run id or recipe:NAME (trained once); "
+                                         "'' = off")
     distill_temperature: float = Field(4.0, gt=0.0)
     distill_alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the distillation term "
                                                                   "(1 - alpha on the labels)")

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dltricks.errors import DltricksError
-from dltricks.train.from_run import model_from_run
+from dltricks.train.from_run import model_from_run, resolve_run_ref
 from dltricks.train.method import Batch, Method
 from dltricks.train.tasks import Task
 
@@ -111,7 +111,9 @@ class Distill(Method):
         from dltricks.ledger import Ledger
 
         t = recipe.train
-        t_recipe, t_bundle, teacher = model_from_run(ledger or Ledger(), t.teacher, why="a teacher is distilled")
+        ledger = ledger or Ledger()
+        t_recipe, t_bundle, teacher = model_from_run(ledger, resolve_run_ref(ledger, t.teacher),
+                                                     why="a teacher is distilled")
         if bundle.task != t_bundle.task or bundle.num_classes != t_bundle.num_classes or \
                 (bundle.class_names or []) != (t_bundle.class_names or []):
             raise DltricksError(f"train.teacher = {t.teacher!r} was trained on {t_bundle.task} of classes "

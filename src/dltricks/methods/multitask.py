@@ -46,10 +46,10 @@ class MultiTask(Method):
     def loss(self, model: nn.Module, batch: Batch, progress: float):
         task: Targets = self.task  # type: ignore[assignment]
         out = model(batch.x)
-        losses = [w * l for w, l in zip(task.w, task.task_losses(out, batch.y))]
+        losses = [w * loss for w, loss in zip(task.w, task.task_losses(out, batch.y))]
         if self.log_vars is not None:
             s = self.log_vars.s
-            terms = [torch.exp(-s[i]) * l + s[i] for i, l in enumerate(losses)]
+            terms = [torch.exp(-s[i]) * loss + s[i] for i, loss in enumerate(losses)]
         else:
             terms = losses
         total = torch.stack(terms).sum()
@@ -58,7 +58,7 @@ class MultiTask(Method):
         step = _pcgrad_surrogate(model, terms, total)
         if self.log_vars is not None:  # the log-variances keep their ordinary gradient, the model PCGrad's
             s = self.log_vars.s
-            own = torch.stack([torch.exp(-s[i]) * l.detach() + s[i] for i, l in enumerate(losses)]).sum()
+            own = torch.stack([torch.exp(-s[i]) * loss.detach() + s[i] for i, loss in enumerate(losses)]).sum()
             step = step + (own - own.detach())
         return step, out
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from dltricks.errors import DltricksError
 from dltricks.recipe import TrainSpec
-from dltricks.train.from_run import run_weights
+from dltricks.train.from_run import resolve_run_ref, run_weights
 from dltricks.train.method import Batch, Method
 from dltricks.train.optim import _NORMS
 
@@ -85,13 +85,15 @@ def init_from(model: nn.Module, ref: str, ledger: Any, bundle: Any = None, quiet
     """Load ``ref`` (a run id or a ``.safetensors`` path) into ``model`` and say what was loaded."""
     from dltricks.ledger import Ledger
 
-    rec, state = run_weights(ledger or Ledger(), ref)
+    ledger = ledger or Ledger()
+    rec, state = run_weights(ledger, resolve_run_ref(ledger, ref))
     source = f"model.init_from = {ref!r}" + (f" (run {rec.id})" if rec else "")
     loaded, fresh = load_matching(model, state, source)
     if not quiet:
         n = sum(model.state_dict()[k].numel() for k in loaded)
         rest = f"; re-initialised: {', '.join(sorted({k.rsplit('.', 1)[0] for k in fresh}))}" if fresh else ""
-        Console(stderr=True, soft_wrap=True).print(f"[dim]{source}: loaded {len(loaded)} tensors ({n:,} values){rest}[/]")
+        Console(stderr=True, soft_wrap=True).print(
+            f"[dim]{source}: loaded {len(loaded)} tensors ({n:,} values){rest}[/]")
     return loaded
 
 

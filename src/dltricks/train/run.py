@@ -18,8 +18,8 @@ from dltricks.ledger import Ledger
 from dltricks.nn import build_model
 from dltricks.recipe import Recipe
 from dltricks.train.checkpoint import find_checkpoint
-from dltricks.train.method import method_for
 from dltricks.train.loop import History, TrainingInterrupted, eval_batch_size, evaluate, fit, resolve_device
+from dltricks.train.method import method_for
 from dltricks.train.tasks import Classification, Task
 
 

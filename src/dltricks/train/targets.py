@@ -68,7 +68,7 @@ class Targets:
         return losses
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return sum(w * l for w, l in zip(self.w, self.task_losses(out, y)))
+        return sum(w * loss for w, loss in zip(self.w, self.task_losses(out, y)))
 
     def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x)
