@@ -7,7 +7,6 @@ or teacher. On another task, name your own: ``--trick fine_tune_mine:model.init_
 
 from dltricks.tricks.catalogue import trick
 
-
 trick("fine_tune", "transfer",
       """Start from the weights of a model trained on a related task instead of random ones, and train
       on: with few labels, pretrained features are often worth far more than the labels themselves. The
