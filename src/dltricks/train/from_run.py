@@ -25,6 +25,7 @@ from dltricks.recipe import Recipe
 __all__ = ["completed_run", "read_weights", "run_weights", "model_from_run", "resolve_run_ref"]
 
 RECIPE_REF = "recipe:"
+_PICKLES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle"}
 
 
 def resolve_run_ref(ledger: Ledger, ref: str, *, progress: bool = False) -> str:
@@ -75,7 +76,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 def run_weights(ledger: Ledger, ref: str) -> tuple[RunRecord | None, dict[str, torch.Tensor]]:
     """Weights named by a run id or by a path to a ``.safetensors`` file; the run's record when it is a run."""
-    if ref.endswith(".safetensors"):
+    if ref.endswith(".safetensors") or Path(ref).suffix in _PICKLES:  # a file; pickles get read_weights' refusal
         return None, read_weights(ref)
     rec = completed_run(ledger, ref)
     return rec, read_weights(rec.checkpoint)
