@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_methods_transfer import SMALL, cache, home  # noqa: F401  (fixtures)
+from test_methods_transfer import SMALL
 from test_train import RESUME_KW, InterruptAt, blobs, mlp, weights_equal
 
 from dltricks.errors import DltricksError
@@ -32,23 +32,23 @@ def test_kd_loss_is_t_squared_kl_and_works_per_pixel():
     assert torch.allclose(kd_loss(s4, t4, 2.0), kd_loss(flat(s4), flat(t4), 2.0), atol=1e-6)
 
 
-def test_distil_a_teacher_run_into_a_smaller_student(home):
-    teacher = train(Recipe.load("mnist1d-cnn", SMALL + ["model.channels=[8, 16]"]), ledger=home, progress=False)
+def test_distil_a_teacher_run_into_a_smaller_student(home_ledger):
+    teacher = train(Recipe.load("mnist1d-cnn", SMALL + ["model.channels=[8, 16]"]), ledger=home_ledger, progress=False)
     student = Recipe.load("mnist1d-cnn", SMALL + ["model.channels=[4]", f"train.teacher={teacher.run_id}",
                                                   "train.distill_alpha=1.0"])
-    res = train(student, ledger=home, progress=False)
+    res = train(student, ledger=home_ledger, progress=False)
     assert res.metrics["params"] < teacher.metrics["params"] / 4
     # with alpha = 1 the student learns the teacher's outputs only: the loss is the KD term, >= 0
     assert res.history["train_loss"][-1] >= 0
-    plain = train(student.patch({"train.teacher": ""}), ledger=home, progress=False)
+    plain = train(student.patch({"train.teacher": ""}), ledger=home_ledger, progress=False)
     assert plain.history["train_loss"] != res.history["train_loss"]
 
     # logits are cached once when the data are not augmented, computed per batch when they are
     from dltricks.train.run import build
 
     bundle, model, task = build(student)
-    cached = Distill.from_recipe(student, bundle, model, task, home, augmented=False)
-    live = Distill.from_recipe(student, bundle, model, task, home, augmented=True)
+    cached = Distill.from_recipe(student, bundle, model, task, home_ledger, augmented=False)
+    live = Distill.from_recipe(student, bundle, model, task, home_ledger, augmented=True)
     cached.to(torch.device("cpu"))
     idx = torch.tensor([3, 0, 7])
     batch = Batch(bundle.train[0][idx], bundle.train[1][idx], idx)
@@ -58,10 +58,10 @@ def test_distil_a_teacher_run_into_a_smaller_student(home):
 
     # errors: a teacher of other classes, an unfinished run
     with pytest.raises(DltricksError, match="trained on classification of classes .* distil from a teacher of"):
-        train(student.patch({"data.classes": [5, 6, 7, 8, 9]}), ledger=home, progress=False)
-    rid = home.start_run(name="x", recipe=student.to_dict(), seed=0, device="cpu")
+        train(student.patch({"data.classes": [5, 6, 7, 8, 9]}), ledger=home_ledger, progress=False)
+    rid = home_ledger.start_run(name="x", recipe=student.to_dict(), seed=0, device="cpu")
     with pytest.raises(DltricksError, match="not completed: a teacher is distilled only from a finished run"):
-        train(student.patch({"train.teacher": rid}), ledger=home, progress=False)
+        train(student.patch({"train.teacher": rid}), ledger=home_ledger, progress=False)
 
 
 def test_hint_projector_trains_and_resumes_bit_identically(tmp_path):

@@ -19,19 +19,6 @@ from dltricks.train.tasks import Classification
 SMALL = ["data.num_samples=300", "model.channels=[4, 8]", "train.epochs=1", "train.batch_size=32"]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("mnist1d-cache")
-
-
-@pytest.fixture
-def home(ledger_home, cache, monkeypatch):
-    monkeypatch.setenv("DLTRICKS_CACHE", str(cache))
-    from dltricks.ledger import Ledger
-
-    return Ledger()
-
-
 def cnn(classes: int, seed: int = 0, channels=(4, 8)):
     from dltricks.nn import build_model
 
@@ -62,13 +49,14 @@ def test_load_matching_reinitialises_a_head_of_other_classes_and_refuses_other_s
         load_matching(cnn(5), {"other.weight": torch.zeros(3)}, "test")
 
 
-def test_init_from_run_file_and_recipe_reference(home, tmp_path):
-    pre = train(Recipe.load("mnist1d-cnn", SMALL + ["data.classes=[0, 1, 2, 3, 4]"]), ledger=home, progress=False)
+def test_init_from_run_file_and_recipe_reference(home_ledger, tmp_path):
+    pre = train(Recipe.load("mnist1d-cnn", SMALL + ["data.classes=[0, 1, 2, 3, 4]"]), ledger=home_ledger,
+                progress=False)
     src = pre.run_dir / "model.safetensors"
     weights = load_file(str(src))
     ft = Recipe.load("mnist1d-cnn", SMALL + ["data.classes=[5, 6, 7, 8, 9]", "data.labels_per_class=10",
                                              f"model.init_from={pre.run_id}", "train.freeze=['backbone']"])
-    res = train(ft, ledger=home, progress=False)
+    res = train(ft, ledger=home_ledger, progress=False)
     out = load_file(str(res.run_dir / "model.safetensors"))
     # backbone frozen: identical to the pretrained one, BatchNorm statistics included; the new head trained
     body = [k for k in weights if not k.startswith("1.3.")]
@@ -77,28 +65,28 @@ def test_init_from_run_file_and_recipe_reference(home, tmp_path):
     assert out["1.3.weight"].shape == (5, 8)
     # a .safetensors path works the same
     save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp_path / "w.safetensors"))
-    again = train(ft.patch({"model.init_from": str(tmp_path / "w.safetensors")}), ledger=home, progress=False)
+    again = train(ft.patch({"model.init_from": str(tmp_path / "w.safetensors")}), ledger=home_ledger, progress=False)
     assert again.metrics["test_accuracy"] == res.metrics["test_accuracy"]
     # recipe:NAME trains the named recipe once, then finds it in the ledger
     path = tmp_path / "pre.toml"
     path.write_text(Recipe.load("mnist1d-cnn", SMALL + ["data.classes=[0, 1, 2, 3, 4]", "name=pre"]).to_toml())
     ref = ft.patch({"model.init_from": f"recipe:{path}"})
-    train(ref, ledger=home, progress=False)
-    train(ref, ledger=home, progress=False)
-    assert len(home.runs(name="pre", status="completed")) == 1
+    train(ref, ledger=home_ledger, progress=False)
+    train(ref, ledger=home_ledger, progress=False)
+    assert len(home_ledger.runs(name="pre", status="completed")) == 1
 
 
-def test_init_from_errors_are_one_line(home):
+def test_init_from_errors_are_one_line(home_ledger):
     bad = Recipe.load("mnist1d-cnn", SMALL + ["model.init_from=abcdef123456"])
     with pytest.raises(DltricksError, match="no run 'abcdef123456'"):
-        train(bad, ledger=home, progress=False)
-    rid = home.start_run(name="x", recipe=bad.to_dict(), seed=0, device="cpu")
+        train(bad, ledger=home_ledger, progress=False)
+    rid = home_ledger.start_run(name="x", recipe=bad.to_dict(), seed=0, device="cpu")
     with pytest.raises(DltricksError, match=f"run {rid} is running, not completed"):
-        train(bad.patch({"model.init_from": rid}), ledger=home, progress=False)
+        train(bad.patch({"model.init_from": rid}), ledger=home_ledger, progress=False)
     with pytest.raises(DltricksError, match="pickled"):
-        train(bad.patch({"model.init_from": "w.pt"}), ledger=home, progress=False)
+        train(bad.patch({"model.init_from": "w.pt"}), ledger=home_ledger, progress=False)
     with pytest.raises(DltricksError, match="train.freeze: no module 'head'"):
-        train(bad.patch({"model.init_from": "", "train.freeze": ["head"]}), ledger=home, progress=False)
+        train(bad.patch({"model.init_from": "", "train.freeze": ["head"]}), ledger=home_ledger, progress=False)
 
 
 def _fine_tune(model, **cfg):
