@@ -86,3 +86,19 @@ def test_hint_projector_trains_and_resumes_bit_identically(tmp_path):
     assert weights_equal(m.modules()["projectors"], m_full.modules()["projectors"])
     with pytest.raises(DltricksError, match="the student has no module 'nope'"):
         Distill(Classification(), teacher, 2.0, 0.5, mlp(), hint_weight=1.0, hint_layers=["nope=1"], sample=x[:2])
+
+
+def test_segmentation_is_distilled_per_pixel_with_a_conv_hint(home_ledger):
+    small = ["data.size=16", "data.num_train=24", "data.num_test=8", "train.epochs=1", "train.batch_size=8",
+             "data.val_fraction=0.0"]
+    teacher = train(Recipe.load("seg2d-unet", small + ["model.channels=[8, 16]"]), ledger=home_ledger, progress=False)
+    student = Recipe.load("seg2d-unet", small + ["model.channels=[4, 8]", f"train.teacher={teacher.run_id}",
+                                                 "train.hint_weight=1.0"])
+    from dltricks.train.run import build
+
+    bundle, model, task = build(student)
+    method = Distill.from_recipe(student, bundle, model, task, home_ledger, augmented=False)
+    proj = method.modules()["projectors"][0]
+    assert isinstance(proj, torch.nn.Conv2d) and proj.kernel_size == (1, 1)  # maps (N, 4, H, W) -> (N, 8, H, W)
+    res = train(student, ledger=home_ledger, progress=False)
+    assert "test_dice" in res.metrics and res.metrics["params"] < teacher.metrics["params"]
