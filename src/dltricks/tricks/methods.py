@@ -7,12 +7,15 @@ or teacher. On another task, name your own: ``--trick fine_tune_mine:model.init_
 
 from dltricks.tricks.catalogue import trick
 
+_MNIST1D = ("data.name=mnist1d",)  # the bundled pretrained model and teacher take MNIST-1D signals
+
 trick("fine_tune", "transfer",
       """Start from the weights of a model trained on a related task instead of random ones, and train
       on: with few labels, pretrained features are often worth far more than the labels themselves. The
       head is re-initialised when the classes differ. Here: a CNN pretrained on MNIST-1D classes 0-4.""",
       {"model.init_from": "recipe:mnist1d-pretrain-0to4"}, {"model.init_from": ""},
-      "Yosinski et al. 2014, How transferable are features in deep neural networks? (arXiv:1411.1792)")
+      "Yosinski et al. 2014, How transferable are features in deep neural networks? (arXiv:1411.1792)",
+      applies_to=_MNIST1D)
 
 trick("freeze_backbone", "transfer",
       """Train only the new head on top of frozen pretrained features (a linear probe); frozen norm layers
@@ -38,7 +41,8 @@ trick("distill", "distillation",
       as well as the labels: the teacher's 'dark knowledge' about which wrong classes are similar is a
       richer target than one-hot labels. Here the teacher is a wide MNIST-1D CNN.""",
       {"train.teacher": "recipe:mnist1d-teacher"}, {"train.teacher": ""},
-      "Hinton, Vinyals & Dean 2015, Distilling the Knowledge in a Neural Network (arXiv:1503.02531)")
+      "Hinton, Vinyals & Dean 2015, Distilling the Knowledge in a Neural Network (arXiv:1503.02531)",
+      applies_to=_MNIST1D)
 
 trick("distill_features", "distillation",
       """Add a hint loss: a learned projection of the student's features must match the teacher's
