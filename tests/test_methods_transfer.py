@@ -137,3 +137,19 @@ def test_gradual_unfreezing_trains_top_down_and_resumes_bit_identically(tmp_path
         run(at=11, d="b")
     resumed, h = run(resume=True, seed=7, d="b")
     assert h.curves == h_full.curves and weights_equal(resumed, full)
+
+
+@pytest.mark.parametrize("recipe, tricks", [
+    ("mnist1d-finetune", ["fine_tune", "freeze_backbone", "discriminative_lr", "gradual_unfreeze"]),
+    ("mnist1d-distill", ["distill", "distill_features"]),
+    ("mnist1d-multitask", ["target_normalization", "uncertainty_weighting", "pcgrad"]),
+])
+def test_learning_setup_tricks_are_catalogued_and_patch_their_study_recipe(recipe, tricks):
+    from dltricks.tricks import get
+
+    base = Recipe.load(recipe)
+    for name in tricks:
+        t = get(name)
+        on, off = base.patch(t.on), base.patch(t.off)
+        assert all(on.get(k) == v for k, v in t.on.items()) and on.digest() != off.digest()
+    assert base.ablate.tricks == tricks[:1]
