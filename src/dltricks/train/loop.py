@@ -161,7 +161,7 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
                         label_smoothing=label_smoothing, device=device, **options)
     except ValidationError as e:
         raise DltricksError(f"fit: {explain_errors(e, TrainSpec)}") from None
-    task = task or Classification(label_smoothing=cfg.label_smoothing)
+    task = task or (method.task if method is not None else Classification(label_smoothing=cfg.label_smoothing))
     method = method or Method(task)
     dev = resolve_device(cfg.device)
     model.to(dev)
