@@ -9,8 +9,9 @@ The loop (:func:`dltricks.train.loop.fit`) knows only this protocol. A method ma
   the training mode of parts of the model at the start of each epoch (``start_epoch``: gradual
   unfreezing, frozen norm layers that keep their statistics);
 - compute the loss of a step from the batch, the model and the training progress in [0, 1]
-  (``loss``); a second stream of batches (unlabelled or target-domain data) is the method's own,
-  drawn from its own seeded generator, so it is reachable without the loop knowing of it;
+  (``loss``); a second stream of batches (unlabelled or target-domain data) is the method's own
+  :class:`Stream`, drawn from its own seeded generator and kept in the method's state, so it is
+  reachable without the loop knowing of it;
 - act after the optimiser step (``after_step``: an EMA teacher), and add curves (``end_epoch``);
 - keep state across a Ctrl-C (``state_dict``/``load_state_dict``, tensors only: checkpoints are
   safetensors). ``extra_state`` carries JSON scalars (counters) the same way.
@@ -37,7 +38,7 @@ from dltricks.recipe import TrainSpec
 from dltricks.train.optim import param_groups as default_param_groups
 from dltricks.train.tasks import Task
 
-__all__ = ["Batch", "Method", "Supervised", "register_method_factory", "method_for"]
+__all__ = ["Batch", "Method", "Stream", "Supervised", "register_method_factory", "method_for"]
 
 
 @dataclass
@@ -113,6 +114,42 @@ class Method:
 
 
 Supervised = Method
+
+
+class Stream:
+    """A second, endless stream of batches of inputs (unlabelled or target-domain data) for a method.
+
+    Its order comes from its own seeded generator and its position is part of :meth:`state_dict`, so a
+    method that keeps one in its state resumes exactly where it stopped. ``x``: (N, C, *spatial).
+    """
+
+    def __init__(self, x: torch.Tensor, batch_size: int, seed: int) -> None:
+        if len(x) == 0:
+            raise ValueError("a stream needs at least one sample")
+        self.x, self.batch_size = x, batch_size
+        self.gen = torch.Generator().manual_seed(seed)
+        self.perm, self.pos = torch.randperm(len(x), generator=self.gen), 0
+
+    def next(self, device: torch.device | None = None) -> torch.Tensor:
+        """The next ``batch_size`` inputs, reshuffling whenever the data run out."""
+        take: list[torch.Tensor] = []
+        need = self.batch_size
+        while need > 0:
+            if self.pos >= len(self.perm):
+                self.perm, self.pos = torch.randperm(len(self.x), generator=self.gen), 0
+            part = self.perm[self.pos:self.pos + need]
+            take.append(part)
+            self.pos += len(part)
+            need -= len(part)
+        out = self.x[torch.cat(take)]
+        return out.to(device) if device is not None else out
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"gen": self.gen.get_state(), "perm": self.perm, "pos": torch.tensor(self.pos)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.gen.set_state(state["gen"])
+        self.perm, self.pos = state["perm"].clone(), int(state["pos"])
 
 # (recipe, bundle, model, task, ledger, augmented) -> Method ; filled by dltricks.methods when it imports
 MethodFactory = Callable[..., Method]
