@@ -32,6 +32,7 @@ def test_kd_loss_is_t_squared_kl_and_works_per_pixel():
     assert torch.allclose(kd_loss(s4, t4, 2.0), kd_loss(flat(s4), flat(t4), 2.0), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_distil_a_teacher_run_into_a_smaller_student(home_ledger):
     teacher = train(Recipe.load("mnist1d-cnn", SMALL + ["model.channels=[8, 16]"]), ledger=home_ledger, progress=False)
     student = Recipe.load("mnist1d-cnn", SMALL + ["model.channels=[4]", f"train.teacher={teacher.run_id}",
