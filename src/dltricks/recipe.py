@@ -161,6 +161,29 @@ class TrainSpec(Section):
 class EvalSpec(Section):
     metric: str = Field("test_accuracy", description="the headline metric that sweeps compare")
     ece_bins: int = Field(15, ge=2)
+    # ---- uncertainty and calibration (dltricks.methods.uncertainty) ----
+    mc_samples: int = Field(0, ge=0, description="MC dropout: average N stochastic forward passes with "
+                                                  "dropout on at test time; 0 = off (needs model.dropout > 0)")
+    ensemble: int = Field(1, ge=1, le=50, description="deep ensemble: train N members (the recipe's seed "
+                                                      "and N-1 more) and average their predictions; 1 = off")
+    ensemble_runs: list[str] = Field(default_factory=list, description="the member runs of an ensemble run "
+                                                                       "(written by `dltricks ensemble`)")
+    temperature_scaling: bool = Field(False, description="divide logits by one temperature fitted on the "
+                                                         "validation split (Guo et al. 2017)")
+    laplace: Literal["off", "diag", "kron"] = Field("off", description="last-layer Laplace approximation "
+                                                                       "with a probit predictive")
+    laplace_prior_precision: float = Field(0.0, ge=0.0, description="0 = chosen by validation NLL")
+    gp_head: bool = Field(False, description="replace the head by a Gaussian process on the learnt features "
+                                             "(deep kernel learning, GPyTorch)")
+    gp_epochs: int = Field(30, ge=1, description="epochs of joint GP + feature training")
+    gp_inducing: int = Field(64, ge=4, description="inducing points of the variational GP (classification)")
+    gp_max_points: int = Field(3000, ge=10, description="exact GP (regression): at most this many training "
+                                                        "points, drawn by seed")
+    ood: Literal["", "noise", "shuffle"] = Field("", description="OOD inputs for test_ood_auroc: 'noise' "
+                                                                 "(Gaussian, the training inputs' mean/std) or "
+                                                                 "'shuffle' (test inputs with positions permuted)")
+    plots: bool = Field(False, description="write the reliability diagram (and, for 1D inputs, the "
+                                           "predictive intervals) as PNGs beside the run")
 
 
 class AblateSpec(Section):

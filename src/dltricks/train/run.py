@@ -99,16 +99,12 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         bundle, model, task = build(recipe)
         augment = make_augment(recipe, bundle)
         method = method_for(recipe, bundle, model, task, ledger, augmented=augment is not None)
-        t = recipe.train
-        options = t.model_dump(exclude={"epochs", "batch_size", "lr", "optimizer", "schedule", "grad_clip",
-                                        "label_smoothing", "device"})
-        history = fit(model, bundle.train_source or bundle.train, bundle.val, epochs=t.epochs,
-                      batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer, schedule=t.schedule,
-                      grad_clip=t.grad_clip, label_smoothing=t.label_smoothing, seed=recipe.seed,
-                      device=str(device), progress=progress, task=task, augment=augment,
+        history = fit(model, bundle.train_source or bundle.train, bundle.val, **fit_options(recipe),
+                      seed=recipe.seed, device=str(device), progress=progress, task=task, augment=augment,
                       checkpoint_dir=run_dir, resume=resume_from_checkpoint, fingerprint=recipe.digest(),
-                      method=method, **options)
-        metrics = final_metrics(model, bundle, task, history, recipe, device)
+                      method=method)
+        metrics = final_metrics(model, bundle, task, history, recipe, device, run_dir=run_dir, ledger=ledger,
+                                progress=progress)
     except TrainingInterrupted as e:
         ledger.update(run_id, status="interrupted", curves=e.history.curves,
                       checkpoint=str(e.checkpoint) if e.checkpoint else None)
@@ -136,13 +132,30 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
     return RunResult(run_id, "completed", metrics, history, recipe, run_dir)
 
 
+def fit_options(recipe: Recipe) -> dict:
+    """The recipe's ``train`` keys as keywords of :func:`~dltricks.train.loop.fit` (all but the seed,
+    device, data and the run's own paths)."""
+    t = recipe.train
+    options = t.model_dump(exclude={"epochs", "batch_size", "lr", "optimizer", "schedule", "grad_clip",
+                                    "label_smoothing", "device"})
+    return dict(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer, schedule=t.schedule,
+                grad_clip=t.grad_clip, label_smoothing=t.label_smoothing, **options)
+
+
 def final_metrics(model: torch.nn.Module, bundle: DataBundle, task: Task, history: History, recipe: Recipe,
-                  device: torch.device) -> dict[str, float]:
-    """``test_*`` and ``val_*`` metrics of the final (or best) weights, plus cost and time."""
+                  device: torch.device, run_dir: Path | None = None, ledger: Ledger | None = None,
+                  progress: bool = False) -> dict[str, float]:
+    """``test_*`` and ``val_*`` metrics of the final (or best) weights, plus cost and time; with the
+    uncertainty and calibration metrics of the recipe's predictive distribution
+    (:func:`~dltricks.train.predictive.uncertainty_metrics`)."""
+    from dltricks.train.predictive import uncertainty_metrics
+
     kw = dict(batch_size=eval_batch_size(recipe.train.batch_size), device=device, precision=recipe.train.precision)
     out = {f"test_{k}": v for k, v in evaluate(model, bundle.test, task, **kw).items()}
     if bundle.val is not None:
         out.update({f"val_{k}": v for k, v in evaluate(model, bundle.val, task, **kw).items()})
+    out.update(uncertainty_metrics(recipe, bundle, model, task, device, run_dir=run_dir, ledger=ledger,
+                                   progress=progress))
     out["train_loss"] = history.curves["train_loss"][-1]
     out["epochs"] = float(history.epochs)
     out["wall_time_s"] = history.wall_time

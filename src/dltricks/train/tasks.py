@@ -56,7 +56,7 @@ class Classification:
 
 
 _LOWER_IS_BETTER = {"loss", "error", "err", "ece", "hd95", "time", "latency", "params", "flops", "memory", "mae",
-                    "mse", "rmse", "nll", "perplexity", "bytes"}
+                    "mse", "rmse", "nll", "perplexity", "bytes", "brier", "width"}
 
 
 def higher_is_better(metric: str) -> bool:

@@ -1,0 +1,34 @@
+"""The hook through which a run's final metrics gain its uncertainty and calibration metrics.
+
+:mod:`dltricks.methods.uncertainty` turns the recipe's ``eval`` keys (MC dropout, an ensemble,
+temperature scaling, last-layer Laplace, a GP head) into a predictive distribution and scores it; it
+registers that function here when it imports, and :func:`uncertainty_metrics` imports it by name (as
+:func:`dltricks.train.method.method_for` does), so the runner reaches it without an upward import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["register_uncertainty", "uncertainty_metrics"]
+
+_EVALUATOR: list[Callable[..., dict[str, float]]] = []
+
+
+def register_uncertainty(fn: Callable[..., dict[str, float]]) -> Callable[..., dict[str, float]]:
+    _EVALUATOR[:] = [fn]
+    return fn
+
+
+def uncertainty_metrics(recipe: Any, bundle: Any, model: torch.nn.Module, task: Any, device: torch.device,
+                        run_dir: Path | None = None, ledger: Any = None, progress: bool = False) -> dict[str, float]:
+    """Metrics of the recipe's predictive distribution (``test_nll``, ``test_ece``, ...); they replace the
+    plain model's where both exist, so ``test_ece`` is that of the temperature-scaled model, say."""
+    if not _EVALUATOR:
+        importlib.import_module("dltricks.methods.uncertainty")  # registers; a name, not an upward import
+    return _EVALUATOR[0](recipe, bundle, model, task, device, run_dir=run_dir, ledger=ledger, progress=progress)
