@@ -185,6 +185,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 # ---- model analysis -------------------------------------------------------------------------------
 
 @command
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from dltricks.methods.uncertainty import ensemble_of_runs
+
+    run_id, m = ensemble_of_runs(_ledger(args), args.runs, progress=not args.quiet)
+    shown = {k: v for k, v in m.items() if k.startswith("test_")}
+    out.print(f"ensemble run [bold]{run_id}[/] of {len(args.runs)} runs: "
+              + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()), soft_wrap=True)
+    return 0
+
+
+@command
 def cmd_inspect(args: argparse.Namespace) -> None:
     from dltricks.analysis import compare_recipes, inspect_recipe
     from dltricks.recipe import Recipe
@@ -284,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study")
     p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger")
     p.add_argument("--out")
+    p = sub.add_parser("ensemble", parents=[common], help="average completed runs of one task into an ensemble "
+                                                          "run with its own metrics")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run ids (or unique prefixes), at least 2")
     p = sub.add_parser("inspect", parents=[common], help="layer table with receptive field, params and FLOPs; "
                                                          "--compare A B side by side")
     recipe_args(p, required=False)

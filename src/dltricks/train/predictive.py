@@ -15,20 +15,32 @@ from typing import Any
 
 import torch
 
-__all__ = ["register_uncertainty", "uncertainty_metrics"]
+__all__ = ["register_uncertainty", "uncertainty_metrics", "check_uncertainty"]
 
-_EVALUATOR: list[Callable[..., dict[str, float]]] = []
+_EVALUATOR: list[Callable[..., Any]] = []  # [evaluate, check]
 
 
-def register_uncertainty(fn: Callable[..., dict[str, float]]) -> Callable[..., dict[str, float]]:
-    _EVALUATOR[:] = [fn]
-    return fn
+def register_uncertainty(fn: Callable[..., dict[str, float]], check: Callable[..., None]) -> None:
+    """``fn`` scores a trained model; ``check(recipe, bundle, model, task)`` refuses, before training, a
+    recipe whose uncertainty keys cannot work (no dropout for MC dropout, no validation split for
+    temperature scaling, ...)."""
+    _EVALUATOR[:] = [fn, check]
+
+
+def _load() -> None:
+    if not _EVALUATOR:
+        importlib.import_module("dltricks.methods.uncertainty")  # registers; a name, not an upward import
+
+
+def check_uncertainty(recipe: Any, bundle: Any, model: torch.nn.Module, task: Any) -> None:
+    """Raise :class:`~dltricks.errors.DltricksError` now, not after training, for unusable keys."""
+    _load()
+    _EVALUATOR[1](recipe, bundle, model, task)
 
 
 def uncertainty_metrics(recipe: Any, bundle: Any, model: torch.nn.Module, task: Any, device: torch.device,
                         run_dir: Path | None = None, ledger: Any = None, progress: bool = False) -> dict[str, float]:
     """Metrics of the recipe's predictive distribution (``test_nll``, ``test_ece``, ...); they replace the
     plain model's where both exist, so ``test_ece`` is that of the temperature-scaled model, say."""
-    if not _EVALUATOR:
-        importlib.import_module("dltricks.methods.uncertainty")  # registers; a name, not an upward import
+    _load()
     return _EVALUATOR[0](recipe, bundle, model, task, device, run_dir=run_dir, ledger=ledger, progress=progress)

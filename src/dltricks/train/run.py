@@ -99,6 +99,9 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         bundle, model, task = build(recipe)
         augment = make_augment(recipe, bundle)
         method = method_for(recipe, bundle, model, task, ledger, augmented=augment is not None)
+        from dltricks.train.predictive import check_uncertainty
+
+        check_uncertainty(recipe, bundle, model, task)
         history = fit(model, bundle.train_source or bundle.train, bundle.val, **fit_options(recipe),
                       seed=recipe.seed, device=str(device), progress=progress, task=task, augment=augment,
                       checkpoint_dir=run_dir, resume=resume_from_checkpoint, fingerprint=recipe.digest(),

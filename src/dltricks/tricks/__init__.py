@@ -2,6 +2,7 @@
 
 from dltricks.tricks import architecture, augmentation, training  # noqa: F401  (register)
 from dltricks.tricks import methods as _methods  # noqa: F401  (register: transfer, distillation, multi-task)
+from dltricks.tricks import uncertainty as _uncertainty  # noqa: F401  (register: calibration, uncertainty)
 from dltricks.tricks.catalogue import Trick, catalogue, get, parse_trick, register, trick
 
 __all__ = ["Trick", "catalogue", "get", "parse_trick", "register", "trick"]

@@ -27,7 +27,7 @@ from dltricks.train import calibration as cal
 from dltricks.train.loop import eval_batch_size
 from dltricks.train.predictive import register_uncertainty
 
-__all__ = ["evaluate_uncertainty", "build_predictive", "predict", "ood_inputs", "asked_methods"]
+__all__ = ["evaluate_uncertainty", "check_recipe", "build_predictive", "predict", "ood_inputs", "asked_methods"]
 
 _NOISE_POINTS = 4000
 
@@ -85,10 +85,6 @@ def build_predictive(recipe: Any, bundle: Any, model: nn.Module, task: Any, devi
     """The predictive the recipe's ``eval`` keys ask for (before temperature scaling)."""
     e = recipe.eval
     regression = _kind(bundle, task) == "regression"
-    asked = asked_methods(e)
-    if len(asked) > 1:
-        raise DltricksError(f"{' and '.join(asked)} each give a predictive distribution; use one of them "
-                            "(temperature scaling combines with any)")
     model.eval().to(device)
     if members:
         return Ensemble([model, *members], regression).to(device)
@@ -139,12 +135,8 @@ def _noise_var(pred: Predictive, bundle: Any, task: Any, device: torch.device, r
     return max(float((_Units(task).to_model(y) - mean).pow(2).mean()), 1e-8)
 
 
-@register_uncertainty
-def evaluate_uncertainty(recipe: Any, bundle: Any, model: nn.Module, task: Any, device: torch.device, *,
-                         run_dir: Path | None = None, ledger: Any = None, progress: bool = False,
-                         members: list[nn.Module] | None = None) -> dict[str, float]:
-    """``test_*`` uncertainty metrics (and ``temperature``) of the recipe's predictive; writes the plots
-    into ``run_dir`` when ``eval.plots``. ``members``: further trained models to average with ``model``."""
+def check_recipe(recipe: Any, bundle: Any, model: nn.Module, task: Any, members: list | None = None) -> None:
+    """Refuse, with one line, uncertainty keys that cannot work on this data and model."""
     e = recipe.eval
     kind = _kind(bundle, task)
     asked = asked_methods(e) + (["eval.temperature_scaling"] if e.temperature_scaling else [])
@@ -152,17 +144,37 @@ def evaluate_uncertainty(recipe: Any, bundle: Any, model: nn.Module, task: Any, 
         if asked:
             raise DltricksError(f"{asked[0]} works on classification or single-target regression data, not on "
                                 f"{bundle.task} data")
-        return {}
+        return
     if e.ensemble_runs and not members:
         raise DltricksError("eval.ensemble_runs is written by `dltricks ensemble RUN...`; to train an ensemble "
                             "in one run set eval.ensemble = N")
-    regression = kind == "regression"
-    if e.temperature_scaling and regression:
+    if len(asked_methods(e)) > 1:
+        raise DltricksError(f"{' and '.join(asked_methods(e))} each give a predictive distribution; use one of "
+                            "them (temperature scaling combines with any)")
+    if e.temperature_scaling and kind == "regression":
         raise DltricksError("eval.temperature_scaling calibrates class probabilities; this is regression data "
                             "(its intervals come from eval.ensemble, eval.mc_samples, eval.laplace or eval.gp_head)")
     if e.temperature_scaling and bundle.val is None:
         raise DltricksError("eval.temperature_scaling fits the temperature on the validation split, but this "
                             "recipe has none; set data.val_fraction > 0 (e.g. 0.1)")
+    if e.mc_samples:
+        MCDropout(model, e.mc_samples, kind == "regression")  # refuses a model without dropout
+    if e.laplace != "off" or e.gp_head:
+        from dltricks.methods.uncertainty.features import linear_head
+
+        linear_head(model, "eval.laplace" if e.laplace != "off" else "eval.gp_head")
+
+
+def evaluate_uncertainty(recipe: Any, bundle: Any, model: nn.Module, task: Any, device: torch.device, *,
+                         run_dir: Path | None = None, ledger: Any = None, progress: bool = False,
+                         members: list[nn.Module] | None = None) -> dict[str, float]:
+    """``test_*`` uncertainty metrics (and ``temperature``) of the recipe's predictive; writes the plots
+    into ``run_dir`` when ``eval.plots``. ``members``: further trained models to average with ``model``."""
+    check_recipe(recipe, bundle, model, task, members)
+    kind = _kind(bundle, task)
+    if kind is None:
+        return {}
+    regression = kind == "regression"
     bs = eval_batch_size(recipe.train.batch_size)
     was = model.training
     try:
@@ -239,3 +251,6 @@ def _regression(pred, recipe, bundle, task, device, bs, run_dir) -> dict[str, fl
                       (x.flatten(), target), Path(run_dir) / "intervals.png",
                       f"{recipe.name} ({_label(pred)}): 90% coverage {m['coverage_90']:.2f}")
     return out
+
+
+register_uncertainty(evaluate_uncertainty, check_recipe)
