@@ -180,8 +180,8 @@ def test_ensemble_and_gp_widen_intervals_in_the_gap_of_the_cubic_toy(home_ledger
         sd = [predict(pred, x, torch.device("cpu"), 64)[1].sqrt().mean() for x in xs]
         return float(sd[0] / sd[1])
 
-    r = train(Recipe.load("cubic1d-mlp", ["eval.gp_head=true", "eval.plots=true", "eval.gp_epochs=6", "train.epochs=40"]),
-              ledger=home_ledger, progress=False)
+    r = train(Recipe.load("cubic1d-mlp", ["eval.gp_head=true", "eval.plots=true", "eval.gp_epochs=6",
+                                          "train.epochs=40"]), ledger=home_ledger, progress=False)
     for k in ("test_nll", "test_coverage_50", "test_coverage_90", "test_coverage_95", "test_width_90"):
         assert math.isfinite(r.metrics[k])
     assert r.metrics["test_width_50"] < r.metrics["test_width_90"] < r.metrics["test_width_95"]
@@ -190,3 +190,16 @@ def test_ensemble_and_gp_widen_intervals_in_the_gap_of_the_cubic_toy(home_ledger
     e = train(Recipe.load("cubic1d-mlp", ["eval.ensemble=3", "train.epochs=20"]), ledger=home_ledger, progress=False)
     assert len(list((e.run_dir / "members").glob("member*.safetensors"))) == 2
     assert e.metrics["test_nll"] < 10
+
+
+def test_catalogue_has_the_uncertainty_tricks_and_their_metrics_point_the_right_way():
+    from dltricks import tricks
+    from dltricks.train.tasks import higher_is_better
+
+    base = Recipe.load("mnist1d-mlp")
+    for name in ("mc_dropout", "ensemble", "temperature_scaling", "laplace_last_layer", "gp_head"):
+        t = tricks.get(name)
+        assert t.family == "uncertainty" and t.reference
+        assert base.patch(t.on).get(next(iter(t.on))) == next(iter(t.on.values()))
+    assert not higher_is_better("test_ece") and not higher_is_better("test_brier")
+    assert not higher_is_better("test_nll") and higher_is_better("test_ood_auroc")

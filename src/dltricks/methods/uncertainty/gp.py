@@ -74,7 +74,7 @@ class GPHead(Predictive):
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, regression: bool, classes: int,
                  epochs: int, lr: float, batch_size: int, inducing: int, max_points: int, seed: int,
-                 device: torch.device, progress: bool = False) -> None:
+                 device: torch.device) -> None:
         """``x`` (N, ...) training inputs; ``y`` (N,) class ids, or regression targets in the model's
         output units."""
         self.regression, self.device = regression, device
@@ -90,7 +90,7 @@ class GPHead(Predictive):
             if regression:
                 self._fit_exact(x, y, epochs, lr, max_points, gen)
             else:
-                self._fit_svgp(x, y, classes, epochs, lr, batch_size, inducing, gen, progress)
+                self._fit_svgp(x, y, classes, epochs, lr, batch_size, inducing, gen)
 
     def _fit_exact(self, x, y, epochs, lr, max_points, gen) -> None:
         if len(x) > max_points:
@@ -115,7 +115,7 @@ class GPHead(Predictive):
         self.likelihood.eval()
         self.noise_var = float(self.likelihood.noise.detach())
 
-    def _fit_svgp(self, x, y, classes, epochs, lr, batch_size, inducing, gen, progress) -> None:
+    def _fit_svgp(self, x, y, classes, epochs, lr, batch_size, inducing, gen) -> None:
         with torch.no_grad():
             pick = torch.randperm(len(x), generator=gen)[:inducing]
             z0 = self.features(x[pick].to(self.device))
