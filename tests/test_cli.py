@@ -164,6 +164,25 @@ def test_train_records_the_run_with_its_git_commit(env, repo, two_runs):
     assert "hidden = [48]" in (env.home / "runs" / b / "uncommitted.diff").read_text()
 
 
+def test_runs_in_a_clean_user_repository_are_recorded_clean(own_env, tmp_path):
+    """The ledger in its default place, ./dltricks-runs inside the user's repository: the first run
+    after a commit is clean, and so is the second (the first one's ledger, weights and checkpoint are
+    dltricks' output, not the user's code)."""
+    repo = make_repo(tmp_path / "user-repo")
+    env = dict(own_env.env)
+    env.pop("DLTRICKS_HOME")
+    for _ in range(2):
+        done = subprocess.run([*DLTRICKS, "train", "tiny.toml", "-q", "-o", "train.epochs=1"], cwd=repo, env=env,
+                              capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr
+    listed = subprocess.run([*DLTRICKS, "runs", "--format", "json"], cwd=repo, env=env, capture_output=True,
+                            text=True, timeout=120)
+    records = json.loads(listed.stdout)
+    assert len(records) == 2 and all(r["git_dirty"] is False and r["git_diff_hash"] is None for r in records)
+    assert git(repo, "status", "--porcelain") == ""
+    assert not list((repo / "dltricks-runs").glob("runs/*/uncommitted.diff"))
+
+
 def test_runs_sheets_in_every_format(env, repo, two_runs):
     a, b = two_runs
     done = env.run("runs", "--format", "csv", cwd=repo)

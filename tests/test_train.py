@@ -462,3 +462,46 @@ def test_metric_direction_by_name():
     assert higher_is_better("test_accuracy") and higher_is_better("val_dice") and higher_is_better("val_accuracy")
     for m in ("val_loss", "test_ece", "wall_time_s", "params", "test_hd95", "flops"):
         assert not higher_is_better(m), m
+
+
+# ---- the public API keeps its names whatever was imported before ------------------------------------------
+
+def readme_python_example() -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("### Python API"):]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start:section.index("\n```", start)]
+
+
+@pytest.mark.slow
+def test_readme_python_example_runs_twice_in_one_interpreter(tmp_path):
+    """`dltricks.train` stays the function after `dltricks.fit` (which imports the subpackage
+    dltricks.train) and after a first `dltricks.train(...)`. The README's cost is cut (a tiny recipe,
+    one seed) but its calls, in its order, are the README's own."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = readme_python_example()
+    assert "dltricks.fit(" in code and "dltricks.train(" in code and "dltricks.ablate(" in code
+    cheap = (code.replace('Recipe.load("mnist1d-cnn")', 'Recipe.load("mnist1d-cnn", TINY)')
+             .replace('dltricks.ablate("mnist1d-cnn"', 'dltricks.ablate(Recipe.load("mnist1d-cnn", TINY)')
+             .replace("seeds=5, workers=2", "seeds=1, workers=1, progress=False"))
+    tiny = ["data.num_samples=200", "train.epochs=1", "model.channels=[4]", "train.schedule=constant"]
+    script = f"TINY = {tiny!r}\nfor _ in range(2):\n" + textwrap.indent(cheap, "    ") + textwrap.dedent("""
+        from dltricks import train as from_import
+        import dltricks.train.loop
+        import dltricks.train.run as run_module
+        assert callable(dltricks.train) and callable(from_import) and callable(dltricks.fit)
+        assert dltricks.train.loop.fit is dltricks.fit and run_module.train is dltricks.train.train
+        print("ok", dltricks.train(Recipe.load("mnist1d-cnn", TINY), progress=False).status)
+        """)
+    env = {**os.environ, "DLTRICKS_HOME": str(tmp_path / "home"), "DLTRICKS_NO_PROGRESS": "1",
+           "DLTRICKS_CACHE": str(tmp_path / "cache")}
+    env.pop("DLTRICKS_LEDGER", None)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("ok completed"), done.stdout

@@ -155,7 +155,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     result = ablate(Recipe.load(recipe, args.override), args.trick or None, mode=args.mode, seeds=args.seeds,
                     workers=args.workers, metric=args.metric or "", study=args.study or "",
                     ledger=args.ledger, out=args.out, progress=not args.quiet)
-    return _print_study(result)
+    code = _print_study(result)
+    return 1 if result.failures else code  # a script must see that cells failed
 
 
 def _print_study(result) -> int:

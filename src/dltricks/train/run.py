@@ -129,6 +129,19 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
     return RunResult(run_id, "completed", metrics, history, recipe, run_dir)
 
 
+# what final_metrics records besides the task's test_*/val_* metrics
+RUN_METRICS = ("train_loss", "epochs", "wall_time_s", "params")
+
+
+def metric_names(recipe: Recipe, bundle: DataBundle | None = None) -> list[str]:
+    """The metrics a run of ``recipe`` records (the keys of :func:`final_metrics`), known before training:
+    sweeps check the metric they compare against this list."""
+    bundle = bundle if bundle is not None else load_data(recipe.data, recipe.seed)
+    task = make_task(recipe, bundle)
+    splits = ["test"] + (["val"] if bundle.val is not None else [])
+    return [f"{s}_{k}" for s in splits for k in task.higher_is_better] + list(RUN_METRICS)
+
+
 def final_metrics(model: torch.nn.Module, bundle: DataBundle, task: Task, history: History, recipe: Recipe,
                   device: torch.device) -> dict[str, float]:
     """``test_*`` and ``val_*`` metrics of the final (or best) weights, plus cost and time."""
