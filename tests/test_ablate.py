@@ -446,3 +446,27 @@ def test_cli_factorial_with_six_tricks_is_refused(ledger_home, capsys):
     code = cli_main(["ablate", "mnist1d-cnn", "--trick", "x:train.lrr=1", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "train.lrr" in err
+
+
+def test_cli_bad_values_and_unknown_metrics_are_refused_before_any_training(ledger_home, capsys,
+                                                                            monkeypatch):
+    monkeypatch.setenv("DLTRICKS_CACHE", str(ledger_home / "cache"))
+    code = cli_main(["ablate", "mnist1d-cnn", *cli_overrides(), "--trick", "x:train.lr=abc", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "variant +x" in err and "train.lr = 'abc'" in err
+    code = cli_main(["ablate", "mnist1d-cnn", *cli_overrides(), "--trick", "label_smoothing",
+                     "--metric", "test_acuracy", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "unknown metric 'test_acuracy' (did you mean test_accuracy?)" in err and "val_loss" in err
+    # nothing was trained, nothing was stored: the ledger was never opened
+    assert not (ledger_home / "ledger.db").exists() and not (ledger_home / "runs").exists()
+
+
+def test_cli_ablate_exits_1_when_cells_failed(ledger_home, capsys, monkeypatch):
+    monkeypatch.setenv("DLTRICKS_CACHE", str(ledger_home / "cache"))
+    code = cli_main(["ablate", "mnist1d-cnn", *cli_overrides("data.num_samples=300", "train.epochs=1"),
+                     "--trick", "nan:train.optimizer=sgd,train.lr=1e30", "--seeds", "1", "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 1 and "failed" in printed and "NaN" in printed
