@@ -323,10 +323,11 @@ def test_diverging_sgd_fails_and_the_ledger_says_why(ledger_home, monkeypatch):
     recipe = Recipe.load("mnist1d-mlp", ["data.num_samples=200", "train.optimizer=sgd", "train.lr=1e6",
                                          "train.epochs=2", "train.schedule=constant"])
     ledger = Ledger()
-    with pytest.raises(RunFailed, match="NaN"):
+    with pytest.raises(RunFailed, match="NaN|diverged"):
         train(recipe, ledger=ledger, progress=False)
     (run,) = ledger.runs()
-    assert run.status == "failed" and "NaN/Inf at epoch" in run.failure and "step" in run.failure
+    assert run.status == "failed" and ("NaN/Inf at epoch" in run.failure or "diverged to" in run.failure)
+    assert "step" in run.failure
     assert "train.lr" in run.failure
     assert run.finished is not None
 
@@ -505,3 +506,37 @@ def test_readme_python_example_runs_twice_in_one_interpreter(tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("ok completed"), done.stdout
+
+
+def test_divergence_without_nan_fails_like_nan():
+    """A loss that explodes but stays finite (adamw at lr 1e6: losses of 1e10 and more, chance accuracy)
+    fails the run with the step and the same hints as a NaN, numbers printed readably."""
+    x, y = blobs(64)
+    with pytest.raises(RunFailed) as e:
+        fit(mlp(), (x, y), epochs=3, batch_size=16, lr=1e6, **FAST)
+    msg = str(e.value)
+    assert "loss diverged to" in msg and "times its first value" in msg and "epoch 1, step" in msg
+    assert "train.lr (now 1e+06)" in msg and "grad_clip" in msg and "e+" in msg and "\n" not in msg
+    # a high but sane learning rate is not divergence
+    fit(mlp(), (x, y), epochs=3, batch_size=16, lr=0.3, **FAST)
+
+
+def test_a_device_this_machine_lacks_is_refused_before_training(ledger_home):
+    from dltricks.ledger import Ledger
+    from dltricks.recipe import Recipe
+    from dltricks.train.loop import resolve_device
+    from dltricks.train.run import train
+
+    if not torch.backends.mps.is_available():
+        with pytest.raises(DltricksError, match="train.device = 'mps' but no Apple MPS device"):
+            resolve_device("mps")
+        ledger = Ledger()
+        with pytest.raises(DltricksError, match="no Apple MPS device"):
+            train(Recipe.load("mnist1d-mlp", ["train.device=mps"]), ledger=ledger, progress=False)
+        assert ledger.runs() == []  # refused like a bad key: no run was started
+    if not torch.cuda.is_available():
+        with pytest.raises(DltricksError, match="no CUDA device"):
+            resolve_device("cuda:1")
+    else:
+        with pytest.raises(DltricksError, match="CUDA device"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")

@@ -43,6 +43,7 @@ class LoopState:
     seen: int = 0                       # samples
     counted: int = 0                    # labels (pixels, for segmentation) behind ``correct``
     elapsed: float = 0.0
+    first_loss: float | None = None     # the first step's loss: divergence is measured against it
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # perm, rng states
 
 

@@ -72,6 +72,12 @@ def resolve_device(name: str) -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DltricksError(f"train.device = {name!r} but no CUDA device is available; use auto or cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise DltricksError(f"train.device = {name!r} but this machine has {torch.cuda.device_count()} CUDA "
+                            f"device(s): cuda:0..cuda:{torch.cuda.device_count() - 1}; use auto, cuda or cpu")
+    mps = getattr(torch.backends, "mps", None)
+    if dev.type == "mps" and not (mps is not None and mps.is_available()):
+        raise DltricksError(f"train.device = {name!r} but no Apple MPS device is available; use auto or cpu")
     return dev
 
 
@@ -213,6 +219,10 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
                 lv = loss.item()
                 if not math.isfinite(lv):
                     raise RunFailed(_diagnose_nan(st, cfg, bar.last_loss))
+                if st.first_loss is None:
+                    st.first_loss = lv
+                elif lv > DIVERGED * max(st.first_loss, 1.0):
+                    raise RunFailed(_diagnose_nan(st, cfg, bar.last_loss, diverged=(lv, st.first_loss)))
                 opt.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -329,12 +339,26 @@ def _is_image_batch(source: Source) -> bool:
     return isinstance(source, tuple) and source[0].dim() == 4
 
 
-def _diagnose_nan(st: LoopState, cfg: TrainSpec, last: float | None) -> str:
+# A loss this many times its first value (or 1, if that was smaller) has blown up: training from there
+# ends at chance with astronomic test losses, without a NaN to stop it.
+DIVERGED = 1000.0
+
+
+def _diagnose_nan(st: LoopState, cfg: TrainSpec, last: float | None,
+                  diverged: tuple[float, float] | None = None) -> str:
     where = f"epoch {st.epoch + 1}, step {st.step + 1}"
     before = f"last finite loss {last:.4g}" if last is not None else "no finite loss before it"
+    if diverged is not None:
+        value, first = diverged
+        head = f"loss diverged to {value:.3g} ({value / first:.3g} times its first value {first:.4g})"
+        return f"{head} at {where}; try {', or '.join(_hints(cfg))}"
+    return f"loss became NaN/Inf at {where} ({before}); try {', or '.join(_hints(cfg))}"
+
+
+def _hints(cfg: TrainSpec) -> list[str]:
     hints = [f"a lower train.lr (now {cfg.lr:g})"]
     if cfg.grad_clip == 0:
         hints.append("train.grad_clip = 1.0")
     if cfg.precision != "fp32":
         hints.append("train.precision = 'fp32'")
-    return f"loss became NaN/Inf at {where} ({before}); try {', or '.join(hints)}"
+    return hints
