@@ -272,6 +272,7 @@ def test_ctrl_c_then_resume_matches_an_uninterrupted_run(own_env, tmp_path):
             proc.kill()
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err and "--resume" in err
+    assert "epoch" in err and " of 6" in err  # where it stopped
     (rec,) = json.loads(subprocess.run([*DLTRICKS, "runs", "--format", "json"], cwd=root, env=env_c,
                                        capture_output=True, text=True).stdout)
     assert rec["status"] == "interrupted"

@@ -540,3 +540,44 @@ def test_a_device_this_machine_lacks_is_refused_before_training(ledger_home):
     else:
         with pytest.raises(DltricksError, match="CUDA device"):
             resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_fit_takes_a_dataloader_without_batch_size_and_explains_float_labels():
+    x, y = blobs(96)
+    h = fit(mlp(), DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True), (x, y), epochs=2, lr=1e-2, **FAST)
+    assert h.epochs == 2 and len(h["train_loss"]) == 2
+    with pytest.raises(DltricksError, match="batch_size is needed for tensors"):
+        fit(mlp(), (x, y), epochs=1, lr=1e-2, **FAST)
+    with pytest.raises(DltricksError, match=r"labels are floats .*convert them with y.long\(\)") as e:
+        fit(mlp(), (x, y.float()), epochs=1, batch_size=16, lr=1e-2, **FAST)
+    assert "\n" not in str(e.value)
+    with pytest.raises(DltricksError, match="labels are floats.*per sample.*class ids 0..K-1"):
+        fit(mlp(), TensorDataset(x, y.float() + 0.5), epochs=1, batch_size=16, lr=1e-2, **FAST)
+    soft = torch.nn.functional.one_hot(y, 3).float()  # class probabilities are fine
+    assert fit(mlp(), (x, soft), epochs=1, batch_size=16, lr=1e-2, **FAST).epochs == 1
+
+
+def test_the_interruption_says_where_it_stopped(tmp_path):
+    x, y = blobs(120)  # 8 steps an epoch
+    with pytest.raises(TrainingInterrupted) as e:
+        fit(InterruptAt(mlp(), at=11), (x, y), checkpoint_dir=tmp_path, **RESUME_KW)
+    assert (e.value.epoch, e.value.step) == (1, 3)
+    assert e.value.where == "in epoch 2 of 4, after step 3 of 8" and str(e.value).endswith(e.value.where)
+    with pytest.raises(TrainingInterrupted) as e:
+        fit(InterruptAt(mlp(), at=8), (x, y), checkpoint_dir=tmp_path / "b", **RESUME_KW)
+    assert e.value.where == "after epoch 1 of 4"
+
+
+def test_a_completed_run_drops_its_resume_checkpoint_unless_asked(ledger_home, monkeypatch):
+    from dltricks.ledger import Ledger
+    from dltricks.recipe import Recipe
+    from dltricks.train.run import train
+
+    monkeypatch.setenv("DLTRICKS_CACHE", str(ledger_home / "cache"))
+    recipe = Recipe.load("mnist1d-mlp", ["data.num_samples=200", "train.epochs=1", "model.hidden=[16]"])
+    ledger = Ledger()
+    dropped = train(recipe, ledger=ledger, progress=False)
+    assert (dropped.run_dir / "model.safetensors").is_file() and not list(dropped.run_dir.glob("checkpoint*"))
+    kept = train(recipe, ledger=ledger, progress=False, keep_checkpoint=True)
+    assert (kept.run_dir / "checkpoint" / "state.json").is_file()
+    assert ledger.get(dropped.run_id).checkpoint == str(dropped.run_dir / "model.safetensors")

@@ -95,10 +95,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     ledger = _ledger(args)
     try:
-        result = train(recipe, ledger=ledger, progress=not args.quiet, resume=args.resume)
+        result = train(recipe, ledger=ledger, progress=not args.quiet, resume=args.resume,
+                       keep_checkpoint=args.keep_checkpoint)
     except TrainingInterrupted as e:
         run_id = getattr(e, "run_id", "?")
-        err.print(f"interrupted: run {run_id} saved; continue with: dltricks train --resume {run_id}",
+        where = f" {e.where}" if getattr(e, "where", "") else ""
+        err.print(f"interrupted{where}: run {run_id} saved; continue with: dltricks train --resume {run_id}",
                   soft_wrap=True)
         return 130
     m = result.metrics
@@ -258,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", parents=[common], help="train a recipe and record the run")
     recipe_args(p, required=False)
     p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run from its checkpoint")
+    p.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep the resume checkpoint (optimiser and RNG state) of a completed run; by default "
+                        "only its weights stay")
     p = sub.add_parser("runs", parents=[common], help="the sheet of runs; `runs diff A B`, `runs show ID`")
     p.add_argument("action", nargs="?", help="diff or show")
     p.add_argument("ids", nargs="*")

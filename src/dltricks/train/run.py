@@ -64,8 +64,10 @@ def build(recipe: Recipe) -> tuple[DataBundle, torch.nn.Module, Task]:
 
 def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool = True,
           resume: str | None = None, study: str | None = None, variant: str | None = None,
-          run_id: str | None = None) -> RunResult:
+          run_id: str | None = None, keep_checkpoint: bool = False) -> RunResult:
     """Run a recipe and record it. ``resume=RUN_ID`` continues an interrupted run from its checkpoint.
+    A completed run keeps its weights (``model.safetensors``); its resume checkpoint (weights, optimiser
+    and RNG states, as large again as the model or more) is deleted unless ``keep_checkpoint``.
 
     Raises :class:`RunFailed` (the run is marked failed with the reason) or
     :class:`~dltricks.train.loop.TrainingInterrupted` (marked interrupted, resumable).
@@ -126,6 +128,11 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
 
     weights = save_weights(run_dir / "model.safetensors", model)
     ledger.finish(run_id, "completed", metrics=metrics, curves=history.curves, checkpoint=str(weights))
+    if not keep_checkpoint:
+        import shutil
+
+        for path in run_dir.glob("checkpoint*"):  # the checkpoint and any .old copy of a cut-short swap
+            shutil.rmtree(path, ignore_errors=True)
     return RunResult(run_id, "completed", metrics, history, recipe, run_dir)
 
 
