@@ -323,3 +323,28 @@ def test_bundled_seg3d_unet_trains_with_batch_2_and_group_norm(own_env, tmp_path
     assert rec["status"] == "completed"
     assert rec["recipe"]["train"]["batch_size"] == 2 and rec["recipe"]["model"]["norm"] == "group"
     assert 0.0 <= rec["metrics"]["test_dice"] <= 1.0
+
+
+# ---- --help is a page a user learns from ----------------------------------------------------------------
+
+def test_help_pages_document_every_option_and_give_examples():
+    import argparse
+
+    from dltricks.cli import build_parser
+
+    parser = build_parser()
+    top = parser.format_help()
+    assert "thin" not in top and "verb" not in top and "Python API" not in top
+    assert "start here:" in top and "dltricks train mnist1d-cnn" in top
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    uses_ledger = {"train", "runs", "ablate", "worker", "report"}
+    shows_progress = {"train", "ablate", "worker"}
+    for name, p in sub.choices.items():
+        undocumented = [a.dest for a in p._actions if not a.help]
+        assert not undocumented, f"dltricks {name}: no help for {undocumented}"
+        page = p.format_help()
+        assert "examples:" in page and f"dltricks {name}" in page.split("examples:")[1], name
+        opts = {o for a in p._actions for o in a.option_strings}
+        assert ("--ledger" in opts) == (name in uses_ledger), name
+        assert ("--quiet" in opts) == (name in shows_progress), name
+        assert "--debug" in opts

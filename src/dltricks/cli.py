@@ -235,12 +235,49 @@ def cmd_advise(args: argparse.Namespace) -> None:
 
 # ---- the parser -----------------------------------------------------------------------------------
 
+DESCRIPTION = """\
+Deep learning tips and tricks as components that run, and experiments that measure whether
+each trick helps on your task. An experiment is a recipe (TOML: data, model, train, eval);
+every run is recorded with its recipe, seed, git version and results."""
+
+START = """\
+start here:
+  dltricks recipes                          the bundled recipes
+  dltricks train mnist1d-cnn                train one and record the run
+  dltricks runs                             the sheet of runs
+  dltricks ablate                           the demo study: which tricks help, with paired seeds
+  dltricks COMMAND --help                   each command's options and examples"""
+
+# examples at the end of each command's --help
+EXAMPLES = {
+    "recipes": "dltricks recipes",
+    "show": "dltricks show mnist1d-cnn\ndltricks show my.toml -o train.lr=0.01 -o model.name=resnet",
+    "tricks": "dltricks tricks\ndltricks tricks label_smoothing",
+    "train": "dltricks train mnist1d-cnn\ndltricks train my.toml -o train.epochs=5 -o train.lr=3e-3\n"
+             "dltricks train --resume 3f2a9c   (after Ctrl-C: continues where it stopped)",
+    "runs": "dltricks runs\ndltricks runs --status failed --limit 5\ndltricks runs --format csv > runs.csv\n"
+            "dltricks runs diff RUN_A RUN_B\ndltricks runs show RUN_ID",
+    "ablate": "dltricks ablate                                   (the bundled demo study)\n"
+              "dltricks ablate mnist1d-cnn --trick label_smoothing --trick one_cycle --seeds 5 --workers 2\n"
+              "dltricks ablate mnist1d-cnn --trick 'lowlr:train.lr=1e-5' --mode add\n"
+              "dltricks ablate my.toml --mode cumulative --metric val_loss",
+    "worker": "dltricks worker --study STUDY --storage postgresql://user@host/db",
+    "report": "dltricks report STUDY\ndltricks report STUDY --out reports/today",
+    "inspect": "dltricks inspect mnist1d-cnn\n"
+               "dltricks inspect --compare mnist1d-cnn mnist1d-cnn -b model.kernel_size=7 -b model.stack_3x3=true",
+    "advise": "dltricks advise seg3d-unet -o train.batch_size=2\ndltricks advise my.toml --fix fixed.toml",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--ledger", metavar="URL", default=os.environ.get("DLTRICKS_LEDGER"),
-                        help="sqlite:///path or postgresql://user@host/db (default ./dltricks-runs/ledger.db)")
+    plain = argparse.ArgumentParser(add_help=False)  # commands that neither train nor read the ledger
+    plain.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    ledgered = argparse.ArgumentParser(add_help=False, parents=[plain])  # commands that read the ledger
+    ledgered.add_argument("--ledger", metavar="URL", default=os.environ.get("DLTRICKS_LEDGER"),
+                          help="where runs are recorded: sqlite:///path or postgresql://user@host/db "
+                               "(default $DLTRICKS_LEDGER, else ./dltricks-runs/ledger.db)")
+    common = argparse.ArgumentParser(add_help=False, parents=[ledgered])  # commands that train
     common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-    common.add_argument("--debug", action="store_true", help="show tracebacks")
 
     def recipe_args(p: argparse.ArgumentParser, required: bool = True) -> None:
         p.add_argument("recipe", nargs=None if required else "?", default="",
@@ -248,62 +285,83 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                        help="set a recipe key, e.g. -o train.lr=0.01 (TOML values)")
 
-    parser = argparse.ArgumentParser(prog="dltricks", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="dltricks", description=DESCRIPTION, epilog=START,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"dltricks {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
-    sub.add_parser("recipes", parents=[common], help="list the bundled recipes")
-    p = sub.add_parser("show", parents=[common], help="print a recipe fully resolved, as TOML")
+    sub.add_parser("recipes", parents=[plain], help="list the bundled recipes")
+    p = sub.add_parser("show", parents=[plain], help="print a recipe fully resolved, as TOML")
     recipe_args(p)
-    p = sub.add_parser("tricks", parents=[common], help="list the trick catalogue, or show one trick")
-    p.add_argument("name", nargs="?")
+    p = sub.add_parser("tricks", parents=[plain], help="list the trick catalogue, or show one trick")
+    p.add_argument("name", nargs="?", help="a trick to show: its tip, its patch on and off, its reference")
     p = sub.add_parser("train", parents=[common], help="train a recipe and record the run")
     recipe_args(p, required=False)
     p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run from its checkpoint")
     p.add_argument("--keep-checkpoint", action="store_true",
                    help="keep the resume checkpoint (optimiser and RNG state) of a completed run; by default "
                         "only its weights stay")
-    p = sub.add_parser("runs", parents=[common], help="the sheet of runs; `runs diff A B`, `runs show ID`")
-    p.add_argument("action", nargs="?", help="diff or show")
-    p.add_argument("ids", nargs="*")
-    p.add_argument("--format", choices=["table", "csv", "md", "json"], default="table")
-    p.add_argument("--study")
-    p.add_argument("--status", choices=["running", "completed", "failed", "interrupted"])
-    p.add_argument("--name")
-    p.add_argument("--limit", type=int)
+    p = sub.add_parser("runs", parents=[ledgered], help="the sheet of runs; `runs diff A B`, `runs show ID`")
+    p.add_argument("action", nargs="?", help="diff (two runs: recipe keys and metrics that differ) or show "
+                                              "(one run, all it recorded, as JSON); none lists the runs")
+    p.add_argument("ids", nargs="*", help="run ids (a unique prefix is enough)")
+    p.add_argument("--format", choices=["table", "csv", "md", "json"], default="table",
+                   help="table for the terminal (default), or csv, md (Markdown), json to save or parse")
+    p.add_argument("--study", help="only the runs of this ablation study")
+    p.add_argument("--status", choices=["running", "completed", "failed", "interrupted"],
+                   help="only runs in this state")
+    p.add_argument("--name", help="only runs of the recipe with this name")
+    p.add_argument("--limit", type=int, help="at most this many runs, newest first")
 
     p = sub.add_parser("ablate", parents=[common], help="which tricks help on this task? paired seeds, honest stats")
     recipe_args(p, required=False)
     p.add_argument("--trick", action="append", metavar="NAME", help="a catalogue trick or NAME:key=value[,...]")
-    p.add_argument("--mode", choices=["add", "remove", "factorial", "cumulative"])
-    p.add_argument("--seeds", type=_positive, help="seeds per variant (paired across variants)")
+    p.add_argument("--mode", choices=["add", "remove", "factorial", "cumulative"],
+                   help="add: baseline + each trick; remove: all on, each taken out; factorial: every "
+                        "combination (up to 5 tricks); cumulative: tricks added one after another "
+                        "(default ablate.mode, add)")
+    p.add_argument("--seeds", type=_positive, help="seeds per variant, the same seeds for every variant "
+                                                    "so that differences are paired (default ablate.seeds)")
     p.add_argument("--workers", type=_positive, help="local worker processes (cores are split between them)")
     p.add_argument("--study", help="study name (default: recipe, mode and a hash of the sweep)")
     p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger: where runs and trials live")
     p.add_argument("--metric", help="metric to compare (default eval.metric, e.g. test_accuracy)")
-    p.add_argument("--out", help="report folder (default dltricks-runs/reports/STUDY)")
+    p.add_argument("--out", metavar="FOLDER", help="report folder (default dltricks-runs/reports/STUDY)")
     p = sub.add_parser("worker", parents=[common], help="join a study's work from this machine")
-    p.add_argument("--study", required=True)
+    p.add_argument("--study", required=True, help="the study to work on (its name, as `dltricks ablate` printed it)")
     p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    p = sub.add_parser("report", parents=[common], help="(re)write a study's report from storage")
-    p.add_argument("study")
+    p = sub.add_parser("report", parents=[ledgered], help="(re)write a study's report from storage")
+    p.add_argument("study", help="the study's name, as `dltricks ablate` printed it")
     p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger")
-    p.add_argument("--out")
-    p = sub.add_parser("inspect", parents=[common], help="layer table with receptive field, params and FLOPs; "
+    p.add_argument("--out", metavar="FOLDER", help="report folder (default dltricks-runs/reports/STUDY)")
+    p = sub.add_parser("inspect", parents=[plain], help="layer table with receptive field, params and FLOPs; "
                                                          "--compare A B side by side")
     recipe_args(p, required=False)
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="two recipes side by side (-o sets a key in "
                                                                    "both, -a only in A, -b only in B)")
-    p.add_argument("-a", "--override-a", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("-b", "--override-b", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("-a", "--override-a", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --compare: set a recipe key in A only")
+    p.add_argument("-b", "--override-b", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --compare: set a recipe key in B only")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-latency", action="store_true", help="skip timing the model on the CPU")
-    p = sub.add_parser("advise", parents=[common], help="check a recipe against the tips; --fix writes the patched one")
+    p = sub.add_parser("advise", parents=[plain], help="check a recipe against the tips; --fix writes the patched one")
     recipe_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--fix", metavar="OUT.toml", help="write the recipe with every advice's patch applied")
+    _pages(sub)
     return parser
+
+
+def _pages(sub) -> None:
+    """Each command's --help: its one-line help as the description, and examples at the end."""
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    for name, p in sub.choices.items():
+        p.description = p.description or helps.get(name)
+        if name in EXAMPLES:
+            p.epilog = "examples:\n" + "\n".join("  " + line for line in EXAMPLES[name].splitlines())
+            p.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 def _positive(text: str) -> int:
