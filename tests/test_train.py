@@ -581,3 +581,19 @@ def test_a_completed_run_drops_its_resume_checkpoint_unless_asked(ledger_home, m
     kept = train(recipe, ledger=ledger, progress=False, keep_checkpoint=True)
     assert (kept.run_dir / "checkpoint" / "state.json").is_file()
     assert ledger.get(dropped.run_id).checkpoint == str(dropped.run_dir / "model.safetensors")
+
+
+# ---- the bundled architecture recipes build and learn (their full figures: benchmarks/architectures.py) ----
+
+@pytest.mark.parametrize("name", ["mnist1d-mlp", "mnist1d-gru", "mnist1d-transformer"])
+def test_bundled_architecture_recipes_build_and_learn(name, ledger_home, monkeypatch):
+    from dltricks.ledger import Ledger
+    from dltricks.recipe import Recipe
+    from dltricks.train.run import train
+
+    monkeypatch.setenv("DLTRICKS_CACHE", str(ledger_home / "cache"))
+    recipe = Recipe.load(name, ["data.num_samples=1000", "train.epochs=3"])
+    result = train(recipe, ledger=Ledger(), progress=False)
+    assert result.recipe.name == name and result.metrics["epochs"] == 3
+    curve = result.history["train_loss"]
+    assert curve[-1] < curve[0] and result.metrics["test_accuracy"] > 0.2, result.metrics  # chance is 0.1
