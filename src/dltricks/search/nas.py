@@ -166,6 +166,8 @@ def propose(d: SearchDefinition, history: list, k: int) -> sp.Config:
     draw = {"evolution": evolution, "reinforce": reinforce,
             "random": lambda d, h, r: sp.sample(d.dims, r)}[d.strategy]
     candidate = draw(d, history, rng)
+    if not (d.max_params or d.max_flops):
+        return candidate  # an invalid combination fails its trial, with the reason
     for _ in range(MAX_TRIES):
         if _feasible(d, candidate):
             return candidate
