@@ -72,8 +72,8 @@ def test_tpe_and_cmaes_beat_random_on_branin():
 
 @pytest.mark.slow
 def test_gp_beats_random_on_branin_with_few_trials():
-    gp = statistics.mean(simulate("gp", seed, 12) for seed in range(2))
-    rnd = statistics.mean(simulate("random", seed, 12) for seed in range(10))
+    gp = statistics.mean(simulate("gp", seed, 16) for seed in range(2))
+    rnd = statistics.mean(simulate("random", seed, 16) for seed in range(10))
     assert gp < rnd, (gp, rnd)
 
 

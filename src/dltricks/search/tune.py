@@ -56,6 +56,7 @@ def propose(d: SearchDefinition, history: list, k: int, pending: list[Config]) -
     import optuna
     from optuna.trial import TrialState
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     dims = d.dims
     sampler = make_sampler(d.strategy, seed=d.search_seed * 100_003 + k, n_trials=d.n_trials,
                            multi=len(d.objectives) > 1)
