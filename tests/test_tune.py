@@ -43,7 +43,8 @@ def cli_overrides(*more: str) -> list[str]:
 
 def branin(c: dict) -> float:
     x, y = c["x"], c["y"]
-    return (y - 5.1 / (4 * math.pi ** 2) * x * x + 5 / math.pi * x - 6) ** 2 + 10 * (1 - 1 / (8 * math.pi)) * math.cos(x) + 10
+    return ((y - 5.1 / (4 * math.pi ** 2) * x * x + 5 / math.pi * x - 6) ** 2
+            + 10 * (1 - 1 / (8 * math.pi)) * math.cos(x) + 10)
 
 
 BRANIN = [Dim("x", "float", -5.0, 10.0), Dim("y", "float", 0.0, 15.0)]

@@ -121,7 +121,7 @@ def _plot_parallel(path: Path, trials, keys: Sequence[str], metric: str, maximiz
     columns = [_axis_values(done, k) for k in keys]
     lo, hi = min(scores), max(scores)
     score_axis = [(s - lo) / (hi - lo) if hi > lo else 0.5 for s in scores]
-    for i, t in enumerate(sorted(range(len(done)), key=lambda i: scores[i] if maximize else -scores[i])):
+    for t in sorted(range(len(done)), key=lambda i: scores[i] if maximize else -scores[i]):  # best drawn last
         ys = [c[0][t] for c in columns] + [score_axis[t]]
         ax.plot(range(len(keys) + 1), ys, color=cmap(norm(scores[t])), alpha=0.8, lw=1.2)
     for j, (_, labels) in enumerate(columns):

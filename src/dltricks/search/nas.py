@@ -33,7 +33,7 @@ from dltricks.search.tune import base_recipe, data_shape, directions_for, resolv
 
 STRATEGIES = ("evolution", "reinforce", "random")
 MAX_TRIES = 200          # candidates drawn per proposal before giving up on the budget
-BUDGET_PROBES = 48       # random candidates tried when the search is defined, to find one within budget
+BUDGET_PROBES = 16       # random candidates tried when the search is defined, to find one within budget
 REINFORCE_LR = 0.5
 BASELINE_DECAY = 0.8
 
@@ -41,7 +41,7 @@ BASELINE_DECAY = 0.8
 def _feasible(d: SearchDefinition, config: sp.Config) -> bool:
     try:
         recipe = Recipe.from_dict(d.recipe, source=f"study {d.name}").patch(config)
-        return over_budget(measure(recipe, d), d) is None
+        return over_budget(measure(recipe, d, flops=bool(d.max_flops)), d) is None
     except DltricksError:
         return False
 
@@ -60,17 +60,18 @@ def check_budget(d: SearchDefinition) -> None:
     best: dict[str, float] | None = None
     for config in candidates:
         try:
-            m = measure(start.patch(config), d)
+            m = measure(start.patch(config), d, flops=bool(d.max_flops))
         except DltricksError:
             continue
         if over_budget(m, d) is None:
             return
-        if best is None or (m["params"], m["flops"]) < (best["params"], best["flops"]):
+        if best is None or (m["params"], m.get("flops", 0)) < (best["params"], best.get("flops", 0)):
             best = m
     limits = ", ".join(f"{flag} {v:,}" for flag, v in (("--max-params", d.max_params), ("--max-flops", d.max_flops))
                        if v)
     smallest_seen = "none could be built" if best is None else \
-        f"the smallest has {best['params']:,.0f} parameters and {best['flops']:,.0f} FLOPs"
+        f"the smallest has {best['params']:,.0f} parameters" + (f" and {best['flops']:,.0f} FLOPs" if "flops" in best
+                                                                else "")
     raise DltricksError(f"no candidate meets the budget ({limits}): of {len(candidates)} candidates tried, "
                         f"{smallest_seen}; raise the budget or give smaller choices with --space")
 

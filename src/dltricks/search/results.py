@@ -139,7 +139,6 @@ def write_best(d: tr.SearchDefinition, best: TrialRow, path: str | Path) -> Path
 def finish(ledger: Ledger, name: str, *, best: str | Path | None = None, out: str | Path | None = None,
            workers: int = 1, rerun_seeds: int = 6, progress: bool = True) -> SearchResult:
     """After the trials: best.toml, the re-run against the start recipe, and the report."""
-    from dltricks.ledger.search_report import write_search_report
 
     d, result = summarize(ledger, name)
     if result.best is not None:

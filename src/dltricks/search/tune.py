@@ -165,7 +165,8 @@ def tune(recipe: Recipe | str, *, space: list[str] | None = None, sampler: str |
          progress: bool = True):
     """Run (or resume) a tuning study, re-run its best against the start, write the report; see the module
     docstring. Returns a :class:`dltricks.search.results.SearchResult`."""
-    from dltricks.search import results, trials as tr
+    from dltricks.search import results
+    from dltricks.search import trials as tr
     from dltricks.search.claims import ensure_table
 
     recipe = Recipe.load(recipe) if isinstance(recipe, str) else recipe
