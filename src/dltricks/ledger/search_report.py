@@ -50,6 +50,8 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
     if isinstance(v, float):
         return "—" if math.isnan(v) else f"{v:.4g}"
     return str(v)
@@ -94,19 +96,21 @@ def _plot_importance(path: Path, importances: Mapping[str, float], metric: str) 
     return _save(fig, path)
 
 
-def _axis_values(trials, key: str) -> tuple[list[float], list[str] | None]:
-    """A key's values on a [0, 1] axis: numbers scaled (log where all are positive and span a decade),
-    choices by their index. Returns the values and the choices' labels (None for numbers)."""
+def _axis_values(trials, key: str) -> tuple[list[float], list[tuple[float, str]]]:
+    """A key's values on a [0, 1] axis and the axis's labels as (position, text): numbers scaled (log
+    where all are positive and span a decade) and labelled at their ends, choices by their index."""
     raw = [t["config"].get(key) for t in trials]
     if all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw):
         xs = [float(v) for v in raw]
-        if min(xs) > 0 and max(xs) / min(xs) >= 10:
-            xs = [math.log10(v) for v in xs]
-        lo, hi = min(xs), max(xs)
-        return [(x - lo) / (hi - lo) if hi > lo else 0.5 for x in xs], None
+        log = min(xs) > 0 and max(xs) / min(xs) >= 10
+        scaled = [math.log10(v) for v in xs] if log else xs
+        lo, hi = min(scaled), max(scaled)
+        ends = [(0.0, _fmt(min(xs)))] + ([(1.0, _fmt(max(xs)))] if hi > lo else [])
+        return [(x - lo) / (hi - lo) if hi > lo else 0.5 for x in scaled], ends if hi > lo else [(0.5, _fmt(xs[0]))]
     labels = sorted({json.dumps(v) for v in raw})
     n = max(len(labels) - 1, 1)
-    return [labels.index(json.dumps(v)) / n if len(labels) > 1 else 0.5 for v in raw], labels
+    pos = [i / n if len(labels) > 1 else 0.5 for i in range(len(labels))]
+    return [pos[labels.index(json.dumps(v))] for v in raw], list(zip(pos, labels))
 
 
 def _plot_parallel(path: Path, trials, keys: Sequence[str], metric: str, maximize: bool) -> Path:
@@ -124,12 +128,10 @@ def _plot_parallel(path: Path, trials, keys: Sequence[str], metric: str, maximiz
     for t in sorted(range(len(done)), key=lambda i: scores[i] if maximize else -scores[i]):  # best drawn last
         ys = [c[0][t] for c in columns] + [score_axis[t]]
         ax.plot(range(len(keys) + 1), ys, color=cmap(norm(scores[t])), alpha=0.8, lw=1.2)
-    for j, (_, labels) in enumerate(columns):
+    for j, (_, ticks) in enumerate(columns):
         ax.axvline(j, color="#999", lw=0.8)
-        if labels:
-            for n, lab in enumerate(labels):
-                ax.text(j, n / max(len(labels) - 1, 1) if len(labels) > 1 else 0.5, f" {lab}", fontsize=7,
-                        va="center")
+        for y, label in ticks:
+            ax.text(j, y, f" {label}", fontsize=7, va="center")
     ax.axvline(len(keys), color="#999", lw=0.8)
     ax.set_xticks(range(len(keys) + 1), [*keys, metric], rotation=20, ha="right")
     ax.set_yticks([])
