@@ -177,9 +177,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 @command
 def cmd_report(args: argparse.Namespace) -> int:
+    from dltricks.search import trials
     from dltricks.search.ablate import report
 
-    return _print_study(report(args.study, ledger=_ledger(args), out=args.out))
+    ledger = _ledger(args)
+    if trials.is_search(ledger, args.study):  # a tune or nas study
+        from dltricks.search.results import rewrite_report
+
+        return _print_search(rewrite_report(ledger, args.study, out=args.out))
+    return _print_study(report(args.study, ledger=ledger, out=args.out))
 
 
 # ---- tuning and architecture search -----------------------------------------------------------------

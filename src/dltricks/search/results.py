@@ -155,6 +155,14 @@ def finish(ledger: Ledger, name: str, *, best: str | Path | None = None, out: st
     return result
 
 
+def rewrite_report(ledger: Ledger, name: str, *, out: str | Path | None = None) -> SearchResult:
+    """The report from what the storage holds now (trials still running are left out); no re-run."""
+    d, result = summarize(ledger, name)
+    result.rerun_note = "not re-run here (the report was rewritten from storage)"
+    result.report = report(ledger, d, result, out)
+    return result
+
+
 def report(ledger: Ledger, d: tr.SearchDefinition, result: SearchResult, out: str | Path | None) -> dict[str, Path]:
     from dltricks.ledger.search_report import write_search_report
 
