@@ -222,6 +222,8 @@ def nas(recipe: Recipe | str, *, space: list[str] | None = None, strategy: str |
     from dltricks.search import trials as tr
     from dltricks.search.claims import ensure_table
 
+    if rerun_seeds is not None and rerun_seeds < 0:
+        raise DltricksError(f"--rerun-seeds must be 0 (no re-run) or more, got {rerun_seeds}")
     recipe = Recipe.load(recipe) if isinstance(recipe, str) else recipe
     d = define(recipe, space=space, strategy=strategy, trials=trials, seeds_per_trial=seeds_per_trial,
                metric=metric, max_params=max_params, max_flops=max_flops, search_seed=search_seed, study=study)

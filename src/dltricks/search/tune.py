@@ -169,6 +169,8 @@ def tune(recipe: Recipe | str, *, space: list[str] | None = None, sampler: str |
     from dltricks.search import trials as tr
     from dltricks.search.claims import ensure_table
 
+    if rerun_seeds is not None and rerun_seeds < 0:
+        raise DltricksError(f"--rerun-seeds must be 0 (no re-run) or more, got {rerun_seeds}")
     recipe = Recipe.load(recipe) if isinstance(recipe, str) else recipe
     d = define(recipe, space=space, sampler=sampler, trials=trials, seeds_per_trial=seeds_per_trial, metric=metric,
                objective=objective, pruner=pruner, search_seed=search_seed, study=study)
