@@ -337,8 +337,8 @@ def test_help_pages_document_every_option_and_give_examples():
     assert "thin" not in top and "verb" not in top and "Python API" not in top
     assert "start here:" in top and "dltricks train mnist1d-cnn" in top
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    uses_ledger = {"train", "runs", "ablate", "worker", "report"}
-    shows_progress = {"train", "ablate", "worker"}
+    uses_ledger = {"train", "runs", "ablate", "worker", "report", "tune", "nas"}
+    shows_progress = {"train", "ablate", "worker", "tune", "nas"}
     for name, p in sub.choices.items():
         undocumented = [a.dest for a in p._actions if not a.help]
         assert not undocumented, f"dltricks {name}: no help for {undocumented}"

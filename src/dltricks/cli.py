@@ -180,9 +180,60 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 @command
 def cmd_report(args: argparse.Namespace) -> int:
+    from dltricks.search import trials
     from dltricks.search.ablate import report
 
-    return _print_study(report(args.study, ledger=_ledger(args), out=args.out))
+    ledger = _ledger(args)
+    if trials.is_search(ledger, args.study):  # a tune or nas study
+        from dltricks.search.results import rewrite_report
+
+        return _print_search(rewrite_report(ledger, args.study, out=args.out))
+    return _print_study(report(args.study, ledger=ledger, out=args.out))
+
+
+# ---- tuning and architecture search -----------------------------------------------------------------
+
+@command
+def cmd_tune(args: argparse.Namespace) -> int:
+    from dltricks.search.tune import tune
+
+    result = tune(_recipe(args), space=args.space, sampler=args.sampler, trials=args.trials,
+                  seeds_per_trial=args.seeds_per_trial, metric=args.metric or "",
+                  objective=args.objective.split(",") if args.objective else None, pruner=args.pruner,
+                  search_seed=args.search_seed, workers=args.workers, study=args.study or "",
+                  rerun_seeds=args.rerun_seeds, best=args.best, ledger=args.ledger, out=args.out,
+                  progress=not args.quiet)
+    return _print_search(result)
+
+
+@command
+def cmd_nas(args: argparse.Namespace) -> int:
+    from dltricks.search.nas import nas
+
+    result = nas(_recipe(args), space=args.space, strategy=args.strategy, trials=args.trials,
+                 seeds_per_trial=args.seeds_per_trial, metric=args.metric or "", max_params=args.max_params,
+                 max_flops=args.max_flops, search_seed=args.search_seed, workers=args.workers,
+                 study=args.study or "", rerun_seeds=args.rerun_seeds, best=args.best, ledger=args.ledger,
+                 out=args.out, progress=not args.quiet)
+    return _print_search(result)
+
+
+def _print_search(result) -> int:
+    out.print(result.table())
+    for t in result.trials:
+        if t.state != "complete":
+            out.print(f"[yellow]{t.state}[/] t{t.number}: {t.failure}", soft_wrap=True, markup=True)
+    if result.best is not None:
+        out.print(f"best: t{result.best.number} " + ", ".join(f"{k}={v!r}" for k, v in result.best.config.items()),
+                  markup=False, soft_wrap=True)
+    if result.rerun is not None:
+        out.print(result.rerun.summary(), markup=False, soft_wrap=True)
+    elif result.rerun_note:
+        out.print(result.rerun_note, markup=False)
+    if result.best_path is not None:
+        out.print(f"best recipe: {result.best_path} (train it: dltricks train {result.best_path})", markup=False)
+    out.print(f"report: {result.report['html']}", markup=False)
+    return 0
 
 
 # ---- model analysis -------------------------------------------------------------------------------
@@ -262,6 +313,10 @@ EXAMPLES = {
               "dltricks ablate mnist1d-cnn --trick 'lowlr:train.lr=1e-5' --mode add\n"
               "dltricks ablate my.toml --mode cumulative --metric val_loss",
     "worker": "dltricks worker --study STUDY --storage postgresql://user@host/db",
+    "tune": "dltricks tune mnist1d-cnn --trials 20 --best best.toml\n"
+            "dltricks tune mnist1d-cnn --sampler gp --space train.lr=1e-4..0.1:log\n"
+            "dltricks tune mnist1d-cnn --objective test_accuracy,params",
+    "nas": "dltricks nas mnist1d-cnn --strategy evolution --trials 30 --max-params 50000 --best arch.toml",
     "report": "dltricks report STUDY\ndltricks report STUDY --out reports/today",
     "inspect": "dltricks inspect mnist1d-cnn\n"
                "dltricks inspect --compare mnist1d-cnn mnist1d-cnn -b model.kernel_size=7 -b model.stack_3x3=true",
@@ -335,6 +390,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", help="the study's name, as `dltricks ablate` printed it")
     p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger")
     p.add_argument("--out", metavar="FOLDER", help="report folder (default dltricks-runs/reports/STUDY)")
+    def search_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--space", action="append", metavar="KEY=SPEC",
+                       help="a search dimension: train.lr=1e-4..0.1:log, 'model.norm=[\"batch\", \"group\"]' "
+                            "or KEY={low = .., high = .., log = true}")
+        p.add_argument("--trials", type=_positive, help="trials in the study (more on a rerun extend it)")
+        p.add_argument("--seeds-per-trial", type=_positive, help="paired seeds each trial is averaged over")
+        p.add_argument("--metric", help="metric to optimise (default eval.metric)")
+        p.add_argument("--search-seed", type=int, help="seed of the sampler or strategy")
+        p.add_argument("--workers", type=_positive, help="local worker processes")
+        p.add_argument("--study", help="study name (default: recipe, kind and a hash of the search)")
+        p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger")
+        p.add_argument("--rerun-seeds", type=int, help="fresh seeds for the best vs the start recipe (0 = skip)")
+        p.add_argument("--best", metavar="OUT.toml", help="write the best recipe here")
+        p.add_argument("--out", help="report folder (default dltricks-runs/reports/STUDY)")
+
+    p = sub.add_parser("tune", parents=[common], help="tune hyperparameters with Optuna over the [tune] space")
+    recipe_args(p)
+    search_args(p)
+    p.add_argument("--sampler", choices=["random", "tpe", "gp", "cmaes", "nsga2"],
+                   help="Optuna's sampler: random, tpe, gp (Gaussian process), cmaes, nsga2 (several "
+                        "objectives); default the recipe's tune.sampler")
+    p.add_argument("--objective", metavar="M1,M2", help="several objectives, e.g. test_accuracy,params: a Pareto front")
+    p.add_argument("--pruner", choices=["median", "hyperband", "none"],
+                   help="stop unpromising trials early on their validation curve (none: train every trial fully)")
+    p = sub.add_parser("nas", parents=[common], help="search architectures over the model's keys within a budget")
+    recipe_args(p)
+    search_args(p)
+    p.add_argument("--strategy", choices=["evolution", "reinforce", "random"],
+                   help="how candidates are proposed: evolution (mutate the best), reinforce (a learned "
+                        "controller) or random")
+    p.add_argument("--max-params", type=int, help="never train a candidate with more parameters")
+    p.add_argument("--max-flops", type=int, help="never train a candidate with more FLOPs (one sample)")
     p = sub.add_parser("inspect", parents=[plain], help="layer table with receptive field, params and FLOPs; "
                                                          "--compare A B side by side")
     recipe_args(p, required=False)

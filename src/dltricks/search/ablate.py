@@ -73,7 +73,8 @@ def define(recipe: Recipe, tricks: list[Trick], *, mode: Mode, seeds: int, metri
     metric = metric or recipe.ablate.metric or recipe.eval.metric
     seed_list = [recipe.seed + i for i in range(seeds)]
     base = recipe.to_dict()
-    base.pop("ablate", None)  # the sweep's own settings are not part of what each run trains
+    for section in ("ablate", "tune", "nas"):
+        base.pop(section, None)  # the sweeps' own settings are not part of what each run trains
     if not study:
         blob = json.dumps([base, [v.patch for v in variants], seed_list, metric, mode], sort_keys=True)
         study = f"{recipe.name}-{mode}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"

@@ -17,6 +17,10 @@ from dltricks.search import study as st
 def work(ledger: Ledger, study_name: str, *, threads: int = 0, progress: bool = False,
          on_cell=None) -> int:
     """Claim and run cells of a study until none is left to claim; return how many this worker ran."""
+    from dltricks.search import trials
+
+    if trials.is_search(ledger, study_name):  # a tuning or architecture search: trials, not variant x seed cells
+        return trials.work(ledger, study_name, threads=threads, progress=progress, on_trial=on_cell)
     import torch
 
     from dltricks.errors import RunFailed

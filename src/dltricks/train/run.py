@@ -19,6 +19,7 @@ from dltricks.nn import build_model
 from dltricks.recipe import Recipe
 from dltricks.train.checkpoint import find_checkpoint
 from dltricks.train.loop import History, TrainingInterrupted, eval_batch_size, evaluate, fit, resolve_device
+from dltricks.train.method import method_for
 from dltricks.train.tasks import Classification, Task
 
 
@@ -39,6 +40,10 @@ def make_task(recipe: Recipe, bundle: DataBundle) -> Task:
         from dltricks.train.segmentation import make_segmentation_task
 
         return make_segmentation_task(recipe, bundle)
+    if bundle.targets:
+        from dltricks.train.targets import make_targets_task
+
+        return make_targets_task(recipe, bundle)
     if t.loss != "ce":
         raise DltricksError(f"train.loss = {t.loss!r} is for segmentation; classification uses 'ce'")
     return Classification(label_smoothing=t.label_smoothing, class_weights=t.class_weights,
@@ -64,10 +69,11 @@ def build(recipe: Recipe) -> tuple[DataBundle, torch.nn.Module, Task]:
 
 def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool = True,
           resume: str | None = None, study: str | None = None, variant: str | None = None,
-          run_id: str | None = None, keep_checkpoint: bool = False) -> RunResult:
+          run_id: str | None = None, keep_checkpoint: bool = False, on_epoch=None) -> RunResult:
     """Run a recipe and record it. ``resume=RUN_ID`` continues an interrupted run from its checkpoint.
     A completed run keeps its weights (``model.safetensors``); its resume checkpoint (weights, optimiser
     and RNG states, as large again as the model or more) is deleted unless ``keep_checkpoint``.
+    ``on_epoch(epoch, row)`` is :func:`~dltricks.train.loop.fit`'s per-epoch hook (a tuner's pruner).
 
     Raises :class:`RunFailed` (the run is marked failed with the reason) or
     :class:`~dltricks.train.loop.TrainingInterrupted` (marked interrupted, resumable).
@@ -94,15 +100,17 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
     resume_from_checkpoint = bool(resume) and find_checkpoint(run_dir / "checkpoint") is not None
     try:
         bundle, model, task = build(recipe)
+        augment = make_augment(recipe, bundle)
+        method = method_for(recipe, bundle, model, task, ledger, augmented=augment is not None)
         t = recipe.train
         options = t.model_dump(exclude={"epochs", "batch_size", "lr", "optimizer", "schedule", "grad_clip",
                                         "label_smoothing", "device"})
         history = fit(model, bundle.train_source or bundle.train, bundle.val, epochs=t.epochs,
                       batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer, schedule=t.schedule,
                       grad_clip=t.grad_clip, label_smoothing=t.label_smoothing, seed=recipe.seed,
-                      device=str(device), progress=progress, task=task, augment=make_augment(recipe, bundle),
+                      device=str(device), progress=progress, task=task, augment=augment,
                       checkpoint_dir=run_dir, resume=resume_from_checkpoint, fingerprint=recipe.digest(),
-                      **options)
+                      method=method, on_epoch=on_epoch, **options)
         metrics = final_metrics(model, bundle, task, history, recipe, device)
     except TrainingInterrupted as e:
         ledger.update(run_id, status="interrupted", curves=e.history.curves,
