@@ -12,6 +12,8 @@ the MNIST-1D paper's figures (Greydanus & Kobak 2020: MLP 68%, CNN 94%, GRU 91%)
     python benchmarks/architectures.py --epochs 2          # a quick check that every recipe runs
 
 Wall times are of one shared 2-core machine: compare them with each other, not with another machine's.
+On a machine that other processes keep busy, use ``--threads 1``: two torch threads then wait on each
+other and small models train several times slower.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ def _describe(recipe) -> str:
 def table(rows: list[dict], threads: int) -> str:
     from dltricks.analysis.cost import human
 
-    lines = [f"| recipe | model | test accuracy | paper | params | FLOPs | epochs | time ({threads} cores) |",
+    cores = f"{threads} thread{'s' if threads != 1 else ''}"
+    lines = [f"| recipe | model | test accuracy | paper | params | FLOPs | epochs | time ({cores}) |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(f"| `{r['recipe']}` | {r['model']} | {r['accuracy']:.1%} | {PAPER.get(r['recipe'], '-')} | "
