@@ -137,7 +137,7 @@ def test_plan_refuses_factorial_over_the_limit_duplicates_and_unknown_keys():
 
 # ---- one real study, shared by the tests below ----------------------------------------------------
 
-TRICKS = ["noop:train.threads=0", "slow:train.lr=1e-6", "bad:model.norm=grop",
+TRICKS = ["noop:train.threads='auto'", "slow:train.lr=1e-6", "bad:model.norm=grop",
           "nan:train.optimizer=sgd,train.lr=1e30"]
 SEEDS = 5  # the paired t-test needs 5 seeds; with fewer, the exact sign-flip test cannot reach p < 0.05 after Holm
 
@@ -260,7 +260,7 @@ def test_an_unchanged_variant_never_gets_a_verdict_even_if_its_runs_differ():
               "+good": {s: v + 0.05 + 0.001 * s for s, v in base.items()}}
     raw = {s.variant: s for s in compare(scores, "baseline", higher_is_better=True)}
     assert raw["+noop"].verdict == "helps"  # what the numbers alone would say
-    d = define(small(), [parse_trick("noop:train.threads=0"), parse_trick("good:train.lr=0.01")], mode="add",
+    d = define(small(), [parse_trick("noop:train.threads='auto'"), parse_trick("good:train.lr=0.01")], mode="add",
                seeds=6)
     assert _unchanged_variants(d) == {"+noop"}
     fixed = {s.variant: s for s in compare(scores, "baseline", higher_is_better=True,

@@ -118,7 +118,16 @@ class TrainSpec(Section):
     restore_best: bool = Field(True, description="with early stopping, end on the best epoch's weights")
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: str = "auto"
-    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
+    threads: int | Literal["auto"] = Field("auto", description="torch CPU threads: 'auto' (the count that trains "
+                                                                 "this model fastest here, at most the free cores) "
+                                                                 "or a number")
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError("must be 'auto' or a whole number >= 1")
 
     @field_validator("device")
     @classmethod
