@@ -13,11 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
 from dltricks.recipe import Recipe
-from dltricks.search import claims
+from dltricks.search import claims, local
 from dltricks.search import study as st
 from dltricks.search.plan import Mode, plan_variants
 from dltricks.search.worker import work
@@ -98,14 +93,18 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
     opened only once the study is known to be valid, so a mistyped trick leaves no files behind."""
     recipe = Recipe.load(recipe) if isinstance(recipe, str) else recipe
     a = recipe.ablate
-    definition = define(recipe, resolve_tricks(recipe, tricks), mode=mode or a.mode,
-                        seeds=seeds or a.seeds, metric=metric or a.metric, study=study or a.study)
-    _check_variants(recipe, definition)
-    ledger = ledger if isinstance(ledger, Ledger) else Ledger(url=ledger)
-    claims.ensure_table(ledger)
-    st.create_or_load(ledger, definition)
     workers = workers or a.workers
-    _run_workers(ledger, definition, workers, progress)
+    threads = local.threads_per_worker(workers)
+    # the other workers start now, and warm up while this process defines the study
+    with local.LocalWorkers(workers - 1, threads) as children:
+        definition = define(recipe, resolve_tricks(recipe, tricks), mode=mode or a.mode,
+                            seeds=seeds or a.seeds, metric=metric or a.metric, study=study or a.study)
+        _check_variants(recipe, definition)
+        ledger = ledger if isinstance(ledger, Ledger) else Ledger(url=ledger)
+        claims.ensure_table(ledger)
+        st.create_or_load(ledger, definition)
+        children.hand_over(ledger, definition.name)
+        _run_workers(ledger, definition, children, progress)
     return report(definition.name, ledger=ledger, out=out)
 
 
@@ -116,81 +115,16 @@ def _check_variants(recipe: Recipe, definition: st.Definition) -> None:
     recipe.patch(ref.patch)
 
 
-def _run_workers(ledger: Ledger, definition: st.Definition, workers: int, progress: bool) -> None:
-    """``workers`` processes on this machine: this one and ``workers - 1`` `dltricks worker` children.
+def _run_workers(ledger: Ledger, definition: st.Definition, children: local.LocalWorkers, progress: bool) -> None:
+    """This process and the children (:mod:`dltricks.search.local`) work through the study's cells.
 
-    This process works too: it has imported torch already, so only the children pay a start-up,
-    and they pay it while this one trains. The cores are split between the processes."""
-    import torch
-
-    cpus = os.cpu_count() or 1
-    # Never more threads than this process was allowed (torch.set_num_threads, OMP_NUM_THREADS):
-    # on a busy machine, more threads than free cores make every step wait on the slowest one.
-    threads = max(1, min(torch.get_num_threads(), cpus // workers))
+    This process works too: it has imported torch already, and the children warmed up while it
+    defined the study. The cores are split between the processes."""
     total = len(definition.cells())
     with _StudyProgress(progress, ledger, definition, total) as bar:
-        if workers <= 1:
-            work(ledger, definition.name, threads=threads, on_cell=bar.refresh)
-            bar.refresh()
-            return
-        # The ledger's URL and home go by environment: a URL on a command line is visible to
-        # every user of the machine (`ps`), password included.
-        env = {**os.environ, "DLTRICKS_NO_PROGRESS": "1", "DLTRICKS_LEDGER": ledger.url,
-               "DLTRICKS_HOME": str(ledger.root), "OMP_NUM_THREADS": str(threads)}
-        cmd = [sys.executable, "-m", "dltricks.cli", "worker", "--study", definition.name,
-               "--threads", str(threads), "--quiet"]
-        # stderr goes to files, not pipes: nobody reads a pipe while the workers run, and a worker
-        # that filled one (warnings) would block forever.
-        logs = [tempfile.TemporaryFile(mode="w+", prefix="dltricks-worker-")  # noqa: SIM115 - closed below
-                for _ in range(workers - 1)]
-        procs = [subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdout=subprocess.DEVNULL, stderr=log,
-                                  text=True) for log in logs]
-        stopped: set[int] = set()
-        try:
-            work(ledger, definition.name, threads=threads, on_cell=bar.refresh)
-            optuna_study, _ = st.load(ledger, definition.name)
-            if any(p.poll() is None for p in procs):
-                # Nothing left to claim, the others finish their last cells: load what the report
-                # needs (scipy, matplotlib: seconds) now rather than after them.
-                import matplotlib.figure  # noqa: F401
-
-                import dltricks.ledger.report  # noqa: F401
-            while any(p.poll() is None for p in procs):
-                if len(st.results(optuna_study, definition).done) == total:
-                    # Every cell is recorded: a worker still importing torch would only find that
-                    # out seconds from now, and one that is still running holds no cell.
-                    for p in procs:
-                        if p.poll() is None:
-                            p.terminate()
-                            stopped.add(p.pid)
-                    for p in procs:
-                        p.wait()
-                    break
-                bar.refresh()
-                time.sleep(0.5)
-        except BaseException as e:
-            for p in procs:
-                if not isinstance(e, KeyboardInterrupt) and p.poll() is None:
-                    p.send_signal(signal.SIGINT)  # stop them as a Ctrl-C would: save and release
-            for p in procs:  # a Ctrl-C reached them too; give them a moment to save and release
-                try:
-                    p.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-            raise
-        finally:
-            errors = []
-            for p, log in zip(procs, logs):
-                log.seek(0)
-                text = log.read().strip()
-                log.close()
-                if p.returncode not in (0, None) and p.pid not in stopped and text:
-                    errors.append(text)
-        if errors:
-            raise DltricksError(f"a worker stopped with an error: {errors[0].splitlines()[-1]}")
-        # a worker that died leaves a stale claim: take it over here
-        work(ledger, definition.name, threads=threads, on_cell=bar.refresh)
+        local.run(ledger, definition, children, on_cell=bar.refresh)
+        if children.procs:  # a worker that died leaves a stale claim: take it over here
+            work(ledger, definition.name, threads=children.threads, on_cell=bar.refresh)
         bar.refresh()
 
 
