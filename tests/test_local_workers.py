@@ -57,17 +57,21 @@ def test_a_child_gets_the_study_through_stdin_and_runs_its_cells(ledger_home) ->
     assert {r.metrics["threads"] for r in runs} == {1.0}  # the split the parent chose
 
 
-def test_threads_per_worker_split_the_free_cores(monkeypatch) -> None:
+def test_plan_splits_the_free_cores(monkeypatch) -> None:
     import torch
 
     from dltricks.train import threads as th
 
-    monkeypatch.setattr(th, "free_cores", lambda sample_s=th.SAMPLE_S: 4)
+    free = 4
+    monkeypatch.setattr(th, "free_cores", lambda sample_s=th.SAMPLE_S: free)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(4)
-        assert [local.threads_per_worker(w) for w in (1, 2, 3, 4, 8)] == [4, 2, 1, 1, 1]
+        assert [local.plan(w) for w in (1, 2, 3, 4, 8)] == [(1, 4), (2, 2), (3, 1), (4, 1), (4, 1)]
+        free = 1  # the others keep the cores busy: more processes would only take turns
+        assert local.plan(2) == (1, 1)
+        free = 4
         torch.set_num_threads(1)  # the user's own limit is a ceiling
-        assert local.threads_per_worker(1) == 1
+        assert local.plan(1) == (1, 1)
     finally:
         torch.set_num_threads(before)

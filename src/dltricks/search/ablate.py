@@ -93,10 +93,9 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
     opened only once the study is known to be valid, so a mistyped trick leaves no files behind."""
     recipe = Recipe.load(recipe) if isinstance(recipe, str) else recipe
     a = recipe.ablate
-    workers = workers or a.workers
-    threads = local.threads_per_worker(workers)
+    processes, threads = local.plan(workers or a.workers)
     # the other workers start now, and warm up while this process defines the study
-    with local.LocalWorkers(workers - 1, threads) as children:
+    with local.LocalWorkers(processes - 1, threads) as children:
         definition = define(recipe, resolve_tricks(recipe, tricks), mode=mode or a.mode,
                             seeds=seeds or a.seeds, metric=metric or a.metric, study=study or a.study)
         _check_variants(recipe, definition)
