@@ -1,7 +1,7 @@
 """Training speed at 1 thread against N (all allowed cores) for each bundled recipe, on a quiet machine and
 beside a busy neighbour, and what ``train.threads = "auto"`` picks in each case.
 
-    python benchmarks/threads.py                    # every bundled recipe, 40 steps per measurement
+    python benchmarks/threads.py                    # every bundled recipe, 20 steps per measurement
     python benchmarks/threads.py --steps 20 mnist1d-mlp mnist1d-cnn
 
 Each measurement times real training steps of the recipe (its model, data, batch size, optimiser: forward,
@@ -71,7 +71,7 @@ def step_timer(name: str):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("recipes", nargs="*", help="bundled recipes (default: all but the ablation demo)")
-    p.add_argument("--steps", type=int, default=40, help="timed training steps per measurement")
+    p.add_argument("--steps", type=int, default=20, help="timed training steps per measurement")
     args = p.parse_args()
     names = args.recipes or [n for n in bundled_recipes() if "ablate" not in n]
     n = th.allowed_cores()
