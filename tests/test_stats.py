@@ -283,13 +283,14 @@ def test_rope_default_per_metric_and_reported_numbers():
 
 
 def test_fragile_when_the_sign_flip_cross_check_disagrees():
-    # Six seeds, one of them the other way: the t posterior says helps, the exact sign-flip test does not.
+    # Six seeds, two of them at or below the ROPE's edge: the t posterior says helps (the mean is far
+    # beyond the ROPE), the exact sign-flip test of "beyond the ROPE" does not (p = 4/64).
     base = {s: 0.8 for s in range(6)}
-    v = {s: 0.8 + d for s, d in enumerate([0.06, 0.05, 0.07, 0.06, 0.055, 0.0])}
-    row = _row(compare({"base": base, "v": v}, "base", higher_is_better=True), "v")
+    v = {s: 0.8 + d for s, d in enumerate([0.034, 0.058, 0.049, 0.061, -0.001, 0.005])}
+    row = _row(compare({"base": base, "v": v}, "base", higher_is_better=True, rope=0.005), "v")
     assert row.verdict == "helps" and row.fragile and row.p_signflip >= 0.05
     steady = {s: 0.8 + d for s, d in enumerate([0.06, 0.05, 0.07, 0.06, 0.055, 0.05])}
-    row = _row(compare({"base": base, "v": steady}, "base", higher_is_better=True), "v")
+    row = _row(compare({"base": base, "v": steady}, "base", higher_is_better=True, rope=0.005), "v")
     assert row.verdict == "helps" and not row.fragile and row.p_signflip == pytest.approx(1 / 64)
 
 
