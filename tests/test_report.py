@@ -120,8 +120,9 @@ def test_markdown_cells_escape_table_syntax(tmp_path, name):
     stats = compare(scores, "baseline", higher_is_better=True)
     md = write_report(tmp_path, title="t", stats=stats, scores=scores, metric="m", higher_is_better=True,
                       header={})["md"].read_text(encoding="utf-8")
-    sheet = md.split("## Results")[1].split("## Scores by seed")[0]
-    table = [line for line in sheet.splitlines() if line.startswith("|")]
-    # Every row has as many unescaped cell separators as the header row.
-    count = [line.replace("\\|", "").count("|") for line in table]
-    assert len(set(count)) == 1
+    for part in ("## Results", "## The numbers behind each verdict", "## Scores by seed"):
+        sheet = md.split(part)[1].split("\n## ")[0]
+        table = [line for line in sheet.splitlines() if line.startswith("|")]
+        # Every row has as many unescaped cell separators as the header row.
+        count = [line.replace("\\|", "").count("|") for line in table]
+        assert len(table) == 4 and len(set(count)) == 1, part

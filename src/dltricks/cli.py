@@ -154,12 +154,15 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     result = ablate(Recipe.load(recipe, args.override), args.trick or None, mode=args.mode, seeds=args.seeds,
                     workers=args.workers, metric=args.metric or "", study=args.study or "",
-                    ledger=args.ledger, out=args.out, progress=not args.quiet)
+                    ledger=args.ledger, out=args.out, progress=not args.quiet, rope=args.rope,
+                    max_seeds=args.max_seeds)
     return _print_study(result)
 
 
 def _print_study(result) -> int:
-    out.print(result.table())
+    out.print(result.rich_table())
+    for line in result.lines():
+        out.print(line, markup=False, soft_wrap=True)
     for f in result.failures:
         out.print(f"[red]failed[/] {f['variant']} seed {f['seed']}: {f['reason']}", soft_wrap=True)
     out.print(f"report: {result.report['html']}", markup=False)
@@ -179,7 +182,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from dltricks.search.ablate import report
 
-    return _print_study(report(args.study, ledger=_ledger(args), out=args.out))
+    return _print_study(report(args.study, ledger=_ledger(args), out=args.out, rope=args.rope))
 
 
 # ---- model analysis -------------------------------------------------------------------------------
@@ -270,7 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     recipe_args(p, required=False)
     p.add_argument("--trick", action="append", metavar="NAME", help="a catalogue trick or NAME:key=value[,...]")
     p.add_argument("--mode", choices=["add", "remove", "factorial", "cumulative"])
-    p.add_argument("--seeds", type=_positive, help="seeds per variant (paired across variants)")
+    p.add_argument("--seeds", type=_seeds, help='seeds per variant (paired across variants), or "auto": 3, then '
+                                             "more in rounds only for inconclusive variants")
+    p.add_argument("--max-seeds", type=_positive, help="the most seeds per variant with --seeds auto (default 10)")
+    p.add_argument("--rope", type=_non_negative, help="region of practical equivalence: half-width in metric "
+                                                      "units (default 0.005 for [0, 1] metrics, else 1%%)")
     p.add_argument("--workers", type=_positive, help="local worker processes (cores are split between them)")
     p.add_argument("--study", help="study name (default: recipe, mode and a hash of the sweep)")
     p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger: where runs and trials live")
@@ -284,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study")
     p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger")
     p.add_argument("--out")
+    p.add_argument("--rope", type=_non_negative, help="judge the same runs with this ROPE half-width")
     p = sub.add_parser("inspect", parents=[common], help="layer table with receptive field, params and FLOPs; "
                                                          "--compare A B side by side")
     recipe_args(p, required=False)
@@ -308,6 +316,20 @@ def _positive(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"{text} must be at least 1")
     return n
+
+
+def _seeds(text: str) -> int | str:
+    return "auto" if text.strip().lower() == "auto" else _positive(text)
+
+
+def _non_negative(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (x >= 0 and x != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
+    return x
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ import numpy as np
 from scipy import stats as sps
 
 from dltricks.errors import DltricksError, did_you_mean, one_of
+from dltricks.ledger.looks import MIN_SEEDS, auto_schedule  # noqa: F401 - auto_schedule is part of this API
 
 TESTS = ("auto", "t", "permutation")
 # Below this many paired seeds, "auto" uses the exact permutation test: the t-test's
@@ -247,7 +248,6 @@ def seeds_for_power(diffs: np.ndarray, alpha: float = 0.05, power: float = POWER
 ROPE_BOUNDED = 0.005  # half-width for metrics in [0, 1] (accuracy, Dice, IoU, F1, AUC): half a percentage point
 ROPE_RELATIVE = 0.01  # otherwise 1% of the baseline's mean
 BOUNDED_WORDS = ("accuracy", "acc", "dice", "iou", "f1", "auc", "precision", "recall", "jaccard", "top1", "top5")
-MIN_SEEDS = 3  # fewest paired seeds for any verdict
 SIGNFLIP_FROM = 6  # the exact sign-flip cross-check can reach p < .05 (one-sided: 1/64) from here
 VERDICTS = ("helps", "hurts", "equivalent", "inconclusive")
 
@@ -516,19 +516,6 @@ def _reason(row: VariantStats, level: float) -> str:
         where = f"the 95% CI [{row.ci_low:+.3g}, {row.ci_high:+.3g}] straddles the ROPE edge {r}"
     more = f"; about {row.seeds_needed} paired seeds would decide" if row.seeds_needed else ""
     return (where or "undefined statistics") + more
-
-
-def auto_schedule(max_seeds: int, start: int = MIN_SEEDS) -> list[int]:
-    """The looks of ``--seeds auto``: 3 seeds, then about 1.5x more each round, ending at ``max_seeds``.
-
-    Few looks keep alpha / looks large (10 seeds: looks at 3, 5, 8, 10, each at alpha / 4)."""
-    if max_seeds < start:
-        raise DltricksError(f"--max-seeds must be at least {start} (the first look), got {max_seeds}")
-    looks, n = [], start
-    while n < max_seeds:
-        looks.append(n)
-        n = max(n + 2, math.ceil(n * 1.5))
-    return [*looks, max_seeds]
 
 
 def sequential_decide(diffs: np.ndarray, schedule: list[int], rope: float, alpha: float
