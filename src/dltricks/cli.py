@@ -111,8 +111,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 @command
 def cmd_runs(args: argparse.Namespace) -> None:
-    from dltricks.ledger import sheet
+    from dltricks.ledger import Ledger, sheet
 
+    missing = Ledger.missing(args.ledger)
+    if missing is not None and args.action is None:
+        _no_runs(args, str(missing))  # reading an empty folder creates nothing in it
+        return
     ledger = _ledger(args)
     if args.action == "diff":
         if len(args.ids) != 2:
@@ -128,11 +132,23 @@ def cmd_runs(args: argparse.Namespace) -> None:
     if args.action is not None:
         raise DltricksError(f"unknown runs action {args.action!r}; valid: diff, show (or none to list)")
     records = ledger.runs(study=args.study, status=args.status, name=args.name, limit=args.limit)
+    if not records:
+        _no_runs(args, ledger.where)
+        return
     if args.format == "table":
-        out.print(sheet.runs_table(records))
+        columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+        out.print(sheet.runs_table(records, width=out.width, columns=columns, fold=not (args.all or args.study)))
     else:
         render = {"csv": sheet.to_csv, "md": sheet.to_markdown, "json": sheet.to_json}[args.format]
         _write(render(records))
+
+
+def _no_runs(args: argparse.Namespace, where: str) -> None:
+    if args.format == "json":
+        _write("[]")
+    elif args.format == "table":
+        which = " matching the filters" if (args.study or args.status or args.name) else ""
+        err.print(f"no runs{which} in {where} (train one with: dltricks train RECIPE)", markup=False, soft_wrap=True)
 
 
 def _write(text: str) -> None:
@@ -268,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=["running", "completed", "failed", "interrupted"])
     p.add_argument("--name")
     p.add_argument("--limit", type=int)
+    p.add_argument("--all", action="store_true", help="every run of a study on its own line (default: one line "
+                                                      "per study)")
+    p.add_argument("--columns", metavar="A,B,...", help="columns to show, e.g. id,name,status,test_accuracy,failure "
+                                                        "(default: those that fit the terminal)")
 
     p = sub.add_parser("ablate", parents=[common], help="which tricks help on this task? paired seeds, honest stats")
     recipe_args(p, required=False)
