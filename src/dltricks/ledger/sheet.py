@@ -170,7 +170,7 @@ def _cells(item: RunRecord | StudyLine, metrics: list[str]) -> dict[str, Any]:
         count: dict[str, int] = {}
         for r in runs:
             count[r.status] = count.get(r.status, 0) + 1
-        status = ", ".join(f"{n} {s}" for s, n in sorted(count.items()))
+        status = ", ".join([f"{len(runs)} runs"] + [f"{n} {s}" for s, n in sorted(count.items()) if s != "completed"])
         variants = len({r.variant for r in runs})
         secs = sum(r.duration.total_seconds() for r in runs if r.duration is not None)
         failures = [r.failure for r in runs if r.failure]
@@ -219,22 +219,34 @@ def runs_table(records: list[RunRecord], title: str | None = None, *, width: int
         chosen = [*SHEET_COLUMNS, *metrics] + (["failure"] if has_failure else [])
         if width is not None:
             chosen = _fit(rows, metrics, width, has_failure)
+    tight = width is not None and sum(_need(rows, c) for c in chosen) > width
+    sizes = {c: _need(rows, c, tight) for c in chosen}
     table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     for col in chosen:
+        if col == "failure":  # what is left of the line, the reason cut with an ellipsis
+            left = None if width is None else max(_MIN_FAILURE, width - sum(sizes.values()) + sizes[col] - 3)
+            limits: dict[str, Any] = {"max_width": left}
+        else:  # the others keep the width that _fit counted for them
+            limits = {"min_width": sizes[col] - 3, "max_width": sizes[col] - 3}
         table.add_column(col, justify="right" if col == "seed" or col in metrics else "left",
-                         no_wrap=col != "failure", overflow="ellipsis",
-                         max_width=None if col != "name" else 40)
+                         no_wrap=True, overflow="ellipsis", **limits)
     for row in rows:
         table.add_row(*(row[c] for c in chosen))
     return table
+
+
+def _need(rows: list[dict[str, Any]], col: str, tight: bool = False) -> int:
+    """Characters a column takes: its widest cell (in a tight line a name at most 24: the rest is cut),
+    padding and a gap."""
+    cells = [len(str(row[col])) for row in rows]
+    return min(24 if col == "name" and tight else 10**6, max([len(col), *cells])) + 3
 
 
 def _fit(rows: list[dict[str, Any]], metrics: list[str], width: int, has_failure: bool) -> list[str]:
     """The columns that fit in ``width`` characters, most wanted first, shown in the sheet's order."""
 
     def need(col: str) -> int:
-        cells = [len(str(row[col])) for row in rows]
-        return min(40 if col == "name" else 10**6, max([len(col), *cells])) + 3  # padding and a gap
+        return _need(rows, col, tight=True)
 
     budget = width - (_MIN_FAILURE + 2 if has_failure else 0)
     kept: list[str] = []
