@@ -12,7 +12,21 @@ from hypothesis import strategies as st
 from scipy import stats as sps
 
 from dltricks.errors import DltricksError
-from dltricks.ledger.stats import compare, holm, seeds_for_power
+from dltricks.ledger.stats import (
+    EQUIVALENT,
+    HELPS_DOWN,
+    HELPS_UP,
+    INCONCLUSIVE,
+    auto_schedule,
+    compare,
+    decide,
+    default_rope,
+    holm,
+    seeds_for_power,
+    seeds_needed,
+    sequential_compare,
+    sequential_decide,
+)
 
 SEEDS = range(10)
 
@@ -181,10 +195,6 @@ def test_user_errors_are_one_line_dltricks_errors():
 # 0.05, so "rate <= alpha + 4 SE" fails with probability ~3e-5 if the rule were exactly at alpha, and
 # reliably catches a rule that is 0.01 too liberal. Fixed RNG seeds make the test deterministic.
 
-from dltricks.ledger.stats import (  # noqa: E402
-    EQUIVALENT, HELPS_DOWN, HELPS_UP, INCONCLUSIVE, auto_schedule, decide, default_rope, seeds_needed,
-    sequential_compare, sequential_decide,
-)
 
 ALPHA, VARIANTS, STUDIES = 0.05, 4, 20_000
 

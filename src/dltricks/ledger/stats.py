@@ -5,11 +5,14 @@ initialisation and data order with the baseline. The comparison is therefore *pa
 by seed: the unit of evidence is the per-seed difference ``variant - baseline``, which
 removes the seed-to-seed noise that both runs share.
 
-For each variant :func:`compare` reports the mean paired difference, its t-based
-confidence interval, a two-sided p-value (paired t-test, or an exact sign-flip
-permutation test when there are too few seeds for the t-test's normality assumption
-to be trusted), the Holm-corrected p-value across all variants, a verdict, and how
-many seeds a paired t-test would need to detect the observed effect.
+For each variant :func:`compare` reports the mean paired difference, its t-based 95%
+confidence interval, the posterior probabilities that the variant is worse, equivalent (inside
+the region of practical equivalence, ROPE) or better, one of four verdicts (helps, hurts,
+equivalent, inconclusive with its reason) under a rule that holds the family-wise error at
+alpha from 3 seeds on (see the comment above :func:`rope_tests`), an exact sign-flip cross-check
+from 6 seeds, how many seeds the rule needs at the observed effect, and the classic
+"any difference" p-value with Holm's correction. :func:`sequential_compare` judges a study that
+adds seeds in rounds (``--seeds auto``) with alpha spent over its looks.
 """
 
 from __future__ import annotations
@@ -353,9 +356,17 @@ def seeds_needed(mean: float, sd: float, rope: float, alpha_each: float, *, limi
         return None
     level = alpha_each / 2.0 if abs(mean) > rope else alpha_each
     sd = float(_sd_floor(np.asarray(mean), np.asarray(sd)))
-    ns = np.arange(MIN_SEEDS, limit + 1, dtype=float)
-    ok = margin / (sd / np.sqrt(ns)) >= sps.t.isf(level, ns - 1)
-    return int(ns[np.argmax(ok)]) if ok.any() else limit
+
+    def decides(n: int) -> bool:  # the t statistic grows with n and the critical value falls: monotone
+        return bool(margin / (sd / math.sqrt(n)) >= sps.t.isf(level, n - 1))
+
+    if not decides(limit):
+        return limit
+    lo, hi = MIN_SEEDS - 1, limit  # decides(hi) holds; decides(lo) is taken as false
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if decides(mid) else (mid, hi)
+    return hi
 
 
 def _signflip_one_sided(diffs: np.ndarray) -> float:

@@ -1,7 +1,7 @@
 """Ablation studies: every variant of a recipe over paired seeds, and an honest verdict per trick.
 
     result = ablate("mnist1d-cnn", ["label_smoothing", "one_cycle"], mode="add", seeds=5, workers=2)
-    result.verdicts            # {"+label_smoothing": "no evidence", "+one_cycle": "helps"}
+    result.verdicts            # {"+label_smoothing": "equivalent", "+one_cycle": "helps"}
 
 Each cell (variant x seed) is claimed by one worker (:mod:`dltricks.search.claims`), trained as a
 ledger run, and recorded as an Optuna trial (:mod:`dltricks.search.study`). The same call after a
