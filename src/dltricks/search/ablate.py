@@ -65,11 +65,14 @@ class AblationResult:
         from rich.table import Table
 
         colour = {"helps": "green", "hurts": "red", "equivalent": "cyan", "baseline": "bold"}
-        t = Table("variant", "n", "mean", "Δ [95% CI]", "P(worse/ROPE/better)", "verdict", "seeds needed",
-                  title=f"{self.study}: {self.metric}, ROPE ±{self.rope:.3g}", box=None)
+        # Fits 80 columns: one space between columns, three decimals, the CI without spaces.
+        t = Table(title=f"{self.study}: {self.metric}, ROPE ±{self.rope:.3g}", box=None, padding=(0, 1),
+                  collapse_padding=True, pad_edge=False)
+        for name in ("variant", "n", "mean", "Δ [95% CI]", "P(worse/ROPE/better)", "verdict", "need"):
+            t.add_column(name, no_wrap=name != "variant", justify="right" if name in ("n", "need") else "left")
         for s in self.stats:
             base = s.verdict == "baseline"
-            ci = "" if base or s.delta != s.delta else f"{s.delta:+.4f} [{s.ci_low:+.4f}, {s.ci_high:+.4f}]"
+            ci = "" if base or s.delta != s.delta else f"{s.delta:+.3f} [{s.ci_low:+.3f},{s.ci_high:+.3f}]"
             probs = "" if base or s.prob_rope != s.prob_rope else \
                 f"{s.prob_worse:.2f}/{s.prob_rope:.2f}/{s.prob_better:.2f}"
             need = "" if s.seeds_needed is None else str(s.seeds_needed)
