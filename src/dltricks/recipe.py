@@ -66,6 +66,11 @@ class DataSpec(Section):
     name: str
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of train held out for validation")
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
+    # learning set-ups (dltricks.data.subsets): a subset of the classes, few labels per class
+    classes: list[int] = Field(default_factory=list, description="keep only these classes, relabelled 0..k-1; "
+                                                                 "[] = all")
+    labels_per_class: int = Field(0, ge=0, description="keep N labelled training samples per class (by seed); "
+                                                       "the rest become unlabelled data; 0 = all")
 
 
 class ModelSpec(Section):
@@ -73,6 +78,8 @@ class ModelSpec(Section):
 
     name: str
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    init_from: str = Field("", description="start from a run's weights: a run id, a .safetensors file, or "
+                                           "recipe:NAME (a run of that recipe, trained once); '' = random init")
 
 
 # Section variants, filled by data/ and nn/ when they import: {"data": {"mnist1d": Mnist1dSpec}, ...}.
@@ -119,6 +126,28 @@ class TrainSpec(Section):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: str = "auto"
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
+    # ---- learning set-ups (dltricks.methods) ----
+    freeze: list[str] = Field(default_factory=list, description="module-name prefixes to freeze, or "
+                                                                "'backbone' (all but the head)")
+    layer_lr_decay: float = Field(1.0, gt=0.0, le=1.0, description="lr factor per layer group from the head "
+                                                                    "down (discriminative lr); 1 = off")
+    unfreeze_every: int = Field(0, ge=0, description="gradual unfreezing: one more layer group every N "
+                                                     "epochs, top down; 0 = off")
+    teacher: str = Field("", description="distil from this run: a run id or recipe:NAME (trained once); "
+                                         "'' = off")
+    distill_temperature: float = Field(4.0, gt=0.0)
+    distill_alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the distillation term "
+                                                                  "(1 - alpha on the labels)")
+    hint_weight: float = Field(0.0, ge=0.0, description="FitNets hint loss weight; 0 = off")
+    hint_layers: list[str] = Field(default_factory=lambda: ["backbone"],
+                                   description="'STUDENT_MODULE=TEACHER_MODULE' (or one name for both, or "
+                                               "'backbone': the input of each head)")
+    regression_loss: Literal["mse", "mae", "huber"] = "mse"
+    normalize_targets: bool = Field(False, description="z-score regression targets by training statistics")
+    task_weights: list[float] = Field(default_factory=list, description="fixed loss weight per task; [] = 1")
+    task_weighting: Literal["fixed", "uncertainty"] = Field("fixed", description="uncertainty = Kendall et "
+                                                                                 "al. 2018 learnt weights")
+    pcgrad: bool = Field(False, description="project conflicting task gradients (Yu et al. 2020)")
 
     @field_validator("device")
     @classmethod

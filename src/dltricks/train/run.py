@@ -19,6 +19,7 @@ from dltricks.nn import build_model
 from dltricks.recipe import Recipe
 from dltricks.train.checkpoint import find_checkpoint
 from dltricks.train.loop import History, TrainingInterrupted, eval_batch_size, evaluate, fit, resolve_device
+from dltricks.train.method import method_for
 from dltricks.train.tasks import Classification, Task
 
 
@@ -39,6 +40,10 @@ def make_task(recipe: Recipe, bundle: DataBundle) -> Task:
         from dltricks.train.segmentation import make_segmentation_task
 
         return make_segmentation_task(recipe, bundle)
+    if bundle.targets:
+        from dltricks.train.targets import make_targets_task
+
+        return make_targets_task(recipe, bundle)
     if t.loss != "ce":
         raise DltricksError(f"train.loss = {t.loss!r} is for segmentation; classification uses 'ce'")
     return Classification(label_smoothing=t.label_smoothing, class_weights=t.class_weights,
@@ -92,15 +97,17 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
     resume_from_checkpoint = bool(resume) and find_checkpoint(run_dir / "checkpoint") is not None
     try:
         bundle, model, task = build(recipe)
+        augment = make_augment(recipe, bundle)
+        method = method_for(recipe, bundle, model, task, ledger, augmented=augment is not None)
         t = recipe.train
         options = t.model_dump(exclude={"epochs", "batch_size", "lr", "optimizer", "schedule", "grad_clip",
                                         "label_smoothing", "device"})
         history = fit(model, bundle.train_source or bundle.train, bundle.val, epochs=t.epochs,
                       batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer, schedule=t.schedule,
                       grad_clip=t.grad_clip, label_smoothing=t.label_smoothing, seed=recipe.seed,
-                      device=str(device), progress=progress, task=task, augment=make_augment(recipe, bundle),
+                      device=str(device), progress=progress, task=task, augment=augment,
                       checkpoint_dir=run_dir, resume=resume_from_checkpoint, fingerprint=recipe.digest(),
-                      **options)
+                      method=method, **options)
         metrics = final_metrics(model, bundle, task, history, recipe, device)
     except TrainingInterrupted as e:
         ledger.update(run_id, status="interrupted", curves=e.history.curves,
