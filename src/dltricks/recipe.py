@@ -167,10 +167,28 @@ class EvalSpec(Section):
 class AblateSpec(Section):
     tricks: list[str] = Field(default_factory=list)
     mode: Literal["add", "remove", "factorial", "cumulative"] = "add"
-    seeds: int = Field(5, ge=1)
+    seeds: int | Literal["auto"] = Field(5, description='seeds per variant, or "auto": 3, then more in rounds '
+                                                          'only for inconclusive variants, up to max_seeds')
     workers: int = Field(1, ge=1)
     metric: str = Field("", description="defaults to eval.metric")
     study: str = Field("", description="defaults to the recipe name and a hash of the sweep")
+    rope: float | Literal["auto"] = Field("auto", description="half-width of the region of practical equivalence "
+                                          'in metric units; "auto": 0.005 for [0, 1] metrics, else 1% of the baseline')
+    max_seeds: int = Field(10, ge=3, le=1000, description='the most seeds per variant with seeds = "auto"')
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError('seeds must be at least 1, or "auto"')
+        return v
+
+    @field_validator("rope")
+    @classmethod
+    def _rope_non_negative(cls, v: float | str) -> float | str:
+        if not isinstance(v, str) and v < 0:
+            raise ValueError('the ROPE half-width must be >= 0 (metric units), or "auto"')
+        return v
 
 
 class _SearchSpec(Section):
