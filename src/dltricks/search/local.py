@@ -86,9 +86,8 @@ class LocalWorkers:
         if not self.running():
             return
         optuna_study, _ = st.load(ledger, definition.name)
-        total = len(definition.cells())
         while self.running():
-            if len(st.results(optuna_study, definition).done) == total:
+            if not st.todo(optuna_study, definition):
                 for p in self.procs:
                     if p.poll() is None:
                         p.terminate()
