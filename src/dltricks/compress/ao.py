@@ -30,6 +30,7 @@ def quiet() -> Iterator[None]:
         warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated.*")
         warnings.filterwarnings("ignore", message=r".*quant_min and quant_max.*")
         warnings.filterwarnings("ignore", message=r".*must run observer before calling calculate_qparams.*")
+        warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*")
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.ao\..*")
         yield
 

@@ -9,6 +9,8 @@ fast sparse convolution on the CPU).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -27,7 +29,9 @@ class SparseLinear(nn.Module):
 
     def __init__(self, layer: nn.Linear):
         super().__init__()
-        csr = layer.weight.detach().to_sparse_csr()
+        with warnings.catch_warnings():  # "CSR support is in beta": nothing for a user to act on
+            warnings.simplefilter("ignore", UserWarning)
+            csr = layer.weight.detach().to_sparse_csr()
         self.shape = tuple(layer.weight.shape)
         self.register_buffer("crow", csr.crow_indices().to(torch.int32))
         self.register_buffer("col", csr.col_indices().to(torch.int32))

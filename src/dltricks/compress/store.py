@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
+from dltricks.compress import ao
 from dltricks.errors import DltricksError
 
 __all__ = ["FORMAT", "Description", "load_compressed", "rebuild", "save_compressed", "unflatten_state",
@@ -173,7 +174,8 @@ def load_compressed(folder: str | Path) -> tuple[nn.Module, Description]:
         raise DltricksError(f"cannot read compressed weights {weights}: {e}") from None
     model = rebuild(description)
     try:
-        model.load_state_dict(unflatten_state(tensors, layout), strict=True)
+        with ao.quiet():
+            model.load_state_dict(unflatten_state(tensors, layout), strict=True)
     except RuntimeError as e:
         raise DltricksError(f"compressed weights {weights} do not fit the model its description rebuilds: "
                             f"{str(e).strip().splitlines()[0]}") from None

@@ -47,8 +47,9 @@ def channel_prune(model: nn.Module, example: torch.Tensor, amount: float, *, sco
             iterative_steps=steps, global_pruning=scope == "global",
             ignored_layers=_classifier(model, example))
     except Exception as e:  # a graph Torch-Pruning cannot follow
-        raise DltricksError(f"structured pruning cannot handle this model ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:160] if str(e) else ''}); try --prune-mode unstructured") from None
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        raise DltricksError(f"structured pruning cannot handle this model ({type(e).__name__}: {first}); "
+                            "try --prune-mode unstructured") from None
     before = _channels(model)
     for step in range(steps):
         pruner.step()
