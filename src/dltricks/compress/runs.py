@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from dltricks.compress import measure
@@ -93,7 +92,7 @@ def compress_run(ledger: Ledger, run_id: str, specs: list[CompressSpec], *, prog
         from dltricks.compress.prune import sparsity
 
         row["sparsity"] = sparsity(model) if spec.quantize == "none" else float("nan")
-        row["params"] = float(sum(t.numel() for t in model.state_dict().values() if isinstance(t, torch.Tensor)))
+        row["params"] = _stored_params(model)
         correct = measure.correct_per_sample(model, bundle.test)
         if base_correct is not None and correct is not None:
             row["test_accuracy_delta"], row["delta_ci_low"], row["delta_ci_high"] = \
@@ -127,7 +126,7 @@ def compress_trained(model: nn.Module, recipe: Recipe, bundle, task, run_dir: Pa
 
     model, desc, curves = compress_model(model, recipe, bundle, task, recipe.compress, progress=progress)
     weights = save_compressed(run_dir, model, desc)
-    extra = {"size_bytes": float(measure.size_bytes(weights))}
+    extra = {"size_bytes": float(measure.size_bytes(weights)), "params": _stored_params(model)}
     for b in measure.BATCHES:
         extra[f"latency_b{b}_ms"] = measure_latency(model, bundle.in_shape, b, repeats=10, budget_s=0.3)[0]
     return model, weights, extra, curves
@@ -157,3 +156,12 @@ def variant_specs(quantize: list[str] | None = None, prune: list[float] | None =
             if spec.active:
                 specs.append(spec)
     return specs
+
+
+def _stored_params(model: nn.Module) -> float:
+    """Weights and biases as stored (int8 values count once; scales, zero points and BN statistics not)."""
+    from dltricks.compress.store import flatten_state
+
+    tensors, _ = flatten_state(model.state_dict())
+    skip = ("#scales", "#zero_points", "running_mean", "running_var", "num_batches_tracked", "scale", "zero_point")
+    return float(sum(t.numel() for k, t in tensors.items() if not k.endswith(skip)))
