@@ -247,7 +247,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         table.add_column(column, no_wrap=True)
     for row in format_rows(result.rows):
         table.add_row(*row)
-    out.print(table)
+    # a table that is read across: wider than a narrow terminal rather than squeezed into ellipses
+    Console(highlight=False, width=max(out.width, 130), file=out.file).print(table)
     for f in result.failures:
         out.print(f"[red]failed[/] {f['variant']} (run {f['run']}): {f['reason']}", soft_wrap=True)
     out.print(f"report: {result.report['html']}", markup=False, soft_wrap=True)
