@@ -211,3 +211,16 @@ def test_compress_section_is_absent_from_recipes_that_do_not_use_it():
     assert "compress" not in r.to_dict()
     on = r.patch({"compress.quantize": "dynamic"})
     assert on.to_dict()["compress"]["quantize"] == "dynamic" and on.digest() != r.digest()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_dynamic_int8_recurrent_models_round_trip(tmp_path, cell):
+    from dltricks.compress.quantize import dynamic_int8
+    from dltricks.compress.store import Description
+    from dltricks.nn import build_model
+
+    recipe = Recipe.load("mnist1d-cnn", ["model.name=rnn", f"model.cell='{cell}'", "model.bidirectional=true"])
+    model = dynamic_int8(build_model(recipe.model, (1, 40), 10).eval())
+    assert type(model.rnn).__module__.startswith("torch.ao.nn.quantized.dynamic")  # int8 LSTM/GRU
+    desc = Description(recipe=recipe.to_dict(), in_shape=[1, 40], num_classes=10, quantize="dynamic")
+    _round_trip(tmp_path, model, desc, torch.randn(3, 1, 40))

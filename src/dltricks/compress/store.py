@@ -111,13 +111,42 @@ def unflatten_state(tensors: dict[str, torch.Tensor], layout: dict[str, Any]) ->
     return state
 
 
+# ---- int8 LSTM/GRU: their packed weights are TorchScript objects, stored as their int8 tensors instead ----
+
+_RNN = "#rnn."
+
+
+def _quantized_rnns(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(f"{n}." if n else "", m) for n, m in model.named_modules()
+            if hasattr(m, "_all_weight_values") and hasattr(m, "set_weight_bias")]
+
+
+def _rnn_weights_out(model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
+    for prefix, module in _quantized_rnns(model):
+        for key in [k for k in state if k.startswith(prefix + "_all_weight_values.")]:
+            del state[key]
+        for params in module._weight_bias().values():  # {"weight": {"weight_ih_l0": ...}, "bias": {...}}
+            for name, value in params.items():
+                state[f"{prefix}{_RNN}{name}"] = value
+    return state
+
+
+def _rnn_weights_in(model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
+    for prefix, module in _quantized_rnns(model):
+        keys = [k for k in state if k.startswith(prefix + _RNN)]
+        weights = {key[len(prefix + _RNN):]: state.pop(key) for key in keys}
+        module.set_weight_bias(weights)  # repacks the int8 tensors exactly as quantize_dynamic packed them
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith(prefix + "_all_weight_values.")})
+    return state
+
+
 # ---- folders -------------------------------------------------------------------------------------------
 
 def save_compressed(folder: str | Path, model: nn.Module, description: Description) -> Path:
     """Write ``model.safetensors`` and ``compressed.json`` into ``folder``; return the weights' path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors, layout = flatten_state(model.state_dict())
+    tensors, layout = flatten_state(_rnn_weights_out(model, model.state_dict()))
     weights = folder / WEIGHTS
     save_file(tensors, str(weights), metadata={"format": FORMAT, "layout": json.dumps(layout)})
     (folder / DESCRIPTION).write_text(json.dumps(asdict(description), indent=1))
@@ -175,7 +204,7 @@ def load_compressed(folder: str | Path) -> tuple[nn.Module, Description]:
     model = rebuild(description)
     try:
         with ao.quiet():
-            model.load_state_dict(unflatten_state(tensors, layout), strict=True)
+            model.load_state_dict(_rnn_weights_in(model, unflatten_state(tensors, layout)), strict=True)
     except RuntimeError as e:
         raise DltricksError(f"compressed weights {weights} do not fit the model its description rebuilds: "
                             f"{str(e).strip().splitlines()[0]}") from None
