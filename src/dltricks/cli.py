@@ -238,7 +238,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from dltricks.compress.report import SHOWN, format_rows
 
     specs = variant_specs(args.quantize, args.prune, prune_mode=args.prune_mode, prune_scope=args.prune_scope,
-                          prune_steps=args.prune_steps, lottery=args.lottery, finetune_epochs=args.finetune_epochs)
+                          prune_steps=args.prune_steps, lottery=args.lottery, finetune_epochs=args.finetune_epochs,
+                          finetune_lr_factor=args.finetune_lr_factor)
     result = compress_run(_ledger(args), args.run_id, specs, progress=not args.quiet, out=args.out)
     from rich.table import Table
 
@@ -334,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune-steps", type=_positive, default=1, help="iterative pruning: steps, fine-tuning after each")
     p.add_argument("--lottery", action="store_true", help="lottery ticket: rewind surviving weights to their init")
     p.add_argument("--finetune-epochs", type=int, default=0, metavar="N", help="fine-tuning after pruning (and QAT)")
+    p.add_argument("--finetune-lr-factor", type=float, default=1.0, metavar="F",
+                   help="fine-tuning lr = the recipe's train.lr x F, in (0, 1]")
     p.add_argument("--out", help="report folder (default dltricks-runs/reports/compress-RUN_ID)")
     return parser
 

@@ -148,7 +148,8 @@ class CompressSpec(Section):
     quantize: Literal["none", "dynamic", "static", "qat", "weight_only"] = "none"
     calibration_batches: int = Field(8, ge=1, description="training batches that calibrate static int8")
     finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning after each pruning step (or QAT)")
-    finetune_lr_factor: float = Field(0.1, gt=0.0, le=1.0, description="fine-tuning lr = train.lr x this")
+    finetune_lr_factor: float = Field(1.0, gt=0.0, le=1.0, description="fine-tuning lr = train.lr x this (the "
+                                                                       "recipe's schedule replayed: lr rewinding)")
     sparse_storage: bool = Field(True, description="store Linear layers of <= 25% density as CSR")
     source: str = Field("", description="run whose weights were compressed; '' = this recipe's own training")
 

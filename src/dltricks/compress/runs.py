@@ -132,10 +132,10 @@ def compress_trained(model: nn.Module, recipe: Recipe, bundle, task, run_dir: Pa
     return model, weights, extra, curves
 
 
-def variant_specs(quantize: list[str] | None = None, prune: list[float] | None = None, *,
+def variant_specs(quantize: list[str | None] | None = None, prune: list[float] | None = None, *,
                   prune_mode: str = "unstructured", prune_scope: str = "layer", prune_steps: int = 1,
-                  lottery: bool = False, finetune_epochs: int = 0, calibration_batches: int = 8
-                  ) -> list[CompressSpec]:
+                  lottery: bool = False, finetune_epochs: int = 0, finetune_lr_factor: float = 1.0,
+                  calibration_batches: int = 8) -> list[CompressSpec]:
     """Every combination of the pruning fractions and quantization kinds asked for (each list may be empty)."""
     from pydantic import ValidationError
 
@@ -143,14 +143,14 @@ def variant_specs(quantize: list[str] | None = None, prune: list[float] | None =
     from dltricks.recipe import explain_errors
 
     fractions = [check_fraction(p) for p in (prune or [])] or [0.0]
-    kinds = list(quantize or []) or ["none"]
+    kinds = [q or "none" for q in quantize or []] or ["none"]  # None: no quantization in this row
     specs = []
     for p in fractions:
         for q in kinds:
             try:
                 spec = CompressSpec(prune=p, prune_mode=prune_mode, prune_scope=prune_scope, prune_steps=prune_steps,
                                     rewind=lottery, quantize=q, finetune_epochs=finetune_epochs,
-                                    calibration_batches=calibration_batches)
+                                    finetune_lr_factor=finetune_lr_factor, calibration_batches=calibration_batches)
             except ValidationError as e:
                 raise DltricksError(explain_errors(e, CompressSpec)) from None
             if spec.active:
