@@ -84,6 +84,7 @@ def test_unstructured_global_pruning_stores_sparse_linear_layers(runs, tmp_path)
     kept = sum(m.values.numel() for m in sparse_layers)
     total = sum(m.shape[0] * m.shape[1] for m in sparse_layers)
     assert kept / total <= 0.25
+    assert pruning.sparsity(small) == pytest.approx(0.9, abs=0.01)  # global: 90% of all weights, CSR ones included
     again = _round_trip(tmp_path, small, desc, bundle.test[0][:50])
     assert sum(isinstance(m, SparseLinear) for m in again.modules()) == len(sparse_layers)
 

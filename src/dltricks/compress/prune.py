@@ -93,10 +93,17 @@ def make_permanent(model: nn.Module) -> nn.Module:
 
 
 def sparsity(model: nn.Module) -> float:
-    """Share of exact zeros among the weights of Linear and Conv layers."""
+    """Share of exact zeros among the weights of Linear and Conv layers (CSR layers count their dense size)."""
+    from dltricks.compress.sparse import SparseLinear
+
     total = zeros = 0
     for module, name in prunable(model):
         w = getattr(module, name)
         total += w.numel()
         zeros += int((w == 0).sum())
+    for module in model.modules():
+        if isinstance(module, SparseLinear):
+            n = module.shape[0] * module.shape[1]
+            total += n
+            zeros += n - int((module.values != 0).sum())
     return zeros / total if total else 0.0

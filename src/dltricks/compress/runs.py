@@ -21,6 +21,7 @@ from torch import nn
 
 from dltricks.compress import measure
 from dltricks.compress.pipeline import compress_model, label
+from dltricks.compress.prune import sparsity
 from dltricks.compress.store import load_compressed, save_compressed
 from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
@@ -89,8 +90,6 @@ def compress_run(ledger: Ledger, run_id: str, specs: list[CompressSpec], *, prog
             continue
         row = {"variant": name, "run": vid, "size_bytes": measure.size_bytes(weights),
                **measure.test_metrics(model, bundle, task)}
-        from dltricks.compress.prune import sparsity
-
         row["sparsity"] = sparsity(model) if spec.quantize == "none" else float("nan")
         row["params"] = _stored_params(model)
         correct = measure.correct_per_sample(model, bundle.test)
