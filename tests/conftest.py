@@ -135,3 +135,18 @@ def ledger_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("DLTRICKS_LEDGER", raising=False)
     monkeypatch.chdir(home)
     return home
+
+
+@pytest.fixture(scope="session")
+def shared_data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One MNIST-1D cache for the session's method tests: each variant of the data is generated once."""
+    return tmp_path_factory.mktemp("data-cache")
+
+
+@pytest.fixture
+def home_ledger(ledger_home: Path, shared_data_cache: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fresh ledger in ``ledger_home``, with the session's shared data cache."""
+    from dltricks.ledger import Ledger
+
+    monkeypatch.setenv("DLTRICKS_CACHE", str(shared_data_cache))
+    return Ledger()

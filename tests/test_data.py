@@ -330,3 +330,72 @@ def test_user_files_train_end_to_end(tmp_path, ledger_home):
     result = train(recipe.patch({"data.name": "csv", "data.path": table_path, "model.name": "mlp"}),
                    ledger=Ledger(), progress=False)
     assert result.metrics["test_accuracy"] > 0.6
+
+
+# ---- learning set-ups: class subsets, few labels, regression and multi-task targets ------------------------
+
+def test_classes_keeps_and_relabels_in_every_split_with_their_names():
+    b = load_data(data_spec(name="digits", classes=[7, 3, 9], val_fraction=0.2))
+    assert b.num_classes == 3 and b.class_names == ["7", "3", "9"]
+    full = load_data(data_spec(name="digits", val_fraction=0.0))
+    for part in (b.train, b.val, b.test):
+        assert set(part[1].unique().tolist()) == {0, 1, 2}
+    # relabelled in the order given, and every test sample of those classes is kept
+    keep = (full.test[1] == 7) | (full.test[1] == 3) | (full.test[1] == 9)
+    assert torch.equal(b.test[0], full.test[0][keep])
+    assert b.test[1].tolist() == [[7, 3, 9].index(int(c)) for c in full.test[1][keep]]
+    assert "not classes of this dataset" in err(dict(name="digits", classes=[3, 10]))
+    assert "at least 2" in err(dict(name="digits", classes=[3]))
+
+
+def test_labels_per_class_keeps_n_per_class_by_seed_and_the_rest_unlabelled():
+    spec = data_spec(name="digits", classes=[0, 1, 2], labels_per_class=5, val_fraction=0.0)
+    b = load_data(spec, seed=0)
+    assert torch.bincount(b.train[1]).tolist() == [5, 5, 5]
+    full = load_data(data_spec(name="digits", classes=[0, 1, 2], val_fraction=0.0))
+    assert len(b.unlabelled) == len(full.train[1]) - 15 and b.unlabelled.shape[1:] == b.in_shape
+    again, other = load_data(spec, seed=0), load_data(spec, seed=1)
+    assert torch.equal(again.train[0], b.train[0]) and not torch.equal(other.train[0], b.train[0])
+    msg = err(dict(name="digits", classes=[0, 1], labels_per_class=1000))
+    assert "labels_per_class = 1000" in msg and "has only" in msg
+
+
+def test_mnist1d_tasks_has_three_targets_on_very_different_scales():
+    b = load_data(data_spec(name="mnist1d_tasks", num_samples=200, val_fraction=0.0))
+    assert [(t.name, t.kind) for t in b.targets] == [("digit", "classification"), ("peak", "regression"),
+                                                     ("energy", "regression")]
+    y = b.train[1]
+    assert y.shape == (160, 3) and b.num_classes == 12 and b.task == "multitask"
+    assert torch.equal(y[:, 1], b.train[0][:, 0].argmax(1).float())  # an exact function of the input
+    assert y[:, 2].std() > 20 * y[:, 1].std()
+
+
+def test_csv_regression_columns_and_non_numeric_target(tmp_path):
+    rows = ["a,b,label,price"] + [f"{i},{i % 3},{'cat' if i % 2 else 'dog'},{10.5 * i}" for i in range(20)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    b = load_data(data_spec(name="csv", path=str(tmp_path / "t.csv"), regression_columns=["price"],
+                            val_fraction=0.0, test_fraction=0.25))
+    assert [(t.name, t.kind, t.outputs) for t in b.targets] == [("label", "classification", 2),
+                                                                ("price", "regression", 1)]
+    x, y = b.train
+    assert x.shape == (15, 2) and y.shape == (15, 2)
+    assert torch.allclose(y[:, 1], x[:, 0] * 10.5)
+    (tmp_path / "r.csv").write_text("\n".join(r.rsplit(",", 2)[0] + "," + r.rsplit(",", 1)[1] for r in rows) + "\n")
+    only = load_data(data_spec(name="csv", path=str(tmp_path / "r.csv"), regression_columns=["price", "b"],
+                               val_fraction=0.0))  # no 'label' column: regression only
+    assert only.task == "regression" and [t.name for t in only.targets] == ["price", "b"]
+    rows[5] = "4,1,dog,cheap"
+    (tmp_path / "bad.csv").write_text("\n".join(rows) + "\n")
+    msg = err(dict(name="csv", path=str(tmp_path / "bad.csv"), regression_columns=["price"]))
+    assert "'price'" in msg and "not numeric" in msg and "line 6" in msg and "'cheap'" in msg
+    assert "no regression column 'prise'" in err(dict(name="csv", path=str(tmp_path / "t.csv"),
+                                                      regression_columns=["prise"]))
+
+
+def test_npz_regression_arrays(tmp_path):
+    x = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    np.savez(tmp_path / "r.npz", x=x, age=x[:, 0] * 100, y=(x[:, 1] > 0).astype(int))
+    b = load_data(data_spec(name="npz", path=str(tmp_path / "r.npz"), regression=["age"], val_fraction=0.0))
+    assert [t.name for t in b.targets] == ["y", "age"] and b.train[1].shape[1] == 2
+    np.savez(tmp_path / "s.npz", x=x, age=np.array(["old"] * 30))
+    assert "must be numeric" in err(dict(name="npz", path=str(tmp_path / "s.npz"), regression=["age"]))

@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 from dltricks.errors import DltricksError, did_you_mean, one_of
 
 __all__ = [
-    "Section", "AugmentSpec", "DataSpec", "ModelSpec", "TrainSpec", "EvalSpec", "AblateSpec", "CompressSpec", "Recipe",
+    "Section", "AugmentSpec", "DataSpec", "ModelSpec", "TrainSpec", "EvalSpec", "AblateSpec", "TuneSpec", "NasSpec",
+    "CompressSpec", "Recipe",
     "register_section", "bundled_recipes", "explain_errors", "parse_override", "set_dotted", "get_dotted",
 ]
 
@@ -66,6 +67,11 @@ class DataSpec(Section):
     name: str
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of train held out for validation")
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
+    # learning set-ups (dltricks.data.subsets): a subset of the classes, few labels per class
+    classes: list[int] = Field(default_factory=list, description="keep only these classes, relabelled 0..k-1; "
+                                                                 "[] = all")
+    labels_per_class: int = Field(0, ge=0, description="keep N labelled training samples per class (by seed); "
+                                                       "the rest become unlabelled data; 0 = all")
 
 
 class ModelSpec(Section):
@@ -73,6 +79,8 @@ class ModelSpec(Section):
 
     name: str
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    init_from: str = Field("", description="start from a run's weights: a run id, a .safetensors file, or "
+                                           "recipe:NAME (a run of that recipe, trained once); '' = random init")
 
 
 # Section variants, filled by data/ and nn/ when they import: {"data": {"mnist1d": Mnist1dSpec}, ...}.
@@ -119,6 +127,28 @@ class TrainSpec(Section):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: str = "auto"
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
+    # ---- learning set-ups (dltricks.methods) ----
+    freeze: list[str] = Field(default_factory=list, description="module-name prefixes to freeze, or "
+                                                                "'backbone' (all but the head)")
+    layer_lr_decay: float = Field(1.0, gt=0.0, le=1.0, description="lr factor per layer group from the head "
+                                                                    "down (discriminative lr); 1 = off")
+    unfreeze_every: int = Field(0, ge=0, description="gradual unfreezing: one more layer group every N "
+                                                     "epochs, top down; 0 = off")
+    teacher: str = Field("", description="distil from this run: a run id or recipe:NAME (trained once); "
+                                         "'' = off")
+    distill_temperature: float = Field(4.0, gt=0.0)
+    distill_alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the distillation term "
+                                                                  "(1 - alpha on the labels)")
+    hint_weight: float = Field(0.0, ge=0.0, description="FitNets hint loss weight; 0 = off")
+    hint_layers: list[str] = Field(default_factory=lambda: ["backbone"],
+                                   description="'STUDENT_MODULE=TEACHER_MODULE' (or one name for both, or "
+                                               "'backbone': the input of each head)")
+    regression_loss: Literal["mse", "mae", "huber"] = "mse"
+    normalize_targets: bool = Field(False, description="z-score regression targets by training statistics")
+    task_weights: list[float] = Field(default_factory=list, description="fixed loss weight per task; [] = 1")
+    task_weighting: Literal["fixed", "uncertainty"] = Field("fixed", description="uncertainty = Kendall et "
+                                                                                 "al. 2018 learnt weights")
+    pcgrad: bool = Field(False, description="project conflicting task gradients (Yu et al. 2020)")
 
     @field_validator("device")
     @classmethod
@@ -173,10 +203,79 @@ class CompressSpec(Section):
 class AblateSpec(Section):
     tricks: list[str] = Field(default_factory=list)
     mode: Literal["add", "remove", "factorial", "cumulative"] = "add"
-    seeds: int = Field(5, ge=1)
+    seeds: int | Literal["auto"] = Field(5, description='seeds per variant, or "auto": 3, then more in rounds '
+                                                          'only for inconclusive variants, up to max_seeds')
     workers: int = Field(1, ge=1)
     metric: str = Field("", description="defaults to eval.metric")
     study: str = Field("", description="defaults to the recipe name and a hash of the sweep")
+    rope: float | Literal["auto"] = Field("auto", description="half-width of the region of practical equivalence "
+                                          'in metric units; "auto": 0.005 for [0, 1] metrics, else 1% of the baseline')
+    max_seeds: int = Field(10, ge=3, le=1000, description='the most seeds per variant with seeds = "auto"')
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError('seeds must be at least 1, or "auto"')
+        return v
+
+    @field_validator("rope")
+    @classmethod
+    def _rope_non_negative(cls, v: float | str) -> float | str:
+        if not isinstance(v, str) and v < 0:
+            raise ValueError('the ROPE half-width must be >= 0 (metric units), or "auto"')
+        return v
+
+
+class _SearchSpec(Section):
+    """Settings of a search, plus its space: every dotted key (``"train.lr"``) is a dimension, a range
+    ``{ low = 1e-4, high = 0.1, log = true }`` or a list of choices. :mod:`dltricks.search.space`
+    checks each dimension against the recipe; here only its shape is checked."""
+
+    model_config = ConfigDict(extra="allow")
+    trials: int = Field(20, ge=1, description="trials in the study (a rerun with more extends it)")
+    seeds_per_trial: int = Field(1, ge=1, description="each trial's score is its mean over these paired seeds")
+    metric: str = Field("", description="defaults to eval.metric")
+    search_seed: int = Field(0, ge=0, description="seed of the sampler or strategy")
+    rerun_seeds: int = Field(6, ge=0, description="fresh seeds for the best against the start recipe; 0 = skip")
+    workers: int = Field(1, ge=1)
+    study: str = Field("", description="defaults to the recipe name and a hash of the search")
+
+    @model_validator(mode="after")
+    def _space_entries(self):
+        for key, value in (self.model_extra or {}).items():
+            if "." not in key:
+                fields = ", ".join(type(self).model_fields)
+                hint = did_you_mean(key, type(self).model_fields)
+                raise ValueError(f"unknown key {key!r}{hint}; valid: {fields}, or a dotted recipe key "
+                                 "(\"train.lr\") with a range {low, high, log} or a list of choices")
+            if not isinstance(value, dict | list):
+                raise ValueError(f"{key} = {value!r}: a search dimension is a range {{low, high, log}} "
+                                 "or a list of choices")
+        return self
+
+    def space(self) -> dict[str, Any]:
+        """The dotted keys: ``{"train.lr": {"low": 1e-4, "high": 0.1, "log": True}, ...}``."""
+        return dict(self.model_extra or {})
+
+
+class TuneSpec(_SearchSpec):
+    """``dltricks tune``: hyperparameter search with Optuna's samplers over the ``[tune]`` space."""
+
+    sampler: Literal["random", "tpe", "gp", "cmaes", "nsga2"] = "tpe"
+    objective: list[str] = Field(default_factory=list,
+                                 description="several metrics (e.g. test_accuracy, params): a Pareto front")
+    pruner: Literal["median", "hyperband", "none"] = "none"
+
+
+class NasSpec(_SearchSpec):
+    """``dltricks nas``: architecture search over the model's keys (the ``[nas]`` space, or a default one)."""
+
+    strategy: Literal["evolution", "reinforce", "random"] = "evolution"
+    max_params: int = Field(0, ge=0, description="candidates with more parameters are never trained; 0 = no limit")
+    max_flops: int = Field(0, ge=0, description="FLOPs of one forward pass per sample; 0 = no limit")
+    population: int = Field(8, ge=2, description="evolution: the population that ages")
+    sample_size: int = Field(3, ge=1, description="evolution: tournament size")
 
 
 class Recipe(Section):
@@ -189,9 +288,11 @@ class Recipe(Section):
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     ablate: AblateSpec = Field(default_factory=AblateSpec)
+    tune: TuneSpec = Field(default_factory=TuneSpec)
+    nas: NasSpec = Field(default_factory=NasSpec)
     compress: CompressSpec = Field(default_factory=CompressSpec)
 
-    _sections: ClassVar[tuple[str, ...]] = ("data", "model", "train", "eval", "ablate", "compress")
+    _sections: ClassVar[tuple[str, ...]] = ("data", "model", "train", "eval", "ablate", "tune", "nas", "compress")
 
     @field_validator("data", "model", mode="before")
     @classmethod

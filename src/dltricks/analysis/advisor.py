@@ -403,6 +403,9 @@ def _target_scales(ctx: Context) -> Advice | None:
     bundle = ctx.info.bundle
     y = bundle.train[1] if bundle is not None and getattr(bundle, "train", None) is not None else None
     scales = {k: v for k, v in target_scales(y).items() if v > 0}
+    named = getattr(bundle, "targets", None)
+    if named and isinstance(y, torch.Tensor) and len(named) == len(scales):  # class ids have no scale
+        scales = {t.name: v for t, v in zip(named, scales.values()) if t.kind == "regression"}
     if len(scales) < 2:
         return None
     lo, hi = min(scales.values()), max(scales.values())
@@ -410,6 +413,8 @@ def _target_scales(ctx: Context) -> Advice | None:
         return None
     flat = ctx.recipe.flat()
     key = next((k for k in _TARGET_NORM_KEYS if k in flat), None)
+    if key and flat[key] is True:  # already normalised
+        return None
     shown = ", ".join(f"{k}: {v:.3g}" for k, v in scales.items())
     return Advice(
         "target_scales", "Targets on very different scales: normalise them",

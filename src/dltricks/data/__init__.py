@@ -1,6 +1,13 @@
 """Datasets (MNIST-1D, digits, synthetic shapes, user files) and augmentation. Each dataset registers itself."""
 
-from dltricks.data import digits, files, medical, mnist1d, shapes  # noqa: F401  (register)
-from dltricks.data.registry import DataBundle, datasets, load_data, register_dataset
+from dltricks.data import (  # noqa: F401  (register)
+    digits,
+    files,
+    medical,
+    mnist1d,
+    multitask,  # noqa: F401  (register)
+    shapes,
+)
+from dltricks.data.registry import DataBundle, Target, datasets, load_data, register_dataset
 
-__all__ = ["DataBundle", "datasets", "load_data", "register_dataset"]
+__all__ = ["DataBundle", "Target", "datasets", "load_data", "register_dataset"]

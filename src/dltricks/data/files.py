@@ -35,6 +35,8 @@ class NpzSpec(DataSpec):
     path: str = Field(min_length=1, description="an .npz file with arrays x, y (and x_test, y_test)")
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="held out as test when the file has none")
     split_seed: int = Field(0, ge=0, description="fixes the held-out test split across runs")
+    regression: list[str] = Field(default_factory=list, description="arrays (N,) that are regression targets "
+                                                                    "(see dltricks.data.targets_files)")
 
 
 class CsvSpec(DataSpec):
@@ -44,6 +46,8 @@ class CsvSpec(DataSpec):
     test_path: str = Field("", description="a CSV file with the same columns to test on; '' = hold out")
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="held out as test without test_path")
     split_seed: int = Field(0, ge=0, description="fixes the held-out test split across runs")
+    regression_columns: list[str] = Field(default_factory=list, description="columns that are regression "
+                                                                            "targets (see dltricks.data.targets_files)")
 
 
 # ---- shared checks ------------------------------------------------------------------------------------
@@ -183,6 +187,10 @@ def _labels_shape(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray,
 def load_npz(spec: NpzSpec, seed: int) -> DataBundle:
     path = _existing(spec.path, "data.path")
     arrays = _read_npz(path, "data.path")
+    if spec.regression:
+        from dltricks.data.targets_files import load_npz_targets
+
+        return load_npz_targets(spec, arrays)
     src = f"{spec.path}"
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
@@ -298,6 +306,10 @@ def _csv_labels(y: np.ndarray) -> np.ndarray:
 
 @register_dataset("csv", CsvSpec)
 def load_csv(spec: CsvSpec, seed: int) -> DataBundle:
+    if spec.regression_columns:
+        from dltricks.data.targets_files import load_csv_targets
+
+        return load_csv_targets(spec)
     path = _existing(spec.path, "data.path")
     x, y_raw, columns, lines = _read_csv(path, "data.path", spec.label_column)
     test = None

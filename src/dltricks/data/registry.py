@@ -13,7 +13,21 @@ from dltricks.errors import unknown
 from dltricks.recipe import DataSpec, register_section
 
 Pair = tuple[torch.Tensor, torch.Tensor]
-Task = Literal["classification", "segmentation"]
+Task = Literal["classification", "segmentation", "regression", "multitask"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One column of a regression or multi-task ``y``: its name, kind and width of model output
+    (``num_classes`` logits for a classification target, 1 for a regression target)."""
+
+    name: str
+    kind: Literal["classification", "regression"]
+    num_classes: int = 1
+
+    @property
+    def outputs(self) -> int:
+        return self.num_classes if self.kind == "classification" else 1
 
 
 @dataclass
@@ -21,7 +35,9 @@ class DataBundle:
     """Tensors ready for training.
 
     ``x``: (N, C, *spatial) float32 (or (N, F) for tabular data); ``y``: (N,) int64 class labels for
-    classification, (N, *spatial) int64 label maps for segmentation.
+    classification, (N, *spatial) int64 label maps for segmentation, (N, T) float32 for regression and
+    multi-task data, one column per entry of ``targets`` (class ids stored as floats); there
+    ``num_classes`` is the model's output width, the sum of the targets' outputs.
     """
 
     train: Pair
@@ -33,6 +49,10 @@ class DataBundle:
     # A Dataset to train on instead of ``train`` (random patches of large volumes, say). Its items are
     # (x, y) pairs; if it has ``set_epoch(epoch)`` the loop calls it so that sampling is fixed by seed.
     train_source: Dataset | None = None
+    targets: list[Target] | None = None
+    # training inputs whose labels were set aside by ``data.labels_per_class`` (N_u, C, *spatial); no
+    # labels are kept, so no method can read them
+    unlabelled: torch.Tensor | None = None
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -69,8 +89,14 @@ def load_data(spec: DataSpec, seed: int = 0) -> DataBundle:
 
     if spec.name not in _LOADERS:
         raise unknown("dataset", spec.name, _LOADERS)
+    from dltricks.data.subsets import few_labels, keep_classes
+
     bundle = _LOADERS[spec.name](spec, seed)
+    if spec.classes:
+        keep_classes(bundle, spec.classes)
     if bundle.val is None and spec.val_fraction > 0:
         bundle.train, bundle.val = carve_val(bundle.train, spec.val_fraction, seed,
                                              stratify=bundle.task == "classification")
+    if spec.labels_per_class:
+        few_labels(bundle, spec.labels_per_class, seed)
     return bundle

@@ -51,6 +51,12 @@ class Batches:
     def new_order(self) -> torch.Tensor:
         return torch.randperm(self.n, generator=self.gen)
 
+    def index(self, perm: torch.Tensor, step: int) -> torch.Tensor | None:
+        """The training-data positions of step ``step``'s samples (None for a user's DataLoader)."""
+        if isinstance(self.source, DataLoader):
+            return None
+        return perm[step * self.batch_size:(step + 1) * self.batch_size]
+
     def epoch(self, epoch: int, perm: torch.Tensor, start: int = 0, epoch_rng: torch.Tensor | None = None
               ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         src = self.source

@@ -22,7 +22,31 @@ from dltricks.ledger import Ledger
 from dltricks.ledger.record import RunRecord
 from dltricks.recipe import Recipe
 
-__all__ = ["completed_run", "read_weights", "run_weights", "model_from_run"]
+__all__ = ["completed_run", "read_weights", "run_weights", "model_from_run", "resolve_run_ref"]
+
+RECIPE_REF = "recipe:"
+_PICKLES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle"}
+
+
+def resolve_run_ref(ledger: Ledger, ref: str, *, progress: bool = False) -> str:
+    """A run id (or ``.safetensors`` path) as given, or, for ``recipe:NAME`` (a bundled recipe or a TOML
+    path), the id of a completed run of exactly that recipe: reused from the ledger when one is there,
+    else trained now. This is how a bundled study names its pretrained model or teacher: every seed of
+    the study fine-tunes (or distils from) the same run, which is trained once."""
+    if not ref.startswith(RECIPE_REF):
+        return ref
+    from dltricks.train.run import train  # the runner imports this module: import late
+
+    recipe = Recipe.load(ref[len(RECIPE_REF):])
+    digest = recipe.digest()
+    for rec in ledger.runs(name=recipe.name, status="completed"):
+        try:
+            same = Recipe.from_dict(rec.recipe, source=f"run {rec.id}").digest() == digest
+        except DltricksError:  # a run of an older schema: not this recipe
+            continue
+        if same and rec.checkpoint and Path(rec.checkpoint).is_file():
+            return rec.id
+    return train(recipe, ledger=ledger, progress=progress).run_id
 
 
 def completed_run(ledger: Ledger, run_id: str, *, why: str = "its weights are used") -> RunRecord:
@@ -52,7 +76,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 def run_weights(ledger: Ledger, ref: str) -> tuple[RunRecord | None, dict[str, torch.Tensor]]:
     """Weights named by a run id or by a path to a ``.safetensors`` file; the run's record when it is a run."""
-    if ref.endswith(".safetensors"):
+    if ref.endswith(".safetensors") or Path(ref).suffix in _PICKLES:  # a file; pickles get read_weights' refusal
         return None, read_weights(ref)
     rec = completed_run(ledger, ref)
     return rec, read_weights(rec.checkpoint)

@@ -27,6 +27,7 @@ from dltricks.errors import DltricksError, RunFailed
 from dltricks.recipe import TrainSpec, explain_errors
 from dltricks.train.batches import Batches, Source
 from dltricks.train.checkpoint import LoopState, find_checkpoint, load_checkpoint, save_checkpoint
+from dltricks.train.method import Batch, Method
 from dltricks.train.optim import build_optimizer
 from dltricks.train.progress import TrainProgress
 from dltricks.train.schedules import build_scheduler
@@ -143,13 +144,16 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
         label_smoothing: float = 0.0, seed: int = 0, device: str = "auto", progress: bool = True,
         task: Task | None = None, augment: Augment | None = None,
         checkpoint_dir: str | Path | None = None, resume: bool = False, fingerprint: str = "",
-        on_epoch: Callable[[int, dict[str, float]], None] | None = None, **options: Any) -> History:
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None, method: Method | None = None,
+        **options: Any) -> History:
     """Train ``model`` in place and return its :class:`History`.
 
     ``train``/``val`` are ``(x, y)`` tensors, a Dataset of ``(x, y)`` items or a DataLoader.
     ``options`` are any other ``train`` recipe keys (``weight_decay``, ``warmup_epochs``,
     ``early_stopping``, ``precision``, ...), validated the same way. With ``checkpoint_dir`` the loop
     saves after every epoch and on Ctrl-C, and ``resume=True`` continues from what is there.
+    ``method`` (a :class:`~dltricks.train.method.Method`) says what a step computes; by default the
+    supervised loss of ``task``.
     """
     try:
         cfg = TrainSpec(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
@@ -157,14 +161,17 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
                         label_smoothing=label_smoothing, device=device, **options)
     except ValidationError as e:
         raise DltricksError(f"fit: {explain_errors(e, TrainSpec)}") from None
-    task = task or Classification(label_smoothing=cfg.label_smoothing)
+    task = task or (method.task if method is not None else Classification(label_smoothing=cfg.label_smoothing))
+    method = method or Method(task)
     dev = resolve_device(cfg.device)
     model.to(dev)
+    method.to(dev)
     if dev.type == "cuda" and _is_image_batch(train):
         model.to(memory_format=torch.channels_last)  # faster convolutions on tensor cores
 
     batches = Batches(train, cfg.batch_size, seed, dev)
-    opt = build_optimizer(model, cfg)
+    opt = build_optimizer(model, cfg, method.param_groups(model, cfg))
+    clipped = list(model.parameters()) + [p for m in method.modules().values() for p in m.parameters()]
     scheduler = build_scheduler(opt, cfg, len(batches))
     scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" and dev.type == "cuda" else None
     ckpt = Path(checkpoint_dir) / "checkpoint" if checkpoint_dir else None
@@ -175,6 +182,8 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
         if ckpt is None or find_checkpoint(ckpt) is None:
             raise DltricksError(f"nothing to resume: no checkpoint under {checkpoint_dir}")
         st, best = load_checkpoint(ckpt, model, opt, scheduler, fingerprint)
+        method.load_state_dict({k[7:]: v for k, v in st.tensors.items() if k.startswith("method.")})
+        method.load_extra_state(st.method)
         need = ["data_rng", "torch_rng"] + (["perm"] if st.step else [])
         if any(k not in st.tensors for k in need):
             raise DltricksError(f"checkpoint {find_checkpoint(ckpt)} is corrupt or incomplete (no "
@@ -187,6 +196,8 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
 
     def snapshot() -> None:
         st.tensors.update(data_rng=batches.gen.get_state(), torch_rng=torch.get_rng_state())
+        st.tensors.update({f"method.{k}": v for k, v in method.state_dict().items()})
+        st.method = method.extra_state()
         if dev.type == "cuda":  # dropout on the GPU draws from its own generator
             st.tensors["cuda_rng"] = torch.cuda.get_rng_state(dev)
         save_checkpoint(ckpt, model, opt, scheduler, st, best, fingerprint)
@@ -195,9 +206,11 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
     amp = contextlib.nullcontext() if cfg.precision == "fp32" else None  # reusable; autocast is made per step
     bar = TrainProgress(progress, cfg.epochs, len(batches))
     t0 = time.perf_counter() - st.elapsed
-    model.train()
+    total_steps = cfg.epochs * len(batches)
     with _StopFlag() as stop, bar:
         while st.epoch < cfg.epochs and not st.stopped_early:
+            model.train()
+            method.start_epoch(model, st.epoch)
             if st.step == 0:
                 st.tensors["perm"] = batches.new_order()
                 if isinstance(batches.source, DataLoader):
@@ -205,11 +218,11 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
             bar.start_epoch(st.epoch, st.step)
             hits = _Hits()
             for x, y in batches.epoch(st.epoch, st.tensors["perm"], st.step, st.tensors.get("epoch_rng")):
+                index = batches.index(st.tensors["perm"], st.step)
                 if augment is not None:
                     x, y = augment(x, y)
                 with amp if amp is not None else _autocast(dev, cfg.precision):
-                    logits = model(x)
-                    loss = task.loss(logits, y)
+                    loss, logits = method.loss(model, Batch(x, y, index), st.global_step / total_steps)
                 lv = loss.item()
                 if not math.isfinite(lv):
                     raise RunFailed(_diagnose_nan(st, cfg, bar.last_loss))
@@ -221,9 +234,9 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
                     loss.backward()
                 if cfg.grad_clip > 0:
                     if cfg.grad_clip_mode == "norm":
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                        nn.utils.clip_grad_norm_(clipped, cfg.grad_clip)
                     else:
-                        nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip)
+                        nn.utils.clip_grad_value_(clipped, cfg.grad_clip)
                 if scaler is not None:
                     scaler.step(opt)
                     scaler.update()
@@ -231,6 +244,7 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
                     opt.step()
                 if scheduler is not None:
                     scheduler.step()
+                method.after_step(model)
                 st.loss_sum += lv * len(y)  # the loss is on the host already: no device op for it
                 if labelled:  # class scores along dim 1: accuracy (per pixel for segmentation)
                     hits.add(logits, y)
@@ -252,11 +266,11 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
             row = {"train_loss": st.loss_sum / max(st.seen, 1), "lr": opt.param_groups[0]["lr"]}
             if labelled:
                 row["train_accuracy"] = st.correct / max(st.counted, 1)
+            row.update(method.end_epoch())
             if val is not None:
                 vm = evaluate(model, val, task, batch_size=eval_batch_size(cfg.batch_size), device=dev,
                               precision=cfg.precision)
                 row.update({f"val_{k}": v for k, v in vm.items()})
-                model.train()
             for k, v in row.items():
                 st.curves.setdefault(k, []).append(float(v))
             st.epoch, st.step, st.loss_sum, st.correct, st.seen, st.counted = st.epoch + 1, 0, 0.0, 0, 0, 0

@@ -27,8 +27,10 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, cfg: TrainSpec) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)
+def build_optimizer(model: nn.Module, cfg: TrainSpec, groups: list[dict] | None = None) -> torch.optim.Optimizer:
+    """The recipe's optimiser over ``groups`` (by default :func:`param_groups` of the model); a group may
+    carry its own ``lr`` (layer-wise rates), the others take ``cfg.lr``."""
+    groups = groups if groups is not None else param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=cfg.nesterov and cfg.momentum > 0)

@@ -19,6 +19,7 @@ from dltricks.nn import build_model
 from dltricks.recipe import Recipe
 from dltricks.train.checkpoint import find_checkpoint
 from dltricks.train.loop import History, TrainingInterrupted, eval_batch_size, evaluate, fit, resolve_device
+from dltricks.train.method import method_for
 from dltricks.train.tasks import Classification, Task
 
 
@@ -39,6 +40,10 @@ def make_task(recipe: Recipe, bundle: DataBundle) -> Task:
         from dltricks.train.segmentation import make_segmentation_task
 
         return make_segmentation_task(recipe, bundle)
+    if bundle.targets:
+        from dltricks.train.targets import make_targets_task
+
+        return make_targets_task(recipe, bundle)
     if t.loss != "ce":
         raise DltricksError(f"train.loss = {t.loss!r} is for segmentation; classification uses 'ce'")
     return Classification(label_smoothing=t.label_smoothing, class_weights=t.class_weights,
@@ -64,8 +69,9 @@ def build(recipe: Recipe) -> tuple[DataBundle, torch.nn.Module, Task]:
 
 def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool = True,
           resume: str | None = None, study: str | None = None, variant: str | None = None,
-          run_id: str | None = None) -> RunResult:
+          run_id: str | None = None, on_epoch=None) -> RunResult:
     """Run a recipe and record it. ``resume=RUN_ID`` continues an interrupted run from its checkpoint.
+    ``on_epoch(epoch, row)`` is :func:`~dltricks.train.loop.fit`'s per-epoch hook (a tuner's pruner).
 
     Raises :class:`RunFailed` (the run is marked failed with the reason) or
     :class:`~dltricks.train.loop.TrainingInterrupted` (marked interrupted, resumable).
@@ -92,15 +98,17 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
     resume_from_checkpoint = bool(resume) and find_checkpoint(run_dir / "checkpoint") is not None
     try:
         bundle, model, task = build(recipe)
+        augment = make_augment(recipe, bundle)
+        method = method_for(recipe, bundle, model, task, ledger, augmented=augment is not None)
         t = recipe.train
         options = t.model_dump(exclude={"epochs", "batch_size", "lr", "optimizer", "schedule", "grad_clip",
                                         "label_smoothing", "device"})
         history = fit(model, bundle.train_source or bundle.train, bundle.val, epochs=t.epochs,
                       batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer, schedule=t.schedule,
                       grad_clip=t.grad_clip, label_smoothing=t.label_smoothing, seed=recipe.seed,
-                      device=str(device), progress=progress, task=task, augment=make_augment(recipe, bundle),
+                      device=str(device), progress=progress, task=task, augment=augment,
                       checkpoint_dir=run_dir, resume=resume_from_checkpoint, fingerprint=recipe.digest(),
-                      **options)
+                      method=method, on_epoch=on_epoch, **options)
         weights = None
         if recipe.compress.active:  # [compress]: prune/quantize the trained model, then test what is left
             # the one call from train up into compress, made only when a recipe asks for it

@@ -19,7 +19,9 @@ def build_scheduler(opt: Optimizer, cfg: TrainSpec, steps_per_epoch: int) -> sch
     if cfg.schedule == "one_cycle":
         # one-cycle has its own warmup: warmup_epochs sets its length, else the usual 30%
         pct = warm / total if warm > 0 else 0.3
-        return sched.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=max(pct, 1e-3))
+        # each group peaks at its own rate (layer-wise rates of fine-tuning); all at cfg.lr otherwise
+        return sched.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total,
+                                pct_start=max(pct, 1e-3))
     rest = total - warm
     main: sched.LRScheduler | None
     if cfg.schedule == "constant":

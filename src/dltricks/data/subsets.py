@@ -1,0 +1,69 @@
+"""Subsets for learning set-ups: a subset of the classes, and few labels per class.
+
+``data.classes = [5, 6, 7, 8, 9]`` keeps those classes in train, validation and test and relabels them
+0..k-1 in the order given (their names kept), so a model pretrained on 0-4 can be fine-tuned on 5-9.
+``data.labels_per_class = N`` keeps N training samples of each class, chosen by the run's seed; the
+other training inputs become ``bundle.unlabelled`` without their labels. Validation is carved before that,
+from all the training data (its labels are only ever used for validation curves and early stopping);
+set ``data.val_fraction = 0`` for a set-up where no more than N labels per class exist at all.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dltricks.data.registry import DataBundle
+from dltricks.errors import DltricksError
+
+
+def _need_class_labels(bundle: DataBundle, key: str) -> None:
+    if bundle.task != "classification" or bundle.train[1].dim() != 1:
+        raise DltricksError(f"{key} needs a classification dataset; this one is {bundle.task}")
+
+
+def keep_classes(bundle: DataBundle, classes: list[int]) -> DataBundle:
+    """Keep ``classes`` (ids in the dataset's own numbering) in every split, relabelled 0..k-1."""
+    _need_class_labels(bundle, "data.classes")
+    bad = [c for c in classes if not 0 <= c < bundle.num_classes]
+    if bad or len(set(classes)) != len(classes) or len(classes) < 2:
+        why = (f"{bad} are not classes of this dataset (0..{bundle.num_classes - 1})" if bad
+               else "a class is listed twice" if len(set(classes)) != len(classes) else "it needs at least 2")
+        raise DltricksError(f"data.classes = {classes}: {why}")
+    lookup = torch.full((bundle.num_classes,), -1, dtype=torch.long)
+    lookup[torch.tensor(classes)] = torch.arange(len(classes))
+
+    def sub(pair):
+        if pair is None:
+            return None
+        x, y = pair
+        new = lookup[y]
+        keep = new >= 0
+        return x[keep], new[keep]
+
+    bundle.train, bundle.val, bundle.test = sub(bundle.train), sub(bundle.val), sub(bundle.test)
+    names = bundle.class_names or [str(i) for i in range(bundle.num_classes)]
+    bundle.class_names = [names[c] for c in classes]
+    bundle.num_classes = len(classes)
+    return bundle
+
+
+def few_labels(bundle: DataBundle, per_class: int, seed: int) -> DataBundle:
+    """Keep ``per_class`` labelled training samples of each class (fixed by ``seed``); the inputs of the
+    others go to ``bundle.unlabelled`` and their labels are dropped."""
+    _need_class_labels(bundle, "data.labels_per_class")
+    x, y = bundle.train
+    g = torch.Generator().manual_seed(20_011 + seed)
+    keep = []
+    names = bundle.class_names or [str(i) for i in range(bundle.num_classes)]
+    for c in range(bundle.num_classes):
+        idx = torch.nonzero(y == c).flatten()
+        if len(idx) < per_class:
+            raise DltricksError(f"data.labels_per_class = {per_class} but class {names[c]!r} has only "
+                                f"{len(idx)} training samples; use at most {len(idx)}")
+        keep.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    labelled = torch.sort(torch.cat(keep)).values
+    mask = torch.ones(len(y), dtype=torch.bool)
+    mask[labelled] = False
+    bundle.unlabelled = x[mask].clone()
+    bundle.train = (x[labelled], y[labelled])
+    return bundle

@@ -1,0 +1,70 @@
+"""Learning set-up tricks (transfer, distillation, multi-task): each acts through :mod:`dltricks.methods`.
+
+``fine_tune`` and ``distill`` name the run to learn from as ``recipe:NAME``: a bundled recipe that is
+trained once and reused from the ledger, so every seed of a study starts from the same pretrained model
+or teacher. On another task, name your own: ``--trick fine_tune_mine:model.init_from=RUN_ID``.
+"""
+
+from dltricks.tricks.catalogue import trick
+
+_MNIST1D = ("data.name=mnist1d",)  # the bundled pretrained model and teacher take MNIST-1D signals
+
+trick("fine_tune", "transfer",
+      """Start from the weights of a model trained on a related task instead of random ones, and train
+      on: with few labels, pretrained features are often worth far more than the labels themselves. The
+      head is re-initialised when the classes differ. Here: a CNN pretrained on MNIST-1D classes 0-4.""",
+      {"model.init_from": "recipe:mnist1d-pretrain-0to4"}, {"model.init_from": ""},
+      "Yosinski et al. 2014, How transferable are features in deep neural networks? (arXiv:1411.1792)",
+      applies_to=_MNIST1D)
+
+trick("freeze_backbone", "transfer",
+      """Train only the new head on top of frozen pretrained features (a linear probe); frozen norm layers
+      keep their statistics. Safest with very few labels, since nothing pretrained can be overwritten.""",
+      {"train.freeze": ["backbone"]}, {"train.freeze": []},
+      "Donahue et al. 2014, DeCAF (arXiv:1310.1531); Kornblith et al. 2019, Do Better ImageNet Models "
+      "Transfer Better? (arXiv:1805.08974)")
+
+trick("discriminative_lr", "transfer",
+      """Lower learning rates for lower layers when fine-tuning (here halved per layer from the head
+      down): general low-level features need less change than the task-specific top.""",
+      {"train.layer_lr_decay": 0.5}, {"train.layer_lr_decay": 1.0},
+      "Howard & Ruder 2018, Universal Language Model Fine-tuning (ULMFiT, arXiv:1801.06146)")
+
+trick("gradual_unfreeze", "transfer",
+      """Fine-tune from the top down: train the new head first, then unfreeze one more layer each epoch,
+      so that the random head's early gradients do not wreck the pretrained features below.""",
+      {"train.unfreeze_every": 1}, {"train.unfreeze_every": 0},
+      "Howard & Ruder 2018, Universal Language Model Fine-tuning (ULMFiT, arXiv:1801.06146)")
+
+trick("distill", "distillation",
+      """Train a compact student to match a larger teacher's softened outputs (temperature 4, weight 0.9)
+      as well as the labels: the teacher's 'dark knowledge' about which wrong classes are similar is a
+      richer target than one-hot labels. Here the teacher is a wide MNIST-1D CNN.""",
+      {"train.teacher": "recipe:mnist1d-teacher"}, {"train.teacher": ""},
+      "Hinton, Vinyals & Dean 2015, Distilling the Knowledge in a Neural Network (arXiv:1503.02531)",
+      applies_to=_MNIST1D)
+
+trick("distill_features", "distillation",
+      """Add a hint loss: a learned projection of the student's features must match the teacher's
+      (here the features entering each head). Needs train.teacher.""",
+      {"train.hint_weight": 1.0}, {"train.hint_weight": 0.0},
+      "Romero et al. 2015, FitNets: Hints for Thin Deep Nets (arXiv:1412.6550)")
+
+trick("target_normalization", "multitask",
+      """Standardise each regression target (zero mean, unit variance from the training set) inside the
+      loss; metrics stay in the original units. Without it a target on a scale of thousands dominates
+      the summed loss and the other tasks are barely learnt.""",
+      {"train.normalize_targets": True}, {"train.normalize_targets": False},
+      "LeCun et al. 1998, Efficient BackProp; Kendall et al. 2018 (arXiv:1705.07115)")
+
+trick("uncertainty_weighting", "multitask",
+      """Learn each task's loss weight as exp(-s) with a log-variance s per task (plus a penalty s), so
+      noisy or large-scale tasks are down-weighted automatically instead of by hand-tuned weights.""",
+      {"train.task_weighting": "uncertainty"}, {"train.task_weighting": "fixed"},
+      "Kendall, Gal & Cipolla 2018, Multi-Task Learning Using Uncertainty to Weigh Losses (arXiv:1705.07115)")
+
+trick("pcgrad", "multitask",
+      """Project away the part of each task's gradient that points against another task's (PCGrad), so
+      conflicting tasks stop undoing each other's progress on the shared layers.""",
+      {"train.pcgrad": True}, {"train.pcgrad": False},
+      "Yu et al. 2020, Gradient Surgery for Multi-Task Learning (arXiv:2001.06782)")
