@@ -113,8 +113,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 @command
 def cmd_runs(args: argparse.Namespace) -> None:
-    from dltricks.ledger import sheet
+    from dltricks.ledger import Ledger, sheet
 
+    missing = Ledger.missing(args.ledger)
+    if missing is not None and args.action is None:
+        _no_runs(args, str(missing))  # reading an empty folder creates nothing in it
+        return
     ledger = _ledger(args)
     if args.action == "diff":
         if len(args.ids) != 2:
@@ -130,11 +134,23 @@ def cmd_runs(args: argparse.Namespace) -> None:
     if args.action is not None:
         raise DltricksError(f"unknown runs action {args.action!r}; valid: diff, show (or none to list)")
     records = ledger.runs(study=args.study, status=args.status, name=args.name, limit=args.limit)
+    if not records:
+        _no_runs(args, ledger.where)
+        return
     if args.format == "table":
-        out.print(sheet.runs_table(records))
+        columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+        out.print(sheet.runs_table(records, width=out.width, columns=columns, fold=not (args.all or args.study)))
     else:
         render = {"csv": sheet.to_csv, "md": sheet.to_markdown, "json": sheet.to_json}[args.format]
         _write(render(records))
+
+
+def _no_runs(args: argparse.Namespace, where: str) -> None:
+    if args.format == "json":
+        _write("[]")
+    elif args.format == "table":
+        which = " matching the filters" if (args.study or args.status or args.name) else ""
+        err.print(f"no runs{which} in {where} (train one with: dltricks train RECIPE)", markup=False, soft_wrap=True)
 
 
 def _write(text: str) -> None:
@@ -156,13 +172,16 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     result = ablate(Recipe.load(recipe, args.override), args.trick or None, mode=args.mode, seeds=args.seeds,
                     workers=args.workers, metric=args.metric or "", study=args.study or "",
-                    ledger=args.ledger, out=args.out, progress=not args.quiet)
+                    ledger=args.ledger, out=args.out, progress=not args.quiet, rope=args.rope,
+                    max_seeds=args.max_seeds)
     code = _print_study(result)
     return 1 if result.failures else code  # a script must see that cells failed
 
 
 def _print_study(result) -> int:
-    out.print(result.table())
+    out.print(result.rich_table())
+    for line in result.lines():
+        out.print(line, markup=False, soft_wrap=True)
     for f in result.failures:
         out.print(f"[red]failed[/] {f['variant']} seed {f['seed']}: {f['reason']}", soft_wrap=True)
     out.print(f"report: {result.report['html']}", markup=False)
@@ -173,7 +192,16 @@ def _print_study(result) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from dltricks.search.worker import work
 
-    n = work(_ledger(args), args.study, threads=args.threads, progress=not args.quiet)
+    if args.study == "-":  # started by `dltricks ablate --workers N`: warm up, then read the study from stdin
+        from dltricks.search.local import receive
+
+        job = receive()
+        if job is None:
+            return 0
+        ledger, args.study = job
+    else:
+        ledger = _ledger(args)
+    n = work(ledger, args.study, threads=args.threads, progress=not args.quiet)
     out.print(f"worker done: ran {n} cells of {args.study}")
     return 0
 
@@ -188,7 +216,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         from dltricks.search.results import rewrite_report
 
         return _print_search(rewrite_report(ledger, args.study, out=args.out))
-    return _print_study(report(args.study, ledger=ledger, out=args.out))
+    return _print_study(report(args.study, ledger=ledger, out=args.out, rope=args.rope))
 
 
 # ---- tuning and architecture search -----------------------------------------------------------------
@@ -284,6 +312,32 @@ def cmd_advise(args: argparse.Namespace) -> None:
         (err if args.json else out).print(f"wrote {path} ({n} key{'s' if n != 1 else ''} changed)", markup=False)
 
 
+# ---- compression ----------------------------------------------------------------------------------
+
+@command
+def cmd_compress(args: argparse.Namespace) -> int:
+    from dltricks.compress import compress_run, variant_specs
+    from dltricks.compress.report import SHOWN, format_rows
+
+    specs = variant_specs(args.quantize, args.prune, prune_mode=args.prune_mode, prune_scope=args.prune_scope,
+                          prune_steps=args.prune_steps, lottery=args.lottery, finetune_epochs=args.finetune_epochs,
+                          finetune_lr_factor=args.finetune_lr_factor)
+    result = compress_run(_ledger(args), args.run_id, specs, progress=not args.quiet, out=args.out)
+    from rich.table import Table
+
+    table = Table(box=None)
+    for column in SHOWN:
+        table.add_column(column, no_wrap=True)
+    for row in format_rows(result.rows):
+        table.add_row(*row)
+    # a table that is read across: wider than a narrow terminal rather than squeezed into ellipses
+    Console(highlight=False, width=max(out.width, 130), file=out.file).print(table)
+    for f in result.failures:
+        out.print(f"[red]failed[/] {f['variant']} (run {f['run']}): {f['reason']}", soft_wrap=True)
+    out.print(f"report: {result.report['html']}", markup=False, soft_wrap=True)
+    return 1 if result.failures else 0
+
+
 # ---- the parser -----------------------------------------------------------------------------------
 
 DESCRIPTION = """\
@@ -316,6 +370,8 @@ EXAMPLES = {
     "tune": "dltricks tune mnist1d-cnn --trials 20 --best best.toml\n"
             "dltricks tune mnist1d-cnn --sampler gp --space train.lr=1e-4..0.1:log\n"
             "dltricks tune mnist1d-cnn --objective test_accuracy,params",
+    "compress": "dltricks compress RUN_ID --quantize dynamic weight_only static\n"
+                "dltricks compress RUN_ID --prune 0.5 --prune-mode structured --finetune-epochs 5 --quantize static",
     "nas": "dltricks nas mnist1d-cnn --strategy evolution --trials 30 --max-params 50000 --best arch.toml",
     "report": "dltricks report STUDY\ndltricks report STUDY --out reports/today",
     "inspect": "dltricks inspect mnist1d-cnn\n"
@@ -367,6 +423,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only runs in this state")
     p.add_argument("--name", help="only runs of the recipe with this name")
     p.add_argument("--limit", type=int, help="at most this many runs, newest first")
+    p.add_argument("--all", action="store_true", help="every run of a study on its own line (default: one line "
+                                                      "per study)")
+    p.add_argument("--columns", metavar="A,B,...", help="columns to show, e.g. id,name,status,test_accuracy,failure "
+                                                        "(default: those that fit the terminal)")
 
     p = sub.add_parser("ablate", parents=[common], help="which tricks help on this task? paired seeds, honest stats")
     recipe_args(p, required=False)
@@ -375,8 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add: baseline + each trick; remove: all on, each taken out; factorial: every "
                         "combination (up to 5 tricks); cumulative: tricks added one after another "
                         "(default ablate.mode, add)")
-    p.add_argument("--seeds", type=_positive, help="seeds per variant, the same seeds for every variant "
-                                                    "so that differences are paired (default ablate.seeds)")
+    p.add_argument("--seeds", type=_seeds, help='seeds per variant (paired across variants), or "auto": 3, then '
+                                             "more in rounds only for inconclusive variants")
+    p.add_argument("--max-seeds", type=_positive, help="the most seeds per variant with --seeds auto (default 10)")
+    p.add_argument("--rope", type=_non_negative, help="region of practical equivalence: half-width in metric "
+                                                      "units (default 0.005 for [0, 1] metrics, else 1%%)")
     p.add_argument("--workers", type=_positive, help="local worker processes (cores are split between them)")
     p.add_argument("--study", help="study name (default: recipe, mode and a hash of the sweep)")
     p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger: where runs and trials live")
@@ -390,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", help="the study's name, as `dltricks ablate` printed it")
     p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger")
     p.add_argument("--out", metavar="FOLDER", help="report folder (default dltricks-runs/reports/STUDY)")
+    p.add_argument("--rope", type=_non_negative, help="judge the same runs with this ROPE half-width")
+
     def search_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--space", action="append", metavar="KEY=SPEC",
                        help="a search dimension: train.lr=1e-4..0.1:log, 'model.norm=[\"batch\", \"group\"]' "
@@ -437,6 +502,24 @@ def build_parser() -> argparse.ArgumentParser:
     recipe_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--fix", metavar="OUT.toml", help="write the recipe with every advice's patch applied")
+    p = sub.add_parser("compress", parents=[common], help="prune and/or quantize a finished run; size, latency "
+                                                          "and accuracy side by side")
+    p.add_argument("run_id", metavar="RUN_ID", help="a completed run (see `dltricks runs`); its weights are compressed")
+    p.add_argument("--quantize", nargs="+", action="extend", choices=["dynamic", "static", "qat", "weight_only"],
+                   help="int8 kinds to compare (several values: several variants)")
+    p.add_argument("--prune", nargs="+", action="extend", type=float, metavar="FRACTION",
+                   help="share of weights (or channels) to remove, in (0, 1); several values: several variants")
+    p.add_argument("--prune-mode", choices=["unstructured", "structured"], default="unstructured",
+                   help="unstructured: single weights (default); structured: whole channels, so the model shrinks")
+    p.add_argument("--prune-scope", choices=["layer", "global"], default="layer",
+                   help="layer: the same share in every layer (default); global: the smallest weights of the "
+                        "whole model")
+    p.add_argument("--prune-steps", type=_positive, default=1, help="iterative pruning: steps, fine-tuning after each")
+    p.add_argument("--lottery", action="store_true", help="lottery ticket: rewind surviving weights to their init")
+    p.add_argument("--finetune-epochs", type=int, default=0, metavar="N", help="fine-tuning after pruning (and QAT)")
+    p.add_argument("--finetune-lr-factor", type=float, default=1.0, metavar="F",
+                   help="fine-tuning lr = the recipe's train.lr x F, in (0, 1]")
+    p.add_argument("--out", metavar="FOLDER", help="report folder (default dltricks-runs/reports/compress-RUN_ID)")
     _pages(sub)
     return parser
 
@@ -459,6 +542,20 @@ def _positive(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"{text} must be at least 1")
     return n
+
+
+def _seeds(text: str) -> int | str:
+    return "auto" if text.strip().lower() == "auto" else _positive(text)
+
+
+def _non_negative(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (x >= 0 and x != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
+    return x
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ from dltricks.errors import DltricksError, did_you_mean, one_of
 
 __all__ = [
     "Section", "AugmentSpec", "DataSpec", "ModelSpec", "TrainSpec", "EvalSpec", "AblateSpec", "TuneSpec", "NasSpec",
-    "Recipe",
+    "CompressSpec", "Recipe",
     "register_section", "bundled_recipes", "explain_errors", "parse_override", "set_dotted", "get_dotted",
     "PATH",
 ]
@@ -131,7 +131,9 @@ class TrainSpec(Section):
     restore_best: bool = Field(True, description="with early stopping, end on the best epoch's weights")
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: str = "auto"
-    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
+    threads: int | Literal["auto"] = Field("auto", description="torch CPU threads: 'auto' (the count that trains "
+                                                                 "this model fastest here, at most the free cores) "
+                                                                 "or a number")
     # ---- learning set-ups (dltricks.methods) ----
     freeze: list[str] = Field(default_factory=list, description="module-name prefixes to freeze, or "
                                                                 "'backbone' (all but the head)")
@@ -155,6 +157,13 @@ class TrainSpec(Section):
                                                                                  "al. 2018 learnt weights")
     pcgrad: bool = Field(False, description="project conflicting task gradients (Yu et al. 2020)")
 
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError("must be 'auto' or a whole number >= 1")
+
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
@@ -169,13 +178,67 @@ class EvalSpec(Section):
     ece_bins: int = Field(15, ge=2)
 
 
+class CompressSpec(Section):
+    """``[compress]``: prune and/or quantize the trained model before its test metrics (off by default).
+    :mod:`dltricks.compress` implements it; ``dltricks compress RUN_ID`` writes these keys too."""
+
+    prune: float = Field(0.0, ge=0.0, lt=1.0, description="share of weights (unstructured) or of channels "
+                                                          "(structured) removed; 0 = no pruning")
+    prune_mode: Literal["unstructured", "structured"] = "unstructured"
+    prune_scope: Literal["layer", "global"] = Field("layer", description="the same share in every layer, or "
+                                                                         "ranked over the whole model")
+    prune_steps: int = Field(1, ge=1, description="iterative pruning: this many steps, fine-tuning after each")
+    rewind: bool = Field(False, description="lottery ticket: reset surviving weights to their init, retrain")
+    quantize: Literal["none", "dynamic", "static", "qat", "weight_only"] = "none"
+    calibration_batches: int = Field(8, ge=1, description="training batches that calibrate static int8")
+    finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning after each pruning step (or QAT)")
+    finetune_lr_factor: float = Field(1.0, gt=0.0, le=1.0, description="fine-tuning lr = train.lr x this (the "
+                                                                       "recipe's schedule replayed: lr rewinding)")
+    sparse_storage: bool = Field(True, description="store Linear layers of <= 25% density as CSR")
+    source: str = Field("", description="run whose weights were compressed; '' = this recipe's own training")
+
+    @property
+    def active(self) -> bool:
+        return self.prune > 0 or self.quantize != "none"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CompressSpec:
+        if self.rewind and (self.prune == 0 or self.prune_mode != "unstructured"):
+            raise ValueError("compress.rewind (lottery ticket) needs unstructured pruning: set compress.prune > 0 "
+                             "and compress.prune_mode = 'unstructured'")
+        if self.rewind and self.finetune_epochs == 0:
+            raise ValueError("compress.rewind resets weights to their init: set compress.finetune_epochs >= 1")
+        if self.quantize == "qat" and self.finetune_epochs == 0:
+            raise ValueError("compress.quantize = 'qat' trains with fake quantization: set "
+                             "compress.finetune_epochs >= 1")
+        return self
+
+
 class AblateSpec(Section):
     tricks: list[str] = Field(default_factory=list)
     mode: Literal["add", "remove", "factorial", "cumulative"] = "add"
-    seeds: int = Field(5, ge=1)
+    seeds: int | Literal["auto"] = Field(5, description='seeds per variant, or "auto": 3, then more in rounds '
+                                                          'only for inconclusive variants, up to max_seeds')
     workers: int = Field(1, ge=1)
     metric: str = Field("", description="defaults to eval.metric")
     study: str = Field("", description="defaults to the recipe name and a hash of the sweep")
+    rope: float | Literal["auto"] = Field("auto", description="half-width of the region of practical equivalence "
+                                          'in metric units; "auto": 0.005 for [0, 1] metrics, else 1% of the baseline')
+    max_seeds: int = Field(10, ge=3, le=1000, description='the most seeds per variant with seeds = "auto"')
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError('seeds must be at least 1, or "auto"')
+        return v
+
+    @field_validator("rope")
+    @classmethod
+    def _rope_non_negative(cls, v: float | str) -> float | str:
+        if not isinstance(v, str) and v < 0:
+            raise ValueError('the ROPE half-width must be >= 0 (metric units), or "auto"')
+        return v
 
 
 class _SearchSpec(Section):
@@ -241,8 +304,9 @@ class Recipe(Section):
     ablate: AblateSpec = Field(default_factory=AblateSpec)
     tune: TuneSpec = Field(default_factory=TuneSpec)
     nas: NasSpec = Field(default_factory=NasSpec)
+    compress: CompressSpec = Field(default_factory=CompressSpec)
 
-    _sections: ClassVar[tuple[str, ...]] = ("data", "model", "train", "eval", "ablate", "tune", "nas")
+    _sections: ClassVar[tuple[str, ...]] = ("data", "model", "train", "eval", "ablate", "tune", "nas", "compress")
 
     @field_validator("data", "model", mode="before")
     @classmethod
@@ -301,7 +365,10 @@ class Recipe(Section):
 
     # ---- output -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        d = self.model_dump(mode="json")
+        if d.get("compress") == _COMPRESS_OFF:  # off: recipes (and their digests) read as before [compress]
+            del d["compress"]
+        return d
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
@@ -327,6 +394,9 @@ class Recipe(Section):
 
         walk("", self.to_dict())
         return out
+
+
+_COMPRESS_OFF = CompressSpec().model_dump(mode="json")
 
 
 # ---- TOML files, base recipes and overrides ----------------------------------------------------

@@ -41,7 +41,7 @@ def work(ledger: Ledger, study_name: str, *, threads: int = 0, progress: bool = 
         # worker recorded its trial and died before marking the claim done. (Reading every trial
         # for every cell made a worker's bookkeeping grow with the square of the study's size.)
         done = st.results(optuna_study, definition).done
-        for cell, variant, seed in definition.cells():
+        for cell, variant, seed in st.cells_to_run(optuna_study, definition):
             if cell in done:
                 continue
             run_id = new_run_id()
