@@ -2,8 +2,9 @@
 
 ``data.classes = [5, 6, 7, 8, 9]`` keeps those classes in train, validation and test and relabels them
 0..k-1 in the order given (their names kept), so a model pretrained on 0-4 can be fine-tuned on 5-9.
-``data.labels_per_class = N`` keeps N training samples of each class, chosen by the run's seed; the
-other training inputs become ``bundle.unlabelled`` without their labels. Validation is carved before that,
+``data.labels_per_class = N`` keeps N training samples of each class, chosen by the run's seed (the first
+N of each class along a seeded order, so the labels beyond the point where every class is full are never
+read); the other training inputs become ``bundle.unlabelled`` without their labels. Validation is carved before that,
 from all the training data (its labels are only ever used for validation curves and early stopping);
 set ``data.val_fraction = 0`` for a set-up where no more than N labels per class exist at all.
 """

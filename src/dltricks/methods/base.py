@@ -4,6 +4,8 @@ The step is one of the supervised step (:class:`dltricks.train.method.Method`), 
 (``train.teacher``) or multi-task weighting (``train.task_weighting``, ``train.pcgrad``); transfer keys
 (``model.init_from``, ``train.freeze``, ``train.layer_lr_decay``, ``train.unfreeze_every``) wrap any of
 them, since where the weights start and which of them train is independent of what the step computes.
+``train.semi_supervised`` and ``train.domain_adaptation`` (or a ``[data.target]`` alone: source only, with
+the oracle curves) replace the plain supervised step.
 """
 
 from __future__ import annotations
