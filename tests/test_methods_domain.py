@@ -65,7 +65,8 @@ def test_target_domain_loads_with_labels_hidden(shared_data_cache, monkeypatch):
     # fresh samples (data_seed + 1), shifted: not the source inputs
     assert not torch.allclose(b.target_test[0], b.test[0])
     digits = load_data(Recipe.load("digits-cnn", ["data.target.rotate=20", "data.target.invert=true"]).data, 0)
-    assert digits.target_test[0].shape == digits.test[0].shape and not torch.equal(digits.target_test[0], digits.test[0])
+    shifted = digits.target_test[0]
+    assert shifted.shape == digits.test[0].shape and not torch.equal(shifted, digits.test[0])
     assert "target" not in Recipe.load("mnist1d-cnn").to_dict()["data"]  # no target: recipes read as before
 
 

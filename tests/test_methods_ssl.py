@@ -93,11 +93,10 @@ def _corrupting_loader(original, seed, per_class):
         x, y = b.train
         order = torch.randperm(len(y), generator=torch.Generator().manual_seed(20_011 + seed)).tolist()
         taken, stop = [0] * 10, 0
-        for stop, i in enumerate(order):
-            taken[int(y[i])] += 1
-            if min(taken) >= per_class:
-                break
-        late = torch.tensor(order[stop + 1:])
+        while min(taken) < per_class:
+            taken[int(y[order[stop]])] += 1
+            stop += 1
+        late = torch.tensor(order[stop:])
         y = y.clone()
         y[late] = (y[late] + 1 + torch.randint(0, 9, (len(late),), generator=torch.Generator().manual_seed(7))) % 10
         b.train = (x, y)
@@ -117,7 +116,8 @@ def test_the_labels_of_unlabelled_data_are_never_read(home_ledger, monkeypatch):
     monkeypatch.setitem(registry._LOADERS, "mnist1d", load)
     bundle = build(recipe)[0]
     assert load.corrupted > 0.8 * len(bundle.unlabelled)  # most unlabelled samples carry a wrong label
-    assert torch.equal(bundle.train[1], bundle_clean.train[1]) and torch.equal(bundle.unlabelled, bundle_clean.unlabelled)
+    assert torch.equal(bundle.train[1], bundle_clean.train[1])
+    assert torch.equal(bundle.unlabelled, bundle_clean.unlabelled)
     dirty = train(recipe, ledger=home_ledger, progress=False)
     assert dirty.history.curves == clean.history.curves
     assert clean.history["confident_fraction"][-1] > 0  # pseudo-labels were used

@@ -19,8 +19,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import pydantic
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
 
 from dltricks.errors import DltricksError, did_you_mean, one_of
 
@@ -95,7 +96,7 @@ class DataSpec(Section):
                                                        "the rest become unlabelled data; 0 = all")
     target: DomainSpec = Field(default_factory=DomainSpec, description="a shifted target domain; {} = none")
 
-    @model_validator(mode="after")
+    @pydantic.model_validator(mode="after")
     def _target_keys(self) -> DataSpec:
         if not self.target.active:
             return self
@@ -117,7 +118,7 @@ class DataSpec(Section):
                 raise ValueError(f"data.target: {explain_errors(e, cls)}") from None
         return self
 
-    @model_serializer(mode="wrap")
+    @pydantic.model_serializer(mode="wrap")
     def _drop_empty_target(self, handler):
         out = handler(self)
         if isinstance(out, dict) and not self.target.active:  # recipes without a target read as before
