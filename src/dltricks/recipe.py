@@ -21,12 +21,13 @@ from typing import Any, ClassVar, Literal
 
 import pydantic
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from dltricks.errors import DltricksError, did_you_mean, one_of
 
 __all__ = [
-    "Section", "AugmentSpec", "DataSpec", "ModelSpec", "TrainSpec", "EvalSpec", "AblateSpec", "Recipe",
+    "Section", "AugmentSpec", "DataSpec", "ModelSpec", "TrainSpec", "EvalSpec", "AblateSpec", "TuneSpec", "NasSpec",
+    "CompressSpec", "Recipe",
     "register_section", "bundled_recipes", "explain_errors", "parse_override", "set_dotted", "get_dotted",
 ]
 
@@ -230,13 +231,118 @@ class EvalSpec(Section):
     ece_bins: int = Field(15, ge=2)
 
 
+class CompressSpec(Section):
+    """``[compress]``: prune and/or quantize the trained model before its test metrics (off by default).
+    :mod:`dltricks.compress` implements it; ``dltricks compress RUN_ID`` writes these keys too."""
+
+    prune: float = Field(0.0, ge=0.0, lt=1.0, description="share of weights (unstructured) or of channels "
+                                                          "(structured) removed; 0 = no pruning")
+    prune_mode: Literal["unstructured", "structured"] = "unstructured"
+    prune_scope: Literal["layer", "global"] = Field("layer", description="the same share in every layer, or "
+                                                                         "ranked over the whole model")
+    prune_steps: int = Field(1, ge=1, description="iterative pruning: this many steps, fine-tuning after each")
+    rewind: bool = Field(False, description="lottery ticket: reset surviving weights to their init, retrain")
+    quantize: Literal["none", "dynamic", "static", "qat", "weight_only"] = "none"
+    calibration_batches: int = Field(8, ge=1, description="training batches that calibrate static int8")
+    finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning after each pruning step (or QAT)")
+    finetune_lr_factor: float = Field(1.0, gt=0.0, le=1.0, description="fine-tuning lr = train.lr x this (the "
+                                                                       "recipe's schedule replayed: lr rewinding)")
+    sparse_storage: bool = Field(True, description="store Linear layers of <= 25% density as CSR")
+    source: str = Field("", description="run whose weights were compressed; '' = this recipe's own training")
+
+    @property
+    def active(self) -> bool:
+        return self.prune > 0 or self.quantize != "none"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CompressSpec:
+        if self.rewind and (self.prune == 0 or self.prune_mode != "unstructured"):
+            raise ValueError("compress.rewind (lottery ticket) needs unstructured pruning: set compress.prune > 0 "
+                             "and compress.prune_mode = 'unstructured'")
+        if self.rewind and self.finetune_epochs == 0:
+            raise ValueError("compress.rewind resets weights to their init: set compress.finetune_epochs >= 1")
+        if self.quantize == "qat" and self.finetune_epochs == 0:
+            raise ValueError("compress.quantize = 'qat' trains with fake quantization: set "
+                             "compress.finetune_epochs >= 1")
+        return self
+
+
 class AblateSpec(Section):
     tricks: list[str] = Field(default_factory=list)
     mode: Literal["add", "remove", "factorial", "cumulative"] = "add"
-    seeds: int = Field(5, ge=1)
+    seeds: int | Literal["auto"] = Field(5, description='seeds per variant, or "auto": 3, then more in rounds '
+                                                          'only for inconclusive variants, up to max_seeds')
     workers: int = Field(1, ge=1)
     metric: str = Field("", description="defaults to eval.metric")
     study: str = Field("", description="defaults to the recipe name and a hash of the sweep")
+    rope: float | Literal["auto"] = Field("auto", description="half-width of the region of practical equivalence "
+                                          'in metric units; "auto": 0.005 for [0, 1] metrics, else 1% of the baseline')
+    max_seeds: int = Field(10, ge=3, le=1000, description='the most seeds per variant with seeds = "auto"')
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError('seeds must be at least 1, or "auto"')
+        return v
+
+    @field_validator("rope")
+    @classmethod
+    def _rope_non_negative(cls, v: float | str) -> float | str:
+        if not isinstance(v, str) and v < 0:
+            raise ValueError('the ROPE half-width must be >= 0 (metric units), or "auto"')
+        return v
+
+
+class _SearchSpec(Section):
+    """Settings of a search, plus its space: every dotted key (``"train.lr"``) is a dimension, a range
+    ``{ low = 1e-4, high = 0.1, log = true }`` or a list of choices. :mod:`dltricks.search.space`
+    checks each dimension against the recipe; here only its shape is checked."""
+
+    model_config = ConfigDict(extra="allow")
+    trials: int = Field(20, ge=1, description="trials in the study (a rerun with more extends it)")
+    seeds_per_trial: int = Field(1, ge=1, description="each trial's score is its mean over these paired seeds")
+    metric: str = Field("", description="defaults to eval.metric")
+    search_seed: int = Field(0, ge=0, description="seed of the sampler or strategy")
+    rerun_seeds: int = Field(6, ge=0, description="fresh seeds for the best against the start recipe; 0 = skip")
+    workers: int = Field(1, ge=1)
+    study: str = Field("", description="defaults to the recipe name and a hash of the search")
+
+    @model_validator(mode="after")
+    def _space_entries(self):
+        for key, value in (self.model_extra or {}).items():
+            if "." not in key:
+                fields = ", ".join(type(self).model_fields)
+                hint = did_you_mean(key, type(self).model_fields)
+                raise ValueError(f"unknown key {key!r}{hint}; valid: {fields}, or a dotted recipe key "
+                                 "(\"train.lr\") with a range {low, high, log} or a list of choices")
+            if not isinstance(value, dict | list):
+                raise ValueError(f"{key} = {value!r}: a search dimension is a range {{low, high, log}} "
+                                 "or a list of choices")
+        return self
+
+    def space(self) -> dict[str, Any]:
+        """The dotted keys: ``{"train.lr": {"low": 1e-4, "high": 0.1, "log": True}, ...}``."""
+        return dict(self.model_extra or {})
+
+
+class TuneSpec(_SearchSpec):
+    """``dltricks tune``: hyperparameter search with Optuna's samplers over the ``[tune]`` space."""
+
+    sampler: Literal["random", "tpe", "gp", "cmaes", "nsga2"] = "tpe"
+    objective: list[str] = Field(default_factory=list,
+                                 description="several metrics (e.g. test_accuracy, params): a Pareto front")
+    pruner: Literal["median", "hyperband", "none"] = "none"
+
+
+class NasSpec(_SearchSpec):
+    """``dltricks nas``: architecture search over the model's keys (the ``[nas]`` space, or a default one)."""
+
+    strategy: Literal["evolution", "reinforce", "random"] = "evolution"
+    max_params: int = Field(0, ge=0, description="candidates with more parameters are never trained; 0 = no limit")
+    max_flops: int = Field(0, ge=0, description="FLOPs of one forward pass per sample; 0 = no limit")
+    population: int = Field(8, ge=2, description="evolution: the population that ages")
+    sample_size: int = Field(3, ge=1, description="evolution: tournament size")
 
 
 class Recipe(Section):
@@ -249,8 +355,11 @@ class Recipe(Section):
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     ablate: AblateSpec = Field(default_factory=AblateSpec)
+    tune: TuneSpec = Field(default_factory=TuneSpec)
+    nas: NasSpec = Field(default_factory=NasSpec)
+    compress: CompressSpec = Field(default_factory=CompressSpec)
 
-    _sections: ClassVar[tuple[str, ...]] = ("data", "model", "train", "eval", "ablate")
+    _sections: ClassVar[tuple[str, ...]] = ("data", "model", "train", "eval", "ablate", "tune", "nas", "compress")
 
     @field_validator("data", "model", mode="before")
     @classmethod
@@ -298,7 +407,10 @@ class Recipe(Section):
 
     # ---- output -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        d = self.model_dump(mode="json")
+        if d.get("compress") == _COMPRESS_OFF:  # off: recipes (and their digests) read as before [compress]
+            del d["compress"]
+        return d
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
@@ -324,6 +436,9 @@ class Recipe(Section):
 
         walk("", self.to_dict())
         return out
+
+
+_COMPRESS_OFF = CompressSpec().model_dump(mode="json")
 
 
 # ---- TOML files, base recipes and overrides ----------------------------------------------------

@@ -69,8 +69,9 @@ def build(recipe: Recipe) -> tuple[DataBundle, torch.nn.Module, Task]:
 
 def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool = True,
           resume: str | None = None, study: str | None = None, variant: str | None = None,
-          run_id: str | None = None) -> RunResult:
+          run_id: str | None = None, on_epoch=None) -> RunResult:
     """Run a recipe and record it. ``resume=RUN_ID`` continues an interrupted run from its checkpoint.
+    ``on_epoch(epoch, row)`` is :func:`~dltricks.train.loop.fit`'s per-epoch hook (a tuner's pruner).
 
     Raises :class:`RunFailed` (the run is marked failed with the reason) or
     :class:`~dltricks.train.loop.TrainingInterrupted` (marked interrupted, resumable).
@@ -107,8 +108,18 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
                       grad_clip=t.grad_clip, label_smoothing=t.label_smoothing, seed=recipe.seed,
                       device=str(device), progress=progress, task=task, augment=augment,
                       checkpoint_dir=run_dir, resume=resume_from_checkpoint, fingerprint=recipe.digest(),
-                      method=method, **options)
+                      method=method, on_epoch=on_epoch, **options)
+        weights = None
+        if recipe.compress.active:  # [compress]: prune/quantize the trained model, then test what is left
+            # the one call from train up into compress, made only when a recipe asks for it
+            from dltricks.compress.runs import compress_trained
+
+            model, weights, extra, curves = compress_trained(model, recipe, bundle, task, run_dir, progress=progress)
+            history.curves.update(curves)
+            device = torch.device("cpu")  # int8 kernels run on the CPU only
         metrics = final_metrics(model, bundle, task, history, recipe, device)
+        if weights is not None:
+            metrics.update(extra)
     except TrainingInterrupted as e:
         ledger.update(run_id, status="interrupted", curves=e.history.curves,
                       checkpoint=str(e.checkpoint) if e.checkpoint else None)
@@ -131,7 +142,7 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
                         f"{run_dir / 'traceback.txt'})") from e
     from dltricks.train.checkpoint import save_weights
 
-    weights = save_weights(run_dir / "model.safetensors", model)
+    weights = weights or save_weights(run_dir / "model.safetensors", model)
     ledger.finish(run_id, "completed", metrics=metrics, curves=history.curves, checkpoint=str(weights))
     return RunResult(run_id, "completed", metrics, history, recipe, run_dir)
 
