@@ -11,7 +11,16 @@ from test_train import RESUME_KW, InterruptAt, blobs, weights_equal
 from torch import nn
 
 from dltricks.errors import DltricksError
-from dltricks.methods.ssl import FixMatch, MeanTeacher, PseudoLabel, _cutout, pseudo_label_loss, sigmoid_rampup, views
+from dltricks.methods.ssl import (
+    FixMatch,
+    MeanTeacher,
+    PiModel,
+    PseudoLabel,
+    _cutout,
+    pseudo_label_loss,
+    sigmoid_rampup,
+    views,
+)
 from dltricks.recipe import Recipe
 from dltricks.train.loop import TrainingInterrupted, fit
 from dltricks.train.tasks import Classification
@@ -57,7 +66,7 @@ def conv1d(seed=0):
                          nn.Flatten(), nn.Linear(32, 3))
 
 
-@pytest.mark.parametrize("kind", ["fixmatch", "mean_teacher"])
+@pytest.mark.parametrize("kind", ["fixmatch", "mean_teacher", "pi_model"])
 def test_ctrl_c_and_resume_is_bit_identical_with_the_unlabelled_stream(tmp_path, kind):
     x, y = blobs(96)
     x = x[:, None, :]  # (N, 1, 8) signals, so the views are data.augment ops
@@ -68,6 +77,8 @@ def test_ctrl_c_and_resume_is_bit_identical_with_the_unlabelled_stream(tmp_path,
         model = InterruptAt(conv1d(seed), at)
         if kind == "fixmatch":
             method = FixMatch(Classification(), u, batch_size=32, seed=0, threshold=0.5)
+        elif kind == "pi_model":
+            method = PiModel(Classification(), u, batch_size=32, seed=0, rampup=0.5)
         else:
             method = MeanTeacher(Classification(), model, u, batch_size=32, seed=0, ema_decay=0.9, rampup=0.5)
         h = fit(model, (x, y), val, method=method, checkpoint_dir=tmp_path / d, resume=resume, **RESUME_KW)
