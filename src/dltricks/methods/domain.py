@@ -135,7 +135,6 @@ class DANN(DomainStep):
             model.train(was)
         d = self.features.value.shape[1]
         self.discriminator = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-        self.hits = [0.0, 0.0]
 
     def modules(self) -> dict[str, nn.Module]:
         return {"discriminator": self.discriminator}

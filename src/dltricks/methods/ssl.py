@@ -113,19 +113,21 @@ class StreamStep(Method):
         self.stream = Stream(x_extra, batch_size, 40_009 + seed)
         self.weight, self.rampup, self.threshold = weight, rampup, threshold
         self.weak, self.strong = views(tuple(x_extra.shape[1:]))
-        self.masked = [0.0, 0.0]  # confident unlabelled samples, all unlabelled samples: this epoch
+        # confident unlabelled samples (a tensor on the device: no sync per step) and all of them, this epoch
+        self.hits: torch.Tensor | float = 0.0
+        self.seen = 0
 
     def ramp(self, progress: float) -> float:
         return self.weight * sigmoid_rampup(progress, self.rampup)
 
     def count(self, mask: torch.Tensor) -> None:
         if torch.is_grad_enabled():
-            self.masked[0] += float(mask.sum())
-            self.masked[1] += len(mask)
+            self.hits = self.hits + mask.detach().sum()
+            self.seen += len(mask)
 
     def end_epoch(self) -> dict[str, float]:
-        out = {"confident_fraction": self.masked[0] / self.masked[1]} if self.masked[1] else {}
-        self.masked = [0.0, 0.0]
+        out = {"confident_fraction": float(self.hits) / self.seen} if self.seen else {}
+        self.hits, self.seen = 0.0, 0
         return out
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -137,10 +139,10 @@ class StreamStep(Method):
         self.stream.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
     def extra_state(self) -> dict[str, Any]:
-        return {"masked": list(self.masked)}
+        return {"hits": float(self.hits), "seen": self.seen}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.masked = list(state.get("masked", [0.0, 0.0]))
+        self.hits, self.seen = float(state["hits"]), int(state["seen"])
 
 
 def _joint(model: nn.Module, *parts: torch.Tensor) -> list[torch.Tensor]:
