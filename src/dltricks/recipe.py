@@ -179,7 +179,9 @@ class TrainSpec(Section):
     restore_best: bool = Field(True, description="with early stopping, end on the best epoch's weights")
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: str = "auto"
-    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
+    threads: int | Literal["auto"] = Field("auto", description="torch CPU threads: 'auto' (the count that trains "
+                                                                 "this model fastest here, at most the free cores) "
+                                                                 "or a number")
     # ---- learning set-ups (dltricks.methods) ----
     freeze: list[str] = Field(default_factory=list, description="module-name prefixes to freeze, or "
                                                                 "'backbone' (all but the head)")
@@ -216,6 +218,13 @@ class TrainSpec(Section):
                                                            "weight ramps up (exp(-5(1-t)^2)); 0 = none")
     ema_decay: float = Field(0.99, ge=0.0, lt=1.0, description="mean teacher's EMA decay per step")
     mu: int = Field(3, ge=1, le=64, description="unlabelled (or target) to labelled batch-size ratio")
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError("must be 'auto' or a whole number >= 1")
 
     @field_validator("device")
     @classmethod
