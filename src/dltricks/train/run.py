@@ -200,6 +200,9 @@ def final_metrics(model: torch.nn.Module, bundle: DataBundle, task: Task, histor
     out = {f"test_{k}": v for k, v in evaluate(model, bundle.test, task, **kw).items()}
     if bundle.val is not None:
         out.update({f"val_{k}": v for k, v in evaluate(model, bundle.val, task, **kw).items()})
+    if bundle.target_test is not None:  # a [data.target] domain: its labels serve only here
+        out.update({f"test_target_{k}": v for k, v in evaluate(model, bundle.target_test, task, **kw).items()})
+    out.update({k: v[-1] for k, v in history.curves.items() if k.startswith("oracle_")})
     out["train_loss"] = history.curves["train_loss"][-1]
     out["epochs"] = float(history.epochs)
     out["wall_time_s"] = history.wall_time
