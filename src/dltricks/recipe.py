@@ -19,15 +19,22 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import pydantic
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from dltricks.errors import DltricksError, did_you_mean, one_of
 
 __all__ = [
-    "Section", "AugmentSpec", "DataSpec", "ModelSpec", "TrainSpec", "EvalSpec", "AblateSpec", "Recipe",
+    "Section", "AugmentSpec", "DataSpec", "ModelSpec", "TrainSpec", "EvalSpec", "AblateSpec", "TuneSpec", "NasSpec",
+    "CompressSpec", "Recipe",
     "register_section", "bundled_recipes", "explain_errors", "parse_override", "set_dotted", "get_dotted",
+    "PATH",
 ]
+
+# Marks a key whose value is a file or folder: ``Field(..., json_schema_extra=PATH)``. In a recipe file
+# such a key is taken relative to that file's folder, and the resolved recipe holds the absolute path.
+PATH = {"dltricks_path": True}
 
 
 class Section(BaseModel):
@@ -60,8 +67,30 @@ class AugmentSpec(Section):
     contrast: float = Field(0.0, ge=0.0, lt=1.0, description="max relative contrast change about the mean")
 
 
+class DomainSpec(Section):
+    """``[data.target]``: a target domain, a second configuration of the same dataset whose labels are
+    hidden in training (only ``test_target_*`` metrics use them). Its keys are the dataset's own keys
+    that may shift (MNIST-1D's generator keys) and corruptions of the inputs; empty = no target domain.
+    :mod:`dltricks.data.domains` builds it."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True, protected_namespaces=(),
+                              allow_inf_nan=False)
+    noise: float = Field(0.0, ge=0.0, description="std of additive gaussian noise on the target inputs")
+    blur: float = Field(0.0, ge=0.0, le=10.0, description="gaussian blur sigma in samples/pixels")
+    rotate: float = Field(0.0, ge=-180.0, le=180.0, description="fixed rotation in degrees (2D/3D)")
+    invert: bool = Field(False, description="contrast inversion: each input's min and max swap")
+    corruption_seed: int = Field(0, ge=0, description="fixes the noise draws across runs")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.model_extra) or bool(self.noise or self.blur or self.rotate or self.invert)
+
+
 class DataSpec(Section):
     """Keys every dataset has; a dataset's own schema subclasses this."""
+
+    # the dataset's keys a [data.target] may change (() = corruptions only; None = it cannot shift)
+    shift_keys: ClassVar[tuple[str, ...] | None] = None
 
     name: str
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of train held out for validation")
@@ -71,6 +100,36 @@ class DataSpec(Section):
                                                                  "[] = all")
     labels_per_class: int = Field(0, ge=0, description="keep N labelled training samples per class (by seed); "
                                                        "the rest become unlabelled data; 0 = all")
+    target: DomainSpec = Field(default_factory=DomainSpec, description="a shifted target domain; {} = none")
+
+    @pydantic.model_validator(mode="after")
+    def _target_keys(self) -> DataSpec:
+        if not self.target.active:
+            return self
+        cls = type(self)
+        if cls.shift_keys is None:
+            shiftable = [n for n, v in _VARIANTS["data"].items() if v.shift_keys is not None]
+            raise ValueError(f"dataset {self.name!r} cannot shift, so it takes no [data.target]; target "
+                             f"domains work on {one_of(shiftable)}")
+        extra = dict(self.target.model_extra or {})
+        for k in extra:
+            if k not in cls.shift_keys:
+                ok = list(cls.shift_keys) + ["noise", "blur", "rotate", "invert", "corruption_seed"]
+                raise ValueError(f"data.target.{k} is not a key a target domain of {self.name!r} can shift"
+                                 f"{did_you_mean(k, ok)}; valid: {one_of(ok)}")
+        if extra:
+            try:
+                cls.model_validate({**self.model_dump(exclude={"target"}), **extra})
+            except ValidationError as e:
+                raise ValueError(f"data.target: {explain_errors(e, cls)}") from None
+        return self
+
+    @pydantic.model_serializer(mode="wrap")
+    def _drop_empty_target(self, handler):
+        out = handler(self)
+        if isinstance(out, dict) and not self.target.active:  # recipes without a target read as before
+            out.pop("target", None)
+        return out
 
 
 class ModelSpec(Section):
@@ -125,7 +184,9 @@ class TrainSpec(Section):
     restore_best: bool = Field(True, description="with early stopping, end on the best epoch's weights")
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: str = "auto"
-    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
+    threads: int | Literal["auto"] = Field("auto", description="torch CPU threads: 'auto' (the count that trains "
+                                                                 "this model fastest here, at most the free cores) "
+                                                                 "or a number")
     # ---- learning set-ups (dltricks.methods) ----
     freeze: list[str] = Field(default_factory=list, description="module-name prefixes to freeze, or "
                                                                 "'backbone' (all but the head)")
@@ -148,6 +209,27 @@ class TrainSpec(Section):
     task_weighting: Literal["fixed", "uncertainty"] = Field("fixed", description="uncertainty = Kendall et "
                                                                                  "al. 2018 learnt weights")
     pcgrad: bool = Field(False, description="project conflicting task gradients (Yu et al. 2020)")
+    # semi-supervised learning and domain adaptation (dltricks.methods.ssl, dltricks.methods.domain)
+    semi_supervised: Literal["none", "pseudo_label", "pi_model", "mean_teacher", "fixmatch"] = Field(
+        "none", description="learn from data.labels_per_class's unlabelled remainder too")
+    domain_adaptation: Literal["none", "dann", "self_training", "coral"] = Field(
+        "none", description="adapt to the [data.target] domain's unlabelled inputs")
+    unlabelled_weight: float = Field(1.0, ge=0.0, description="weight of the unlabelled (consistency or "
+                                                              "pseudo-label) loss, after ramp-up")
+    domain_weight: float = Field(1.0, ge=0.0, description="weight of the DANN or CORAL loss")
+    confidence_threshold: float = Field(0.95, ge=0.0, lt=1.0, description="pseudo-labels only where the "
+                                                                         "max class probability exceeds it")
+    rampup: float = Field(0.3, ge=0.0, le=1.0, description="fraction of training over which the unlabelled "
+                                                           "weight ramps up (exp(-5(1-t)^2)); 0 = none")
+    ema_decay: float = Field(0.99, ge=0.0, lt=1.0, description="mean teacher's EMA decay per step")
+    mu: int = Field(3, ge=1, le=64, description="unlabelled (or target) to labelled batch-size ratio")
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError("must be 'auto' or a whole number >= 1")
 
     @field_validator("device")
     @classmethod
@@ -186,13 +268,118 @@ class EvalSpec(Section):
                                            "predictive intervals) as PNGs beside the run")
 
 
+class CompressSpec(Section):
+    """``[compress]``: prune and/or quantize the trained model before its test metrics (off by default).
+    :mod:`dltricks.compress` implements it; ``dltricks compress RUN_ID`` writes these keys too."""
+
+    prune: float = Field(0.0, ge=0.0, lt=1.0, description="share of weights (unstructured) or of channels "
+                                                          "(structured) removed; 0 = no pruning")
+    prune_mode: Literal["unstructured", "structured"] = "unstructured"
+    prune_scope: Literal["layer", "global"] = Field("layer", description="the same share in every layer, or "
+                                                                         "ranked over the whole model")
+    prune_steps: int = Field(1, ge=1, description="iterative pruning: this many steps, fine-tuning after each")
+    rewind: bool = Field(False, description="lottery ticket: reset surviving weights to their init, retrain")
+    quantize: Literal["none", "dynamic", "static", "qat", "weight_only"] = "none"
+    calibration_batches: int = Field(8, ge=1, description="training batches that calibrate static int8")
+    finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning after each pruning step (or QAT)")
+    finetune_lr_factor: float = Field(1.0, gt=0.0, le=1.0, description="fine-tuning lr = train.lr x this (the "
+                                                                       "recipe's schedule replayed: lr rewinding)")
+    sparse_storage: bool = Field(True, description="store Linear layers of <= 25% density as CSR")
+    source: str = Field("", description="run whose weights were compressed; '' = this recipe's own training")
+
+    @property
+    def active(self) -> bool:
+        return self.prune > 0 or self.quantize != "none"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CompressSpec:
+        if self.rewind and (self.prune == 0 or self.prune_mode != "unstructured"):
+            raise ValueError("compress.rewind (lottery ticket) needs unstructured pruning: set compress.prune > 0 "
+                             "and compress.prune_mode = 'unstructured'")
+        if self.rewind and self.finetune_epochs == 0:
+            raise ValueError("compress.rewind resets weights to their init: set compress.finetune_epochs >= 1")
+        if self.quantize == "qat" and self.finetune_epochs == 0:
+            raise ValueError("compress.quantize = 'qat' trains with fake quantization: set "
+                             "compress.finetune_epochs >= 1")
+        return self
+
+
 class AblateSpec(Section):
     tricks: list[str] = Field(default_factory=list)
     mode: Literal["add", "remove", "factorial", "cumulative"] = "add"
-    seeds: int = Field(5, ge=1)
+    seeds: int | Literal["auto"] = Field(5, description='seeds per variant, or "auto": 3, then more in rounds '
+                                                          'only for inconclusive variants, up to max_seeds')
     workers: int = Field(1, ge=1)
     metric: str = Field("", description="defaults to eval.metric")
     study: str = Field("", description="defaults to the recipe name and a hash of the sweep")
+    rope: float | Literal["auto"] = Field("auto", description="half-width of the region of practical equivalence "
+                                          'in metric units; "auto": 0.005 for [0, 1] metrics, else 1% of the baseline')
+    max_seeds: int = Field(10, ge=3, le=1000, description='the most seeds per variant with seeds = "auto"')
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError('seeds must be at least 1, or "auto"')
+        return v
+
+    @field_validator("rope")
+    @classmethod
+    def _rope_non_negative(cls, v: float | str) -> float | str:
+        if not isinstance(v, str) and v < 0:
+            raise ValueError('the ROPE half-width must be >= 0 (metric units), or "auto"')
+        return v
+
+
+class _SearchSpec(Section):
+    """Settings of a search, plus its space: every dotted key (``"train.lr"``) is a dimension, a range
+    ``{ low = 1e-4, high = 0.1, log = true }`` or a list of choices. :mod:`dltricks.search.space`
+    checks each dimension against the recipe; here only its shape is checked."""
+
+    model_config = ConfigDict(extra="allow")
+    trials: int = Field(20, ge=1, description="trials in the study (a rerun with more extends it)")
+    seeds_per_trial: int = Field(1, ge=1, description="each trial's score is its mean over these paired seeds")
+    metric: str = Field("", description="defaults to eval.metric")
+    search_seed: int = Field(0, ge=0, description="seed of the sampler or strategy")
+    rerun_seeds: int = Field(6, ge=0, description="fresh seeds for the best against the start recipe; 0 = skip")
+    workers: int = Field(1, ge=1)
+    study: str = Field("", description="defaults to the recipe name and a hash of the search")
+
+    @model_validator(mode="after")
+    def _space_entries(self):
+        for key, value in (self.model_extra or {}).items():
+            if "." not in key:
+                fields = ", ".join(type(self).model_fields)
+                hint = did_you_mean(key, type(self).model_fields)
+                raise ValueError(f"unknown key {key!r}{hint}; valid: {fields}, or a dotted recipe key "
+                                 "(\"train.lr\") with a range {low, high, log} or a list of choices")
+            if not isinstance(value, dict | list):
+                raise ValueError(f"{key} = {value!r}: a search dimension is a range {{low, high, log}} "
+                                 "or a list of choices")
+        return self
+
+    def space(self) -> dict[str, Any]:
+        """The dotted keys: ``{"train.lr": {"low": 1e-4, "high": 0.1, "log": True}, ...}``."""
+        return dict(self.model_extra or {})
+
+
+class TuneSpec(_SearchSpec):
+    """``dltricks tune``: hyperparameter search with Optuna's samplers over the ``[tune]`` space."""
+
+    sampler: Literal["random", "tpe", "gp", "cmaes", "nsga2"] = "tpe"
+    objective: list[str] = Field(default_factory=list,
+                                 description="several metrics (e.g. test_accuracy, params): a Pareto front")
+    pruner: Literal["median", "hyperband", "none"] = "none"
+
+
+class NasSpec(_SearchSpec):
+    """``dltricks nas``: architecture search over the model's keys (the ``[nas]`` space, or a default one)."""
+
+    strategy: Literal["evolution", "reinforce", "random"] = "evolution"
+    max_params: int = Field(0, ge=0, description="candidates with more parameters are never trained; 0 = no limit")
+    max_flops: int = Field(0, ge=0, description="FLOPs of one forward pass per sample; 0 = no limit")
+    population: int = Field(8, ge=2, description="evolution: the population that ages")
+    sample_size: int = Field(3, ge=1, description="evolution: tournament size")
 
 
 class Recipe(Section):
@@ -205,8 +392,11 @@ class Recipe(Section):
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     ablate: AblateSpec = Field(default_factory=AblateSpec)
+    tune: TuneSpec = Field(default_factory=TuneSpec)
+    nas: NasSpec = Field(default_factory=NasSpec)
+    compress: CompressSpec = Field(default_factory=CompressSpec)
 
-    _sections: ClassVar[tuple[str, ...]] = ("data", "model", "train", "eval", "ablate")
+    _sections: ClassVar[tuple[str, ...]] = ("data", "model", "train", "eval", "ablate", "tune", "nas", "compress")
 
     @field_validator("data", "model", mode="before")
     @classmethod
@@ -240,10 +430,21 @@ class Recipe(Section):
     def load(cls, path_or_name: str | Path, overrides: list[str] | None = None) -> Recipe:
         """Load a bundled recipe by name or a TOML file, resolve ``base``, apply ``key=value`` overrides."""
         d, source = _load_tree(str(path_or_name), seen=())
-        for item in overrides or []:
-            key, value = parse_override(item)
-            _set_key(d, key, value)
-        return cls.from_dict(d, source)
+        parsed = [parse_override(item) for item in overrides or []]
+        # a switch of dataset or model comes first, so that `-o model.hidden=[16] -o model.name=mlp`
+        # means what `-o model.name=mlp -o model.hidden=[16]` does
+        parsed.sort(key=lambda kv: kv[0] not in _SWITCHES)
+        notes = []
+        for key, value in parsed:
+            note = _set_key(d, key, value)
+            notes += [note] if note else []
+        _absolute_paths(d, Path.cwd())  # what is still relative came from -o, typed here
+        try:
+            return cls.from_dict(d, source)
+        except DltricksError as e:
+            if not notes:
+                raise
+            raise DltricksError(f"{e} ({'; '.join(notes)})") from None
 
     def patch(self, patch: dict[str, Any]) -> Recipe:
         """A new recipe with dotted keys set, e.g. ``{"train.lr": 0.1}``; validated like a file."""
@@ -254,7 +455,10 @@ class Recipe(Section):
 
     # ---- output -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        d = self.model_dump(mode="json")
+        if d.get("compress") == _COMPRESS_OFF:  # off: recipes (and their digests) read as before [compress]
+            del d["compress"]
+        return d
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
@@ -280,6 +484,9 @@ class Recipe(Section):
 
         walk("", self.to_dict())
         return out
+
+
+_COMPRESS_OFF = CompressSpec().model_dump(mode="json")
 
 
 # ---- TOML files, base recipes and overrides ----------------------------------------------------
@@ -326,23 +533,57 @@ def _load_tree(ref: str, seen: tuple[tuple[str, str], ...], relative_to: Path | 
         chain = " -> ".join([s for _, s in seen] + [source])
         raise DltricksError(f"{source}: base recipes form a cycle: {chain}")
     d = _read_toml(text, source)
+    if here is not None and "name" not in d:
+        d["name"] = path.stem  # a file's runs carry its own name, never its base's
     base = d.pop("base", None)
     if base is None:
+        if here is not None:
+            _absolute_paths(d, here)
         return d, source
     if not isinstance(base, str):
         raise DltricksError(f"{source}: base must be a recipe name or path, got {base!r}")
     parent, _ = _load_tree(base, seen + ((key, source),), here)
+    if here is not None:
+        _absolute_paths(d, here, inherited=parent)
     return _merge(parent, d), source
 
 
+def _absolute_paths(d: dict, folder: Path, inherited: dict | None = None) -> None:
+    """Make the relative file and folder keys (those marked :data:`PATH`) of ``d``'s data and model
+    sections absolute, relative to ``folder``: a recipe with its data beside it runs from anywhere."""
+    _plugins_loaded()
+    for section in ("data", "model"):
+        table = d.get(section)
+        if not isinstance(table, dict):
+            continue
+        name = table.get("name", (inherited or {}).get(section, {}).get("name"))
+        spec = _VARIANTS[section].get(name) if isinstance(name, str) else None
+        for key, f in (spec.model_fields.items() if spec else ()):
+            value = table.get(key)
+            if (f.json_schema_extra or {}).get("dltricks_path") and isinstance(value, str) and value:
+                p = Path(value).expanduser()
+                table[key] = str(p if p.is_absolute() else (folder / p).resolve())
+
+
+_SWITCHES = ("data.name", "model.name")
+
+
+def _switched(section: str, old: dict) -> dict:
+    """What a data or model section keeps when its ``name`` changes, in a file or by ``-o``: the keys
+    every dataset (``val_fraction``, ``augment``) or every model (``dropout``) has; the rest starts
+    from the new one's defaults. (An MLP's ``hidden = [100, 100]`` means nothing to an RNN.)"""
+    common = (DataSpec if section == "data" else ModelSpec).model_fields
+    return {k: copy.deepcopy(v) for k, v in old.items() if k in common and k != "name"}
+
+
 def _merge(base: dict, top: dict) -> dict:
-    """Deep-merge ``top`` over ``base``. A section whose ``name`` changes starts afresh:
-    a resnet does not inherit a cnn's keys."""
+    """Deep-merge ``top`` over ``base``. A data or model section whose ``name`` changes starts afresh
+    (see :func:`_switched`): a resnet does not inherit a cnn's keys."""
     out = copy.deepcopy(base)
     for k, v in top.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
             if "name" in v and v["name"] != out[k].get("name"):
-                out[k] = copy.deepcopy(v)
+                out[k] = _merge(_switched(k, out[k]), v) if k in ("data", "model") else copy.deepcopy(v)
             else:
                 out[k] = _merge(out[k], v)
         else:
@@ -366,18 +607,20 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, parsed["v"]
 
 
-def _set_key(d: dict, key: str, value: Any) -> None:
-    """``set_dotted``, except that a new ``data.name`` or ``model.name`` keeps only the keys the new
-    dataset or model also has: ``-o model.name=mlp`` on a CNN recipe drops the CNN's keys."""
-    if key in ("data.name", "model.name"):
+def _set_key(d: dict, key: str, value: Any) -> str:
+    """``set_dotted``, except that a new ``data.name`` or ``model.name`` starts that section afresh, as in
+    a file (:func:`_switched`). Returns a note on such a switch (for an error that follows), else ""."""
+    note = ""
+    if key in _SWITCHES:
         section = key.split(".")[0]
         old = d.get(section)
         if isinstance(old, dict) and value != old.get("name"):
-            _plugins_loaded()
-            new = _VARIANTS[section].get(value) if isinstance(value, str) else None
-            keep = set(new.model_fields) if new else {"name"}
-            d[section] = {k: v for k, v in old.items() if k in keep}
+            d[section] = _switched(section, old)
+            kept = ", ".join(f"{section}.{k}" for k in d[section]) or "none"
+            note = (f"{key} changed from {old.get('name')!r} to {value!r}: the {section} section starts from "
+                    f"{value!r}'s defaults, keeping only {kept}")
     set_dotted(d, key, value)
+    return note
 
 
 def set_dotted(d: dict, key: str, value: Any) -> None:

@@ -57,7 +57,7 @@ from sqlalchemy.pool import NullPool, StaticPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from dltricks.errors import DltricksError, one_of
-from dltricks.ledger.gitinfo import git_state
+from dltricks.ledger.gitinfo import git_state, keep_out_of_git
 from dltricks.ledger.record import (
     STATUSES,
     RunRecord,
@@ -219,9 +219,25 @@ class Ledger:
         self._engine, self.where = _make_engine(self.url)
         self._pid = os.getpid()
         self._ensure_schema()
+        keep_out_of_git(self.root)  # if it exists: a ledger elsewhere does not create this folder
 
     def __repr__(self) -> str:
         return f"Ledger({self.where!r}, root={str(self.root)!r})"
+
+    @staticmethod
+    def missing(url: str | None = None, root: str | Path | None = None) -> Path | None:
+        """The SQLite file a :class:`Ledger` with these arguments would create, if it does not exist yet
+        (so that reading an empty folder creates nothing); None when it exists or the ledger is not a file."""
+        home = root if root is not None else (os.environ.get("DLTRICKS_HOME") or "dltricks-runs")
+        url = url or os.environ.get("DLTRICKS_LEDGER") or f"sqlite:///{Path(home).expanduser().resolve() / 'ledger.db'}"
+        try:
+            u = make_url(url.strip())
+        except (exc.ArgumentError, ValueError):
+            return None  # Ledger() says what is wrong with it
+        if u.get_backend_name() != "sqlite" or u.database in (None, "", ":memory:"):
+            return None
+        path = Path(u.database).expanduser().resolve()
+        return None if path.exists() else path
 
     def close(self) -> None:
         """Release pooled connections (the ledger reconnects if used again)."""
@@ -308,6 +324,7 @@ class Ledger:
             raise DltricksError(f"bad run id {run_id!r}; a run id is 12 lowercase hex characters")
         path = self.root / "runs" / run_id
         path.mkdir(parents=True, exist_ok=True)
+        keep_out_of_git(self.root)
         return path
 
     def start_run(self, *, name: str, recipe: Mapping[str, Any], seed: int, device: str,
@@ -322,7 +339,7 @@ class Ledger:
             raise DltricksError(f"bad run id {run_id!r}; a run id is 12 lowercase hex characters")
         if hasattr(recipe, "to_dict"):  # a Recipe object
             recipe = recipe.to_dict()
-        git = git_state(cwd)
+        git = git_state(cwd, exclude=(self.root,))  # the ledger's own files are not the user's code
         row = {
             "name": str(name), "status": "running", "recipe": encode_json(dict(recipe)), "seed": int(seed),
             "git_commit": git.commit, "git_dirty": git.dirty, "git_diff_hash": git.diff_hash,

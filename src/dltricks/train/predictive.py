@@ -15,16 +15,17 @@ from typing import Any
 
 import torch
 
-__all__ = ["register_uncertainty", "uncertainty_metrics", "check_uncertainty"]
+__all__ = ["register_uncertainty", "uncertainty_metrics", "check_uncertainty", "uncertainty_names"]
 
 _EVALUATOR: list[Callable[..., Any]] = []  # [evaluate, check]
 
 
-def register_uncertainty(fn: Callable[..., dict[str, float]], check: Callable[..., None]) -> None:
+def register_uncertainty(fn: Callable[..., dict[str, float]], check: Callable[..., None],
+                         names: Callable[..., list[str]]) -> None:
     """``fn`` scores a trained model; ``check(recipe, bundle, model, task)`` refuses, before training, a
     recipe whose uncertainty keys cannot work (no dropout for MC dropout, no validation split for
-    temperature scaling, ...)."""
-    _EVALUATOR[:] = [fn, check]
+    temperature scaling, ...); ``names(recipe, bundle, task)`` lists the metrics ``fn`` will record."""
+    _EVALUATOR[:] = [fn, check, names]
 
 
 def _load() -> None:
@@ -44,3 +45,9 @@ def uncertainty_metrics(recipe: Any, bundle: Any, model: torch.nn.Module, task: 
     plain model's where both exist, so ``test_ece`` is that of the temperature-scaled model, say."""
     _load()
     return _EVALUATOR[0](recipe, bundle, model, task, device, run_dir=run_dir, ledger=ledger, progress=progress)
+
+
+def uncertainty_names(recipe: Any, bundle: Any, task: Any) -> list[str]:
+    """The metric names :func:`uncertainty_metrics` records for this recipe (for sweeps to check against)."""
+    _load()
+    return _EVALUATOR[2](recipe, bundle, task)

@@ -69,8 +69,11 @@ def build(recipe: Recipe) -> tuple[DataBundle, torch.nn.Module, Task]:
 
 def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool = True,
           resume: str | None = None, study: str | None = None, variant: str | None = None,
-          run_id: str | None = None) -> RunResult:
+          run_id: str | None = None, keep_checkpoint: bool = False, on_epoch=None) -> RunResult:
     """Run a recipe and record it. ``resume=RUN_ID`` continues an interrupted run from its checkpoint.
+    A completed run keeps its weights (``model.safetensors``); its resume checkpoint (weights, optimiser
+    and RNG states, as large again as the model or more) is deleted unless ``keep_checkpoint``.
+    ``on_epoch(epoch, row)`` is :func:`~dltricks.train.loop.fit`'s per-epoch hook (a tuner's pruner).
 
     Raises :class:`RunFailed` (the run is marked failed with the reason) or
     :class:`~dltricks.train.loop.TrainingInterrupted` (marked interrupted, resumable).
@@ -85,8 +88,7 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         ledger.update(run_id, status="running", failure=None)
     else:
         recipe = Recipe.load(recipe) if isinstance(recipe, str) else recipe
-    if recipe.train.threads:
-        torch.set_num_threads(recipe.train.threads)
+    threads_before = torch.get_num_threads()  # the caller's setting: the cap for "auto", restored after
     device = resolve_device(recipe.train.device)
     if not resume:
         run_id = ledger.start_run(name=recipe.name, recipe=recipe.to_dict(), seed=recipe.seed,
@@ -102,12 +104,24 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         from dltricks.train.predictive import check_uncertainty
 
         check_uncertainty(recipe, bundle, model, task)
+        threads = use_threads(recipe, model, bundle, device, cap=threads_before, cache=ledger.root / "threads.json")
         history = fit(model, bundle.train_source or bundle.train, bundle.val, **fit_options(recipe),
                       seed=recipe.seed, device=str(device), progress=progress, task=task, augment=augment,
                       checkpoint_dir=run_dir, resume=resume_from_checkpoint, fingerprint=recipe.digest(),
-                      method=method)
+                      method=method, on_epoch=on_epoch)
+        weights = None
+        if recipe.compress.active:  # [compress]: prune/quantize the trained model, then test what is left
+            # the one call from train up into compress, made only when a recipe asks for it
+            from dltricks.compress.runs import compress_trained
+
+            model, weights, extra, curves = compress_trained(model, recipe, bundle, task, run_dir, progress=progress)
+            history.curves.update(curves)
+            device = torch.device("cpu")  # int8 kernels run on the CPU only
         metrics = final_metrics(model, bundle, task, history, recipe, device, run_dir=run_dir, ledger=ledger,
                                 progress=progress)
+        if weights is not None:
+            metrics.update(extra)
+        metrics["threads"] = float(threads)
     except TrainingInterrupted as e:
         ledger.update(run_id, status="interrupted", curves=e.history.curves,
                       checkpoint=str(e.checkpoint) if e.checkpoint else None)
@@ -128,10 +142,17 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         (run_dir / "traceback.txt").write_text(traceback.format_exc())
         raise RunFailed(f"run {run_id} crashed: {type(e).__name__}: {e} (traceback in "
                         f"{run_dir / 'traceback.txt'})") from e
+    finally:
+        torch.set_num_threads(threads_before)
     from dltricks.train.checkpoint import save_weights
 
-    weights = save_weights(run_dir / "model.safetensors", model)
+    weights = weights or save_weights(run_dir / "model.safetensors", model)
     ledger.finish(run_id, "completed", metrics=metrics, curves=history.curves, checkpoint=str(weights))
+    if not keep_checkpoint:
+        import shutil
+
+        for path in run_dir.glob("checkpoint*"):  # the checkpoint and any .old copy of a cut-short swap
+            shutil.rmtree(path, ignore_errors=True)
     return RunResult(run_id, "completed", metrics, history, recipe, run_dir)
 
 
@@ -143,6 +164,45 @@ def fit_options(recipe: Recipe) -> dict:
                                     "label_smoothing", "device"})
     return dict(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer, schedule=t.schedule,
                 grad_clip=t.grad_clip, label_smoothing=t.label_smoothing, **options)
+
+
+# what final_metrics records besides the task's test_*/val_* metrics
+RUN_METRICS = ("train_loss", "epochs", "wall_time_s", "params")
+
+
+def metric_names(recipe: Recipe) -> list[str]:
+    """The metrics a run of ``recipe`` records (the keys of :func:`final_metrics`), known before training:
+    the freshly built model is scored on a few test samples by the same :func:`evaluate`, so the names
+    are exactly those of a run (a multi-target task's ``test_peak_mae``, say). Sweeps check the metric
+    they compare against this list."""
+    bundle, model, task = build(recipe)
+    x, y = bundle.test
+    few = (x[:4], y[:4])
+    names = [f"test_{k}" for k in evaluate(model, few, task, batch_size=4, device="cpu")]
+    if bundle.val is not None:
+        names += [f"val_{k.removeprefix('test_')}" for k in names]
+    from dltricks.train.predictive import uncertainty_names
+
+    names += [k for k in uncertainty_names(recipe, bundle, task) if k not in names]
+    return names + list(RUN_METRICS)
+
+
+def use_threads(recipe: Recipe, model: torch.nn.Module, bundle: DataBundle, device: torch.device, *,
+                cap: int | None = None, cache: Path | None = None) -> int:
+    """Set torch's CPU threads for this run (``train.threads``; "auto": timed on one batch of this data,
+    see :mod:`dltricks.train.threads`) and return the count."""
+    from dltricks.train import threads as th
+    from dltricks.train.batches import Batches
+
+    n = recipe.train.threads
+    if n == "auto":
+        with torch.random.fork_rng(devices=[]):  # a Dataset may draw its patches from torch's RNG
+            source = Batches(bundle.train_source or bundle.train, recipe.train.batch_size, recipe.seed, device)
+            x, _ = next(source.epoch(0, torch.arange(source.n)))
+        key = {"model": recipe.model.model_dump(), "in_shape": list(x.shape), "precision": recipe.train.precision}
+        n = th.resolve("auto", model=model, batch=x, device=device, cap=cap, cache=cache, key=key)
+    torch.set_num_threads(n)
+    return n
 
 
 def final_metrics(model: torch.nn.Module, bundle: DataBundle, task: Task, history: History, recipe: Recipe,
@@ -157,6 +217,9 @@ def final_metrics(model: torch.nn.Module, bundle: DataBundle, task: Task, histor
     out = {f"test_{k}": v for k, v in evaluate(model, bundle.test, task, **kw).items()}
     if bundle.val is not None:
         out.update({f"val_{k}": v for k, v in evaluate(model, bundle.val, task, **kw).items()})
+    if bundle.target_test is not None:  # a [data.target] domain: its labels serve only here
+        out.update({f"test_target_{k}": v for k, v in evaluate(model, bundle.target_test, task, **kw).items()})
+    out.update({k: v[-1] for k, v in history.curves.items() if k.startswith("oracle_")})
     out.update(uncertainty_metrics(recipe, bundle, model, task, device, run_dir=run_dir, ledger=ledger,
                                    progress=progress))
     out["train_loss"] = history.curves["train_loss"][-1]

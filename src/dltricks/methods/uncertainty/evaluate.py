@@ -253,4 +253,19 @@ def _regression(pred, recipe, bundle, task, device, bs, run_dir) -> dict[str, fl
     return out
 
 
-register_uncertainty(evaluate_uncertainty, check_recipe)
+def metric_names(recipe: Any, bundle: Any, task: Any) -> list[str]:
+    """The names :func:`evaluate_uncertainty` records for this recipe."""
+    kind, e = _kind(bundle, task), recipe.eval
+    if kind is None:
+        return []
+    if kind == "classification":
+        names = [f"test_{k}" for k in ("accuracy", "nll", "brier", "ece", "ece_adaptive")]
+        if e.temperature_scaling:
+            names += ["temperature", "test_ece_unscaled", "test_nll_unscaled"]
+    else:
+        names = ["test_nll", *(f"test_{w}_{round(level * 100)}" for level in cal.LEVELS for w in ("coverage", "width")),
+                 "test_mae", "test_rmse", "noise_std"]
+    return names + (["test_ood_auroc"] if e.ood else [])
+
+
+register_uncertainty(evaluate_uncertainty, check_recipe, metric_names)
