@@ -16,7 +16,7 @@ from dltricks.recipe import Recipe
 from dltricks.train import calibration as cal
 from dltricks.train.run import train
 
-TINY = ["data.num_samples=400", "train.epochs=2", "train.batch_size=32", "model.hidden=[32]"]
+TINY = ["data.num_samples=400", "train.epochs=2", "train.batch_size=32", "model.hidden=[32]", "model.dropout=0.0"]
 
 
 def tiny(*extra: str) -> Recipe:
@@ -203,3 +203,8 @@ def test_catalogue_has_the_uncertainty_tricks_and_their_metrics_point_the_right_
         assert base.patch(t.on).get(next(iter(t.on))) == next(iter(t.on.values()))
     assert not higher_is_better("test_ece") and not higher_is_better("test_brier")
     assert not higher_is_better("test_nll") and higher_is_better("test_ood_auroc")
+    from dltricks.train.run import metric_names
+
+    names = metric_names(tiny("eval.ood='noise'", "eval.temperature_scaling=true"))
+    assert {"test_nll", "test_brier", "test_ece_adaptive", "test_ood_auroc", "temperature"} <= set(names)
+    assert "test_coverage_90" in metric_names(Recipe.load("cubic1d-mlp"))
