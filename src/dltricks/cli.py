@@ -366,6 +366,8 @@ start here:
 
 # examples at the end of each command's --help
 EXAMPLES = {
+    "ensemble": "dltricks ensemble RUN_A RUN_B RUN_C   (completed runs of one task -> an ensemble run)\n"
+                "dltricks runs --name ensemble-mnist1d-mlp",
     "recipes": "dltricks recipes",
     "show": "dltricks show mnist1d-cnn\ndltricks show my.toml -o train.lr=0.01 -o model.name=resnet",
     "tricks": "dltricks tricks\ndltricks tricks label_smoothing",
