@@ -71,6 +71,8 @@ class DataSpec(Section):
                                                                  "[] = all")
     labels_per_class: int = Field(0, ge=0, description="keep N labelled training samples per class (by seed); "
                                                        "the rest become unlabelled data; 0 = all")
+    novel_classes: list[int] = Field(default_factory=list, description="classes held out of training for "
+                                                                       "few-shot episodes; [] = none")
 
 
 class ModelSpec(Section):
@@ -80,6 +82,8 @@ class ModelSpec(Section):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     init_from: str = Field("", description="start from a run's weights: a run id, a .safetensors file, or "
                                            "recipe:NAME (a run of that recipe, trained once); '' = random init")
+    embedding_dim: int = Field(0, ge=0, description="the head outputs an embedding of this width instead of "
+                                                    "class scores (metric learning); 0 = a classifier")
 
 
 # Section variants, filled by data/ and nn/ when they import: {"data": {"mnist1d": Mnist1dSpec}, ...}.
@@ -148,6 +152,12 @@ class TrainSpec(Section):
     task_weighting: Literal["fixed", "uncertainty"] = Field("fixed", description="uncertainty = Kendall et "
                                                                                  "al. 2018 learnt weights")
     pcgrad: bool = Field(False, description="project conflicting task gradients (Yu et al. 2020)")
+    metric_loss: Literal["none", "contrastive", "triplet", "protonet"] = Field(
+        "none", description="train an embedding (model.embedding_dim) with a metric loss; none = the task's")
+    metric_margin: float = Field(0.0, ge=0.0, description="margin of the contrastive/triplet loss; 0 = the "
+                                                          "loss's default (contrastive 1.0, triplet 0.2)")
+    pk_samples: int = Field(0, ge=0, description="P x K class-balanced batches: K samples of each of "
+                                                 "batch_size / K classes; 0 = plain shuffled batches")
 
     @field_validator("device")
     @classmethod
@@ -161,6 +171,11 @@ class TrainSpec(Section):
 class EvalSpec(Section):
     metric: str = Field("test_accuracy", description="the headline metric that sweeps compare")
     ece_bins: int = Field(15, ge=2)
+    # few-shot episodes on data.novel_classes (dltricks.train.episodes)
+    n_way: int = Field(5, ge=2, description="classes per few-shot episode")
+    shots: list[int] = Field(default_factory=lambda: [1, 5], description="K of the N-way K-shot episodes")
+    queries: int = Field(15, ge=1, description="query samples per class and episode")
+    episodes: int = Field(600, ge=1, description="episodes per N-way K-shot accuracy (fixed by seed)")
 
 
 class AblateSpec(Section):

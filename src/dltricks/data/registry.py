@@ -53,6 +53,10 @@ class DataBundle:
     # training inputs whose labels were set aside by ``data.labels_per_class`` (N_u, C, *spatial); no
     # labels are kept, so no method can read them
     unlabelled: torch.Tensor | None = None
+    # ``data.novel_classes``: samples of the classes held out of training (from train and test), labelled
+    # 0..n-1 in the order listed, for few-shot episodes; never seen by training or validation
+    novel: Pair | None = None
+    novel_names: list[str] | None = None
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -89,10 +93,12 @@ def load_data(spec: DataSpec, seed: int = 0) -> DataBundle:
 
     if spec.name not in _LOADERS:
         raise unknown("dataset", spec.name, _LOADERS)
-    from dltricks.data.subsets import few_labels, keep_classes
+    from dltricks.data.subsets import few_labels, hold_out_classes, keep_classes
 
     bundle = _LOADERS[spec.name](spec, seed)
-    if spec.classes:
+    if spec.novel_classes:
+        hold_out_classes(bundle, spec.novel_classes, spec.classes)
+    elif spec.classes:
         keep_classes(bundle, spec.classes)
     if bundle.val is None and spec.val_fraction > 0:
         bundle.train, bundle.val = carve_val(bundle.train, spec.val_fraction, seed,

@@ -21,7 +21,7 @@ from dltricks.train.tasks import Task
 def build_method(recipe: Any, bundle: Any, model: nn.Module, task: Task, ledger: Any = None,
                  augmented: bool = False) -> Method:
     """The method for ``recipe``; may load weights into ``model`` (``model.init_from``)."""
-    from dltricks.methods import distill, multitask, transfer
+    from dltricks.methods import distill, fewshot, multitask, transfer
 
     t = recipe.train
     mtl = t.task_weighting != "fixed" or t.pcgrad
@@ -37,6 +37,8 @@ def build_method(recipe: Any, bundle: Any, model: nn.Module, task: Task, ledger:
         step: Method = distill.Distill.from_recipe(recipe, bundle, model, task, ledger, augmented)
     elif mtl:
         step = multitask.MultiTask(task, model, recipe)
+    elif t.pk_samples:
+        step = fewshot.ClassBalanced(task, bundle.train[1], t.batch_size, t.pk_samples, bundle.class_names)
     else:
         step = Method(task)
     if t.freeze or t.layer_lr_decay < 1.0 or t.unfreeze_every:

@@ -82,6 +82,11 @@ class Method:
         for m in self.modules().values():
             m.train()
 
+    def order(self, batches: Any) -> torch.Tensor:
+        """The epoch's sample order (sliced into batches by the loop), drawn from ``batches.gen`` so that
+        it resumes with the run; by default a shuffle. A P x K sampler returns class-balanced blocks."""
+        return batches.new_order()
+
     # ---- the step --------------------------------------------------------------------------------------
     def loss(self, model: nn.Module, batch: Batch, progress: float) -> tuple[torch.Tensor, torch.Tensor]:
         """The scalar loss of one step and the model's output (for the loop's train accuracy)."""

@@ -44,6 +44,14 @@ def make_task(recipe: Recipe, bundle: DataBundle) -> Task:
         from dltricks.train.targets import make_targets_task
 
         return make_targets_task(recipe, bundle)
+    if t.metric_loss != "none" or recipe.model.embedding_dim:
+        from dltricks.train.metric import MetricTask
+
+        if t.metric_loss == "none" or not recipe.model.embedding_dim:
+            raise DltricksError("train.metric_loss and model.embedding_dim go together: an embedding model is "
+                                "trained by a metric loss (e.g. model.embedding_dim = 64, train.metric_loss = "
+                                "'triplet'); set both or neither")
+        return MetricTask(t.metric_loss, t.metric_margin)
     if t.loss != "ce":
         raise DltricksError(f"train.loss = {t.loss!r} is for segmentation; classification uses 'ce'")
     return Classification(label_smoothing=t.label_smoothing, class_weights=t.class_weights,
@@ -143,6 +151,16 @@ def final_metrics(model: torch.nn.Module, bundle: DataBundle, task: Task, histor
     out = {f"test_{k}": v for k, v in evaluate(model, bundle.test, task, **kw).items()}
     if bundle.val is not None:
         out.update({f"val_{k}": v for k, v in evaluate(model, bundle.val, task, **kw).items()})
+    if bundle.novel is not None:  # few-shot episodes on the classes held out of training
+        from dltricks.train.episodes import fewshot_metrics
+        from dltricks.train.metric import NORMALISED
+
+        e = recipe.eval
+        fs = fewshot_metrics(model, bundle.novel, embedding=bool(recipe.model.embedding_dim), n_way=e.n_way,
+                             shots=e.shots, queries=e.queries, episodes=e.episodes, seed=recipe.seed,
+                             normalise=recipe.train.metric_loss in NORMALISED, names=bundle.novel_names,
+                             device=device)
+        out.update({f"test_{k}": v for k, v in fs.items()})
     out["train_loss"] = history.curves["train_loss"][-1]
     out["epochs"] = float(history.epochs)
     out["wall_time_s"] = history.wall_time

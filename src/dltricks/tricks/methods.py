@@ -68,3 +68,28 @@ trick("pcgrad", "multitask",
       conflicting tasks stop undoing each other's progress on the shared layers.""",
       {"train.pcgrad": True}, {"train.pcgrad": False},
       "Yu et al. 2020, Gradient Surgery for Multi-Task Learning (arXiv:2001.06782)")
+
+# ---- metric learning and few-shot (evaluated by N-way K-shot episodes on data.novel_classes) ----------
+_METRIC_OFF = {"model.embedding_dim": 0, "train.metric_loss": "none", "train.pk_samples": 0}
+
+trick("siamese", "fewshot",
+      """Learn an embedding in which two samples of one class are close and two of different classes are
+      at least a margin apart (contrastive loss on every pair of a P x K batch): new classes can then be
+      recognised from one example each, by distance, without retraining.""",
+      {"model.embedding_dim": 64, "train.metric_loss": "contrastive", "train.pk_samples": 4}, _METRIC_OFF,
+      "Hadsell, Chopra & LeCun 2006, Dimensionality Reduction by Learning an Invariant Mapping; Koch et al. "
+      "2015, Siamese Neural Networks for One-shot Image Recognition")
+
+trick("triplet", "fewshot",
+      """Triplet loss with batch-hard mining: for every anchor, its farthest same-class sample must be
+      closer than its nearest other-class sample by a margin; P x K batches guarantee both exist.""",
+      {"model.embedding_dim": 64, "train.metric_loss": "triplet", "train.pk_samples": 4}, _METRIC_OFF,
+      "Schroff et al. 2015, FaceNet (arXiv:1503.03832); Hermans, Beyer & Leibe 2017, In Defense of the "
+      "Triplet Loss for Person Re-Identification (arXiv:1703.07737)")
+
+trick("protonet", "fewshot",
+      """Prototypical networks: train on episodes the way the model is tested. Each P x K batch is a P-way
+      task; the mean embedding of half of each class's samples is its prototype, and the other half are
+      classified by distance to the prototypes.""",
+      {"model.embedding_dim": 64, "train.metric_loss": "protonet", "train.pk_samples": 4}, _METRIC_OFF,
+      "Snell, Swersky & Zemel 2017, Prototypical Networks for Few-shot Learning (arXiv:1703.05175)")
