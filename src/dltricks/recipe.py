@@ -158,6 +158,12 @@ class TrainSpec(Section):
                                                           "loss's default (contrastive 1.0, triplet 0.2)")
     pk_samples: int = Field(0, ge=0, description="P x K class-balanced batches: K samples of each of "
                                                  "batch_size / K classes; 0 = plain shuffled batches")
+    meta: Literal["none", "maml", "fomaml", "reptile"] = Field(
+        "none", description="meta-learning outer loop over tasks (data.name = 'sinusoid'); none = plain training")
+    inner_lr: float = Field(0.01, gt=0.0, description="step size of the inner (task) gradient steps")
+    inner_steps: int = Field(1, ge=1, description="inner gradient steps per task while meta-training")
+    meta_batch: int = Field(25, ge=1, description="tasks per meta-update")
+    meta_steps: int = Field(100, ge=1, description="meta-updates per epoch")
 
     @field_validator("device")
     @classmethod
@@ -176,6 +182,8 @@ class EvalSpec(Section):
     shots: list[int] = Field(default_factory=lambda: [1, 5], description="K of the N-way K-shot episodes")
     queries: int = Field(15, ge=1, description="query samples per class and episode")
     episodes: int = Field(600, ge=1, description="episodes per N-way K-shot accuracy (fixed by seed)")
+    adapt_steps: list[int] = Field(default_factory=lambda: [1, 10], description="gradient steps (at "
+                                   "train.inner_lr) on each test task's support before its post-update error")
 
 
 class AblateSpec(Section):

@@ -7,6 +7,7 @@ from dltricks.data import (  # noqa: F401  (register)
     mnist1d,
     multitask,  # noqa: F401  (register)
     shapes,
+    sinusoid,
 )
 from dltricks.data.registry import DataBundle, Target, datasets, load_data, register_dataset
 

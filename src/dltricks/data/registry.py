@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch.utils.data import Dataset
@@ -57,6 +57,9 @@ class DataBundle:
     # 0..n-1 in the order listed, for few-shot episodes; never seen by training or validation
     novel: Pair | None = None
     novel_names: list[str] | None = None
+    # a family of tasks to sample (sinusoid regression) and its fixed test tasks, for meta-learning
+    tasks: Any = None
+    test_tasks: Any = None
 
     @property
     def in_shape(self) -> tuple[int, ...]:

@@ -87,6 +87,11 @@ class Method:
         it resumes with the run; by default a shuffle. A P x K sampler returns class-balanced blocks."""
         return batches.new_order()
 
+    def outer_loop(self) -> Callable[..., Any] | None:
+        """An episodic learner's own loop, called with :func:`~dltricks.train.loop.fit`'s arguments in its
+        place (meta-updates over sampled tasks); None = the loop's epochs over the training data."""
+        return None
+
     # ---- the step --------------------------------------------------------------------------------------
     def loss(self, model: nn.Module, batch: Batch, progress: float) -> tuple[torch.Tensor, torch.Tensor]:
         """The scalar loss of one step and the model's output (for the loop's train accuracy)."""

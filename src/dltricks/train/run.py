@@ -110,7 +110,8 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         t = recipe.train
         options = t.model_dump(exclude={"epochs", "batch_size", "lr", "optimizer", "schedule", "grad_clip",
                                         "label_smoothing", "device"})
-        history = fit(model, bundle.train_source or bundle.train, bundle.val, epochs=t.epochs,
+        runner = method.outer_loop() or fit  # episodic learners (MAML) own their outer loop
+        history = runner(model, bundle.train_source or bundle.train, bundle.val, epochs=t.epochs,
                       batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer, schedule=t.schedule,
                       grad_clip=t.grad_clip, label_smoothing=t.label_smoothing, seed=recipe.seed,
                       device=str(device), progress=progress, task=task, augment=augment,
@@ -140,6 +141,11 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
     from dltricks.train.checkpoint import save_weights
 
     weights = save_weights(run_dir / "model.safetensors", model)
+    if bundle.test_tasks is not None:  # the MAML paper's pre/post-update figure
+        from dltricks.train.adaptation import plot_adaptation
+
+        plot_adaptation(model, bundle.tasks, bundle.test_tasks, recipe.eval.adapt_steps, recipe.train.inner_lr,
+                        run_dir / "adaptation.png")
     ledger.finish(run_id, "completed", metrics=metrics, curves=history.curves, checkpoint=str(weights))
     return RunResult(run_id, "completed", metrics, history, recipe, run_dir)
 
@@ -161,6 +167,12 @@ def final_metrics(model: torch.nn.Module, bundle: DataBundle, task: Task, histor
                              normalise=recipe.train.metric_loss in NORMALISED, names=bundle.novel_names,
                              device=device)
         out.update({f"test_{k}": v for k, v in fs.items()})
+    if bundle.test_tasks is not None:  # a task family: the error after a few steps on each test task
+        from dltricks.train.adaptation import post_update_mse
+
+        tasks = type(bundle.test_tasks)(*(t.to(device) for t in vars(bundle.test_tasks).values()))
+        adapted = post_update_mse(model, tasks, recipe.eval.adapt_steps, recipe.train.inner_lr)
+        out.update({f"test_{k}": v for k, v in adapted.items()})
     out["train_loss"] = history.curves["train_loss"][-1]
     out["epochs"] = float(history.epochs)
     out["wall_time_s"] = history.wall_time
