@@ -73,6 +73,8 @@ class DataSpec(Section):
                                                        "the rest become unlabelled data; 0 = all")
     novel_classes: list[int] = Field(default_factory=list, description="classes held out of training for "
                                                                        "few-shot episodes; [] = none")
+    attributes: str = Field("", description="zero-shot class descriptions: a .json/.csv file mapping class "
+                                            "name -> attribute vector; '' = the dataset's own, if it has any")
 
 
 class ModelSpec(Section):
@@ -158,6 +160,11 @@ class TrainSpec(Section):
                                                           "loss's default (contrastive 1.0, triplet 0.2)")
     pk_samples: int = Field(0, ge=0, description="P x K class-balanced batches: K samples of each of "
                                                  "batch_size / K classes; 0 = plain shuffled batches")
+    zero_shot: Literal["eszsl", "dap"] = Field(
+        "eszsl", description="with class attributes: eszsl = a closed-form compatibility on the classifier's "
+                             "features; dap = the model predicts the attributes")
+    eszsl_gamma: float = Field(1.0, gt=0.0, description="ESZSL ridge on the feature side")
+    eszsl_lambda: float = Field(1.0, gt=0.0, description="ESZSL ridge on the attribute side")
     meta: Literal["none", "maml", "fomaml", "reptile"] = Field(
         "none", description="meta-learning outer loop over tasks (data.name = 'sinusoid'); none = plain training")
     inner_lr: float = Field(0.01, gt=0.0, description="step size of the inner (task) gradient steps")

@@ -8,6 +8,7 @@ from dltricks.data import (  # noqa: F401  (register)
     multitask,  # noqa: F401  (register)
     shapes,
     sinusoid,
+    zsl1d,
 )
 from dltricks.data.registry import DataBundle, Target, datasets, load_data, register_dataset
 

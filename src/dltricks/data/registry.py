@@ -57,6 +57,8 @@ class DataBundle:
     # 0..n-1 in the order listed, for few-shot episodes; never seen by training or validation
     novel: Pair | None = None
     novel_names: list[str] | None = None
+    # zero-shot class descriptions: class name -> (A,) attribute vector, for every class (seen and unseen)
+    attributes: dict[str, torch.Tensor] | None = None
     # a family of tasks to sample (sinusoid regression) and its fixed test tasks, for meta-learning
     tasks: Any = None
     test_tasks: Any = None
@@ -99,6 +101,13 @@ def load_data(spec: DataSpec, seed: int = 0) -> DataBundle:
     from dltricks.data.subsets import few_labels, hold_out_classes, keep_classes
 
     bundle = _LOADERS[spec.name](spec, seed)
+    if spec.attributes or bundle.attributes is not None:
+        from dltricks.data.attributes import check_attributes, read_attributes
+
+        if spec.attributes:
+            bundle.attributes = read_attributes(spec.attributes)
+        names = bundle.class_names or [str(i) for i in range(bundle.num_classes)]
+        check_attributes(bundle.attributes, names, spec.attributes or f"dataset {spec.name}")
     if spec.novel_classes:
         hold_out_classes(bundle, spec.novel_classes, spec.classes)
     elif spec.classes:

@@ -44,6 +44,14 @@ def make_task(recipe: Recipe, bundle: DataBundle) -> Task:
         from dltricks.train.targets import make_targets_task
 
         return make_targets_task(recipe, bundle)
+    if t.zero_shot == "dap":
+        from dltricks.train.zeroshot import AttributeTask, seen_unseen
+
+        seen, _ = seen_unseen(bundle)
+        if seen.min() < 0 or seen.max() > 1:
+            raise DltricksError("train.zero_shot = 'dap' predicts attributes as probabilities: they must lie in "
+                                "[0, 1]; use train.zero_shot = 'eszsl' for real-valued attributes")
+        return AttributeTask(seen)
     if t.metric_loss != "none" or recipe.model.embedding_dim:
         from dltricks.train.metric import MetricTask
 
@@ -69,7 +77,10 @@ def build(recipe: Recipe) -> tuple[DataBundle, torch.nn.Module, Task]:
     bundle = load_data(recipe.data, recipe.seed)
     torch.manual_seed(recipe.seed)
     try:
-        model = build_model(recipe.model, bundle.in_shape, bundle.num_classes)
+        # DAP's head predicts the attributes, one logit each, instead of the classes
+        dap = recipe.train.zero_shot == "dap" and bundle.attributes is not None
+        width = len(next(iter(bundle.attributes.values()))) if dap else bundle.num_classes
+        model = build_model(recipe.model, bundle.in_shape, width)
     except (ValueError, TypeError) as e:
         raise DltricksError(f"model {recipe.model.name!r} cannot be built for input {bundle.in_shape}: {e}") from None
     return bundle, model, make_task(recipe, bundle)
@@ -157,7 +168,13 @@ def final_metrics(model: torch.nn.Module, bundle: DataBundle, task: Task, histor
     out = {f"test_{k}": v for k, v in evaluate(model, bundle.test, task, **kw).items()}
     if bundle.val is not None:
         out.update({f"val_{k}": v for k, v in evaluate(model, bundle.val, task, **kw).items()})
-    if bundle.novel is not None:  # few-shot episodes on the classes held out of training
+    if bundle.novel is not None and bundle.attributes is not None:  # zero-shot on the unseen classes
+        from dltricks.train.zeroshot import zero_shot_metrics
+
+        t = recipe.train
+        zs = zero_shot_metrics(model, bundle, t.zero_shot, t.eszsl_gamma, t.eszsl_lambda, device=device)
+        out.update({f"test_{k}": v for k, v in zs.items()})
+    if bundle.novel is not None and recipe.train.zero_shot != "dap":  # few-shot episodes on the held-out classes
         from dltricks.train.episodes import fewshot_metrics
         from dltricks.train.metric import NORMALISED
 

@@ -117,3 +117,14 @@ trick("reptile", "meta",
       {"train.meta": "reptile", "train.inner_steps": 5}, _META_OFF,
       "Nichol, Achiam & Schulman 2018, On First-Order Meta-Learning Algorithms (arXiv:1803.02999)",
       applies_to=("data.name=sinusoid",))
+
+# ---- zero-shot (classes described by attributes: data.attributes, or data.name = "zsl1d") ---------------
+trick("zero_shot_attributes", "zeroshot",
+      """Recognise classes never seen in training from a description: train the model to predict the
+      attributes of its input (DAP) instead of its class, then pick the unseen class whose attribute
+      vector is most likely. The baseline maps a classifier's features to attributes in closed form
+      (ESZSL); both are scored on unseen classes and on seen and unseen together (harmonic mean).""",
+      {"train.zero_shot": "dap"}, {"train.zero_shot": "eszsl"},
+      "Lampert, Nickisch & Harmeling 2014, Attribute-Based Classification for Zero-Shot Visual Object "
+      "Categorization; Romera-Paredes & Torr 2015, ESZSL; Xian et al. 2018, Zero-Shot Learning - A "
+      "Comprehensive Evaluation of the Good, the Bad and the Ugly (arXiv:1707.00600)")
