@@ -121,6 +121,6 @@ def test_study_recipe_runs_each_learner_into_the_ledger(home_ledger):
 
 
 def test_meta_needs_a_task_family(home_ledger):
-    r = Recipe.load("mnist1d-cnn", ["train.meta=maml", "data.num_samples=300", "train.epochs=1"])
+    r = Recipe.load("mnist1d-cnn", ["train.meta=maml", "data.num_samples=600", "train.epochs=1"])
     with pytest.raises(DltricksError, match="needs a family of tasks to sample; use data.name = 'sinusoid'"):
         train(r, ledger=home_ledger, progress=False)

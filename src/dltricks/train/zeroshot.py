@@ -24,7 +24,7 @@ from torch import nn
 from dltricks.errors import DltricksError
 from dltricks.train.episodes import features
 
-__all__ = ["AttributeTask", "dap_scores", "eszsl_fit", "per_class_accuracy", "zero_shot_metrics"]
+__all__ = ["AttributeTask", "dap_scores", "eszsl_fit", "eszsl_scores", "per_class_accuracy", "zero_shot_metrics"]
 
 
 def dap_scores(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -34,12 +34,19 @@ def dap_scores(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 
 
 def eszsl_fit(x: torch.Tensor, y: torch.Tensor, s: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
-    """ESZSL's V (d, A) from features ``x`` (N, d), labels ``y`` (N,) in 0..k-1 and seen attributes ``s`` (k, A)."""
-    x, s = x.double(), s.double()
+    """ESZSL's V (d, A) from features ``x`` (N, d), labels ``y`` (N,) in 0..k-1 and seen attributes ``s``
+    (k, A). Features and class signatures are L2-normalised (as in the ESZSL code), so that classes with
+    more attributes do not win by their norm."""
+    x, s = F.normalize(x, dim=1).double(), F.normalize(s, dim=1).double()
     yy = -torch.ones(len(y), len(s), dtype=torch.float64)
     yy[torch.arange(len(y)), y] = 1.0
     left = torch.linalg.solve(x.T @ x + gamma * torch.eye(x.shape[1], dtype=torch.float64), x.T @ yy @ s)
     return torch.linalg.solve(s.T @ s + lam * torch.eye(s.shape[1], dtype=torch.float64), left.T).T.float()
+
+
+def eszsl_scores(x: torch.Tensor, v: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """(N, C) compatibility of features ``x`` (N, d) with class signatures ``s`` (C, A)."""
+    return F.normalize(x, dim=1) @ v @ F.normalize(s, dim=1).T
 
 
 def per_class_accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
@@ -101,11 +108,11 @@ def zero_shot_metrics(model: nn.Module, bundle, method: str, gamma: float = 1.0,
         def scores(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
             return dap_scores(features(model, x, embedding=True, device=device), s)
     else:
-        xtr = F.normalize(features(model, bundle.train[0], embedding=False, device=device), dim=1)
+        xtr = features(model, bundle.train[0], embedding=False, device=device)
         v = eszsl_fit(xtr, bundle.train[1], seen, gamma, lam)
 
         def scores(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-            return F.normalize(features(model, x, embedding=False, device=device), dim=1) @ v @ s.T
+            return eszsl_scores(features(model, x, embedding=False, device=device), v, s)
     xu, yu = bundle.novel
     xs, ys = bundle.test
     zsl = per_class_accuracy(scores(xu, unseen).argmax(1), yu)
