@@ -8,6 +8,7 @@ a run on an idle core) so the whole file stays within a couple of minutes on 2 s
 from __future__ import annotations
 
 import csv
+import math
 import os
 import signal
 import subprocess
@@ -139,7 +140,7 @@ def test_plan_refuses_factorial_over_the_limit_duplicates_and_unknown_keys():
 
 TRICKS = ["noop:train.threads=0", "slow:train.lr=1e-6", "bad:model.norm=grop",
           "nan:train.optimizer=sgd,train.lr=1e30"]
-SEEDS = 5  # the paired t-test needs 5 seeds; with fewer, the exact sign-flip test cannot reach p < 0.05 after Holm
+SEEDS = 3  # the decision rule gives verdicts from 3 paired seeds (the classic sign-flip p cannot, below 6)
 
 
 @pytest.fixture(scope="module")
@@ -152,19 +153,21 @@ def study(tmp_path_factory):
     return {"home": home, "ledger": ledger, "result": result, "seconds": time.monotonic() - t0}
 
 
-def test_study_verdicts_noop_no_evidence_slow_hurts(study):
+def test_study_verdicts_noop_equivalent_slow_hurts(study):
     r = study["result"]
     stats = {s.variant: s for s in r.stats}
     assert list(stats) == ["baseline", "+noop", "+slow", "+bad", "+nan"]
     assert stats["baseline"].verdict == "baseline" and stats["baseline"].n == SEEDS
     noop = stats["+noop"]
-    assert noop.verdict == "no evidence" and noop.n == SEEDS and noop.n_paired == SEEDS
+    assert noop.verdict == "equivalent" and noop.n == SEEDS and noop.n_paired == SEEDS
     assert noop.delta == 0.0 and noop.p == 1.0 and noop.p_holm == 1.0
     slow = stats["+slow"]
     assert slow.verdict == "hurts", slow
-    assert slow.n_paired == SEEDS and slow.delta < -0.05 and slow.ci_high < 0 and slow.p_holm < 0.05
-    assert r.verdicts == {"baseline": "baseline", "+noop": "no evidence", "+slow": "hurts",
-                          "+bad": "no evidence", "+nan": "no evidence"}
+    assert slow.n_paired == SEEDS and slow.delta < -0.05 and slow.ci_high < 0 and slow.p_beyond_holm < 0.05
+    assert slow.prob_worse > 0.97 and math.isnan(slow.p_signflip)  # the sign-flip cross-check starts at 6 seeds
+    assert r.verdicts == {"baseline": "baseline", "+noop": "equivalent", "+slow": "hurts",
+                          "+bad": "inconclusive", "+nan": "inconclusive"}
+    assert "no paired seed" in stats["+bad"].reason and stats["+slow"].rope == 0.005
     assert r.scores["+noop"] == r.scores["baseline"]  # the same recipe, the same seeds: the same runs
 
 
@@ -215,7 +218,8 @@ def test_study_report_files(study):
     for key in ("csv", "md", "html", "forest", "seeds"):
         assert paths[key].is_file() and paths[key].stat().st_size > 0, key
     rows = {row["variant"]: row for row in csv.DictReader(paths["csv"].open())}
-    assert rows["+slow"]["verdict"] == "hurts" and rows["+noop"]["verdict"] == "no evidence"
+    assert rows["+slow"]["verdict"] == "hurts" and rows["+noop"]["verdict"] == "equivalent"
+    assert rows["+slow"]["changes"] == "train.lr: 0.003 -> 1e-06" and rows["+slow"]["rope"] == "0.005"
     html = paths["html"].read_text()
     assert "forest.png" in html and "hurts" in html
 
@@ -251,12 +255,12 @@ def test_report_command_regenerates_from_storage(study):
 
 # ---- no change, no verdict; dead workers are retried up to a limit ---------------------------------------
 
-def test_an_unchanged_variant_never_gets_a_verdict_even_if_its_runs_differ():
+def test_an_unchanged_variant_is_equivalent_even_if_its_runs_differ():
     from dltricks.ledger.stats import compare
     from dltricks.search.ablate import _unchanged_variants
 
     base = {s: 0.80 + 0.01 * s for s in range(6)}
-    scores = {"baseline": base, "+noop": {s: v + 0.002 for s, v in base.items()},  # run-to-run noise, say
+    scores = {"baseline": base, "+noop": {s: v + 0.02 for s, v in base.items()},  # run-to-run noise, say
               "+good": {s: v + 0.05 + 0.001 * s for s, v in base.items()}}
     raw = {s.variant: s for s in compare(scores, "baseline", higher_is_better=True)}
     assert raw["+noop"].verdict == "helps"  # what the numbers alone would say
@@ -265,7 +269,8 @@ def test_an_unchanged_variant_never_gets_a_verdict_even_if_its_runs_differ():
     assert _unchanged_variants(d) == {"+noop"}
     fixed = {s.variant: s for s in compare(scores, "baseline", higher_is_better=True,
                                            unchanged=_unchanged_variants(d))}
-    assert fixed["+noop"].verdict == "no evidence" and fixed["+noop"].p == 1.0 and fixed["+noop"].p_holm == 1.0
+    assert fixed["+noop"].verdict == "equivalent" and fixed["+noop"].p == 1.0 and fixed["+noop"].p_holm == 1.0
+    assert "same recipe" in fixed["+noop"].reason
     assert fixed["+good"].verdict == "helps" and fixed["+good"].p_holm <= raw["+good"].p_holm
 
 
@@ -449,3 +454,85 @@ def test_cli_factorial_with_six_tricks_is_refused(ledger_home, capsys):
     code = cli_main(["ablate", "mnist1d-cnn", "--trick", "x:train.lrr=1", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "train.lrr" in err
+
+
+# ---- verdicts with 3 seeds, seeds = "auto", what the Python user and the terminal see ----------------
+
+TINY = SMALL  # 1200 samples, 3 epochs: the baseline learns (~0.5), the crippled lr stays at chance
+
+
+@pytest.mark.slow
+def test_cli_cripple_hurts_and_noop_is_equivalent_with_3_seeds_and_auto_stops_there(ledger_home, capsys):
+    args = ["ablate", "mnist1d-cnn", *(a for o in TINY for a in ("-o", o)), "--trick", "cripple:train.lr=1e-6",
+            "--trick", "noop:train.threads=0", "-q"]
+    assert cli_main([*args, "--seeds", "3"]) == 0
+    text = capsys.readouterr().out
+    row = {line.split()[0]: line for line in text.splitlines() if line.strip().startswith("+")}
+    assert "hurts" in row["+cripple"] and "equivalent" in row["+noop"], text
+    assert "ROPE ±0.005" in text
+    # seeds = auto: both verdicts come at the first look (3 seeds), so no fourth seed is ever trained.
+    assert cli_main([*args, "--seeds", "auto", "--max-seeds", "5", "--study", "auto"]) == 0
+    text = capsys.readouterr().out
+    assert "hurts" in text and "equivalent" in text and "partial" not in text
+    ledger = Ledger()
+    assert sorted({r.seed for r in ledger.runs(study="auto")}) == [0, 1, 2]
+    assert len(ledger.runs(study="auto")) == 9
+
+
+def _fake_study(ledger: Ledger, name: str, recipe: Recipe, tricks: list[str], *, seeds, rope=None):
+    d = define(recipe, [parse_trick(t) for t in tricks], mode="add", seeds=seeds, study=name, rope=rope)
+    claims.ensure_table(ledger)
+    return st.create_or_load(ledger, d), d
+
+
+def _record(optuna_study, d: st.Definition, variant: str, seed: int, value: float) -> None:
+    i = [v.name for v in d.variants].index(variant)
+    st.record(optuna_study, d, f"v{i}s{seed}", variant, seed, run_id=None, metrics={d.metric: value})
+
+
+def test_seeds_auto_asks_for_more_seeds_only_for_inconclusive_variants(ledger_home):
+    ledger = Ledger()
+    study, d = _fake_study(ledger, "seq", small(), ["big:train.lr=1e-6", "small:train.weight_decay=1e-4"],
+                           seeds="auto")
+    assert d.schedule == [3, 5, 8, 10] and d.seeds == list(range(10))
+    first = st.todo(study, d)
+    assert {(v.name, seed) for _, v, seed in first} == {(n, s) for n in ("baseline", "+big", "+small")
+                                                         for s in range(3)}
+    for seed in range(3):
+        _record(study, d, "baseline", seed, 0.90 + 0.01 * seed)
+        _record(study, d, "+big", seed, 0.10 + 0.01 * seed)  # overwhelming: decided at the first look
+        _record(study, d, "+small", seed, 0.90 + 0.01 * seed + (0.004, -0.003, 0.006)[seed])  # unclear
+    nxt = st.todo(study, d)
+    assert {(v.name, seed) for _, v, seed in nxt} == {(n, s) for n in ("baseline", "+small") for s in (3, 4)}
+    partial = report("seq", ledger=ledger)
+    assert partial.partial and partial.cells_done == 9 and partial.cells_total == 13
+    assert partial.verdicts["+big"] == "hurts" and partial.verdicts["+small"] == "inconclusive"
+    assert "waiting for the look at 5" in str(partial)
+    for seed in (3, 4):
+        _record(study, d, "baseline", seed, 0.90 + 0.01 * seed)
+        _record(study, d, "+small", seed, 0.90 + 0.01 * seed + 0.001)
+    assert {seed for _, _, seed in st.todo(study, d)} == {5, 6, 7}  # still open: the look at 8 seeds
+    done = report("seq", ledger=ledger)
+    assert {s.variant: s.look for s in done.stats[1:]} == {"+big": 3, "+small": None}
+
+
+def test_result_prints_as_text_partial_and_notes_in_terminal_and_report(ledger_home, capsys):
+    ledger = Ledger()
+    # mnist1d-cnn has one_cycle on; --trick one_cycle makes the baseline a constant schedule.
+    recipe = Recipe.load("mnist1d-cnn")
+    study, d = _fake_study(ledger, "live", recipe, ["one_cycle"], seeds=3)
+    for seed in range(2):
+        _record(study, d, "baseline", seed, 0.90)
+    result = report("live", ledger=ledger)
+    text = str(result)
+    assert "<rich" not in text and "baseline" in text and "+one_cycle" in text
+    assert "partial: 2 of 6 cells" in text and text == f"{result.table()}\n" + "\n".join(result.lines())
+    assert "one_cycle on" in text and "'one_cycle' -> 'constant'" in text
+    assert repr(result).startswith("<AblationResult live (test_accuracy, 2/6 cells)")
+    html = result.report["html"].read_text()
+    assert "partial: 2 of 6 cells" in html and "one_cycle on" in html
+    assert cli_main(["report", "live"]) == 0
+    out = capsys.readouterr().out
+    assert "partial: 2 of 6 cells" in out and "one_cycle on" in out
+    # a ROPE given to the report judges the same runs anew
+    assert report("live", ledger=ledger, rope=0.02).rope == 0.02

@@ -351,3 +351,83 @@ def test_runs_table_and_diff(two_runs):
     console.print(render_diff(diff))
     text = console.export_text()
     assert "train.label_smoothing" in text and "(absent)" in text and "+0.05" in text and "-0.1" in text
+
+
+# --- the sheet in a terminal: width, folding, failures, an empty folder -------------------------------
+
+
+@pytest.fixture
+def mixed_runs(ledger_home: Path):
+    """A plain run, a failed plain run, and an ablation study of 6 runs (one failed)."""
+    ledger = Ledger()
+    plain = ledger.start_run(name="mnist1d-cnn-with-a-long-name", recipe=RECIPE, seed=0, device="cpu")
+    ledger.finish(plain, "completed", metrics={"test_accuracy": 0.91, "test_loss": 0.3})
+    bad = ledger.start_run(name="mnist1d-cnn", recipe=RECIPE, seed=0, device="cpu")
+    ledger.finish(bad, "failed", failure="loss became NaN at epoch 2 (train.lr = 1e+30 is far too high)")
+    for seed in range(3):
+        for variant in ("baseline", "+label_smoothing"):
+            run = ledger.start_run(name="mnist1d-cnn", recipe=RECIPE, seed=seed, device="cpu", study="abl-1",
+                                   variant=variant)
+            if seed == 2 and variant != "baseline":
+                ledger.finish(run, "failed", failure="its worker process died (killed or crashed)")
+            else:
+                ledger.finish(run, "completed", metrics={"test_accuracy": 0.8 + 0.01 * seed, "test_loss": 0.5})
+    return ledger, plain, bad
+
+
+def _render(table, width: int) -> list[str]:
+    console = Console(record=True, width=width, color_system=None)
+    console.print(table)
+    return console.export_text().splitlines()
+
+
+def test_runs_table_fits_80_columns_and_folds_a_study(mixed_runs):
+    ledger, plain, bad = mixed_runs
+    lines = _render(runs_table(ledger.runs(), width=80, fold=True), 80)
+    text = "\n".join(lines)
+    assert all(len(line.rstrip()) <= 80 for line in lines)
+    assert plain in text and bad in text
+    study = [line for line in lines if "abl-1" in line]
+    assert len(study) == 1 and "6 runs, 1 failed" in study[0] and "2 variants" in study[0]
+    assert "loss became NaN" in text  # the reason, shortened to what fits
+    header = next(line for line in lines if line.split()[:2] == ["id", "name"]).split()
+    assert header[:3] == ["id", "name", "status"] and header[-1] == "failure"
+    # wide terminal: every column; --all: one line per run
+    wide = "\n".join(_render(runs_table(ledger.runs(), width=250, fold=False), 250))
+    for col in ("seed", "commit", "started", "duration", "test_accuracy", "test_loss"):
+        assert col in wide
+    assert wide.count("+label_smoothing") == 3 and "its worker process died" in wide
+
+
+def test_runs_table_columns_by_name(mixed_runs):
+    ledger, plain, _ = mixed_runs
+    lines = _render(runs_table(ledger.runs(), columns=["id", "test_accuracy"]), 120)
+    assert lines[1].split() == ["id", "test_accuracy"] and any(plain in line and "0.91" in line for line in lines)
+    with pytest.raises(DltricksError, match="unknown column 'test_acc'.*did you mean test_accuracy"):
+        runs_table(ledger.runs(), columns=["id", "test_acc"])
+
+
+def test_failure_reason_in_csv_and_markdown(mixed_runs):
+    ledger, _, bad = mixed_runs
+    rows = {r["id"]: r for r in csv.DictReader(io.StringIO(to_csv(ledger.runs())))}
+    assert "loss became NaN at epoch 2" in rows[bad]["failure"]
+    assert all(r["failure"] == "" for r in rows.values() if r["status"] == "completed")
+    assert "| failure |" in to_markdown(ledger.runs()).splitlines()[0] + " |"
+
+
+def test_cli_runs_study_filter_all_and_an_empty_folder(mixed_runs, capsys, tmp_path, monkeypatch):
+    from dltricks.cli import main
+
+    assert main(["runs", "--study", "abl-1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("[+label") == 3 and "study " not in out  # one line per run (names cut to fit 80 columns)
+    assert main(["runs", "--all", "--columns", "id,name,failure"]) == 0
+    assert capsys.readouterr().out.count("mnist1d-cnn") == 8
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    monkeypatch.setenv("DLTRICKS_HOME", str(empty / "dltricks-runs"))
+    assert main(["runs"]) == 0
+    assert "no runs in" in capsys.readouterr().err
+    assert main(["runs", "--format", "json"]) == 0 and capsys.readouterr().out.strip() == "[]"
+    assert list(empty.iterdir()) == []  # nothing created

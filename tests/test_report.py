@@ -120,8 +120,38 @@ def test_markdown_cells_escape_table_syntax(tmp_path, name):
     stats = compare(scores, "baseline", higher_is_better=True)
     md = write_report(tmp_path, title="t", stats=stats, scores=scores, metric="m", higher_is_better=True,
                       header={})["md"].read_text(encoding="utf-8")
-    sheet = md.split("## Results")[1].split("## Scores by seed")[0]
-    table = [line for line in sheet.splitlines() if line.startswith("|")]
-    # Every row has as many unescaped cell separators as the header row.
-    count = [line.replace("\\|", "").count("|") for line in table]
-    assert len(set(count)) == 1
+    for part in ("## Results", "## The numbers behind each verdict", "## Scores by seed"):
+        sheet = md.split(part)[1].split("\n## ")[0]
+        table = [line for line in sheet.splitlines() if line.startswith("|")]
+        # Every row has as many unescaped cell separators as the header row.
+        count = [line.replace("\\|", "").count("|") for line in table]
+        assert len(table) == 4 and len(set(count)) == 1, part
+
+
+def test_html_leads_with_the_answer_and_folds_the_recipe_last(tmp_path):
+    # The structure that puts the answer on the first screen; benchmarks/report_first_screen.py checks the
+    # same in headless Chromium at 1280x800 (summary, table and forest plot end above y = 800).
+    scores, _ = _study(variants=("baseline", "+good", "+same"), n_seeds=4)
+    scores["+same"] = dict(scores["baseline"])
+    stats = compare(scores, "baseline", higher_is_better=True, metric="accuracy")
+    header = {"study": "s", "metric": "accuracy (higher is better)", "ROPE": "±0.005 accuracy", **HEADER}
+    paths = write_report(tmp_path, title="t", stats=stats, scores=scores, metric="accuracy", higher_is_better=True,
+                         header=header, changes={"+good": "train.lr: 0.01 -> 0.1", "+same": "no change"},
+                         notes=["the recipe has one_cycle on; the baseline turns it off"])
+    text = paths["html"].read_text(encoding="utf-8")
+    order = [text.index(marker) for marker in (
+        "<h1>", 'class="note"', 'id="summary"', '<table class="results">', 'class="forest"',
+        "The numbers behind each verdict", "Scores by seed", '<dl class="header">', '<details id="recipe">')]
+    assert order == sorted(order)
+    results = text.split('<table class="results">')[1].split("</table>")[0]
+    assert "train.lr: 0.01 -&gt; 0.1" in results and "P(worse / ROPE / better)" in results
+    assert "equivalent" in results and "helps" in results
+    assert text.count("<dt>metric</dt>") == 1 and text.count("<dt>") == len(set(header) - {"recipe", "environment"})
+    recipe = text.split('<details id="recipe">')[1].split("</details>")[0]
+    assert "name = &quot;mnist1d&quot;" in recipe and text.count("name = &quot;mnist1d&quot;") == 1
+    rows = {r["variant"]: r for r in _read_csv(paths["csv"])}
+    assert rows["+same"]["verdict"] == "equivalent" and rows["+same"]["changes"] == "no change"
+    assert float(rows["+good"]["rope"]) == 0.005 and rows["+good"]["reason"]
+    md = paths["md"].read_text(encoding="utf-8")
+    assert md.index("## Results") < md.index("![forest]") < md.index("## Study") < md.index("## Full resolved recipe")
+    assert md.count("**metric**") == 1

@@ -111,8 +111,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 @command
 def cmd_runs(args: argparse.Namespace) -> None:
-    from dltricks.ledger import sheet
+    from dltricks.ledger import Ledger, sheet
 
+    missing = Ledger.missing(args.ledger)
+    if missing is not None and args.action is None:
+        _no_runs(args, str(missing))  # reading an empty folder creates nothing in it
+        return
     ledger = _ledger(args)
     if args.action == "diff":
         if len(args.ids) != 2:
@@ -128,11 +132,23 @@ def cmd_runs(args: argparse.Namespace) -> None:
     if args.action is not None:
         raise DltricksError(f"unknown runs action {args.action!r}; valid: diff, show (or none to list)")
     records = ledger.runs(study=args.study, status=args.status, name=args.name, limit=args.limit)
+    if not records:
+        _no_runs(args, ledger.where)
+        return
     if args.format == "table":
-        out.print(sheet.runs_table(records))
+        columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+        out.print(sheet.runs_table(records, width=out.width, columns=columns, fold=not (args.all or args.study)))
     else:
         render = {"csv": sheet.to_csv, "md": sheet.to_markdown, "json": sheet.to_json}[args.format]
         _write(render(records))
+
+
+def _no_runs(args: argparse.Namespace, where: str) -> None:
+    if args.format == "json":
+        _write("[]")
+    elif args.format == "table":
+        which = " matching the filters" if (args.study or args.status or args.name) else ""
+        err.print(f"no runs{which} in {where} (train one with: dltricks train RECIPE)", markup=False, soft_wrap=True)
 
 
 def _write(text: str) -> None:
@@ -154,12 +170,15 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     result = ablate(Recipe.load(recipe, args.override), args.trick or None, mode=args.mode, seeds=args.seeds,
                     workers=args.workers, metric=args.metric or "", study=args.study or "",
-                    ledger=args.ledger, out=args.out, progress=not args.quiet)
+                    ledger=args.ledger, out=args.out, progress=not args.quiet, rope=args.rope,
+                    max_seeds=args.max_seeds)
     return _print_study(result)
 
 
 def _print_study(result) -> int:
-    out.print(result.table())
+    out.print(result.rich_table())
+    for line in result.lines():
+        out.print(line, markup=False, soft_wrap=True)
     for f in result.failures:
         out.print(f"[red]failed[/] {f['variant']} seed {f['seed']}: {f['reason']}", soft_wrap=True)
     out.print(f"report: {result.report['html']}", markup=False)
@@ -177,9 +196,60 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 @command
 def cmd_report(args: argparse.Namespace) -> int:
+    from dltricks.search import trials
     from dltricks.search.ablate import report
 
-    return _print_study(report(args.study, ledger=_ledger(args), out=args.out))
+    ledger = _ledger(args)
+    if trials.is_search(ledger, args.study):  # a tune or nas study
+        from dltricks.search.results import rewrite_report
+
+        return _print_search(rewrite_report(ledger, args.study, out=args.out))
+    return _print_study(report(args.study, ledger=ledger, out=args.out, rope=args.rope))
+
+
+# ---- tuning and architecture search -----------------------------------------------------------------
+
+@command
+def cmd_tune(args: argparse.Namespace) -> int:
+    from dltricks.search.tune import tune
+
+    result = tune(_recipe(args), space=args.space, sampler=args.sampler, trials=args.trials,
+                  seeds_per_trial=args.seeds_per_trial, metric=args.metric or "",
+                  objective=args.objective.split(",") if args.objective else None, pruner=args.pruner,
+                  search_seed=args.search_seed, workers=args.workers, study=args.study or "",
+                  rerun_seeds=args.rerun_seeds, best=args.best, ledger=args.ledger, out=args.out,
+                  progress=not args.quiet)
+    return _print_search(result)
+
+
+@command
+def cmd_nas(args: argparse.Namespace) -> int:
+    from dltricks.search.nas import nas
+
+    result = nas(_recipe(args), space=args.space, strategy=args.strategy, trials=args.trials,
+                 seeds_per_trial=args.seeds_per_trial, metric=args.metric or "", max_params=args.max_params,
+                 max_flops=args.max_flops, search_seed=args.search_seed, workers=args.workers,
+                 study=args.study or "", rerun_seeds=args.rerun_seeds, best=args.best, ledger=args.ledger,
+                 out=args.out, progress=not args.quiet)
+    return _print_search(result)
+
+
+def _print_search(result) -> int:
+    out.print(result.table())
+    for t in result.trials:
+        if t.state != "complete":
+            out.print(f"[yellow]{t.state}[/] t{t.number}: {t.failure}", soft_wrap=True, markup=True)
+    if result.best is not None:
+        out.print(f"best: t{result.best.number} " + ", ".join(f"{k}={v!r}" for k, v in result.best.config.items()),
+                  markup=False, soft_wrap=True)
+    if result.rerun is not None:
+        out.print(result.rerun.summary(), markup=False, soft_wrap=True)
+    elif result.rerun_note:
+        out.print(result.rerun_note, markup=False)
+    if result.best_path is not None:
+        out.print(f"best recipe: {result.best_path} (train it: dltricks train {result.best_path})", markup=False)
+    out.print(f"report: {result.report['html']}", markup=False)
+    return 0
 
 
 # ---- model analysis -------------------------------------------------------------------------------
@@ -265,12 +335,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=["running", "completed", "failed", "interrupted"])
     p.add_argument("--name")
     p.add_argument("--limit", type=int)
+    p.add_argument("--all", action="store_true", help="every run of a study on its own line (default: one line "
+                                                      "per study)")
+    p.add_argument("--columns", metavar="A,B,...", help="columns to show, e.g. id,name,status,test_accuracy,failure "
+                                                        "(default: those that fit the terminal)")
 
     p = sub.add_parser("ablate", parents=[common], help="which tricks help on this task? paired seeds, honest stats")
     recipe_args(p, required=False)
     p.add_argument("--trick", action="append", metavar="NAME", help="a catalogue trick or NAME:key=value[,...]")
     p.add_argument("--mode", choices=["add", "remove", "factorial", "cumulative"])
-    p.add_argument("--seeds", type=_positive, help="seeds per variant (paired across variants)")
+    p.add_argument("--seeds", type=_seeds, help='seeds per variant (paired across variants), or "auto": 3, then '
+                                             "more in rounds only for inconclusive variants")
+    p.add_argument("--max-seeds", type=_positive, help="the most seeds per variant with --seeds auto (default 10)")
+    p.add_argument("--rope", type=_non_negative, help="region of practical equivalence: half-width in metric "
+                                                      "units (default 0.005 for [0, 1] metrics, else 1%%)")
     p.add_argument("--workers", type=_positive, help="local worker processes (cores are split between them)")
     p.add_argument("--study", help="study name (default: recipe, mode and a hash of the sweep)")
     p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger: where runs and trials live")
@@ -284,6 +362,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study")
     p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger")
     p.add_argument("--out")
+    p.add_argument("--rope", type=_non_negative, help="judge the same runs with this ROPE half-width")
+
+    def search_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--space", action="append", metavar="KEY=SPEC",
+                       help="a search dimension: train.lr=1e-4..0.1:log, 'model.norm=[\"batch\", \"group\"]' "
+                            "or KEY={low = .., high = .., log = true}")
+        p.add_argument("--trials", type=_positive, help="trials in the study (more on a rerun extend it)")
+        p.add_argument("--seeds-per-trial", type=_positive, help="paired seeds each trial is averaged over")
+        p.add_argument("--metric", help="metric to optimise (default eval.metric)")
+        p.add_argument("--search-seed", type=int, help="seed of the sampler or strategy")
+        p.add_argument("--workers", type=_positive, help="local worker processes")
+        p.add_argument("--study", help="study name (default: recipe, kind and a hash of the search)")
+        p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger")
+        p.add_argument("--rerun-seeds", type=int, help="fresh seeds for the best vs the start recipe (0 = skip)")
+        p.add_argument("--best", metavar="OUT.toml", help="write the best recipe here")
+        p.add_argument("--out", help="report folder (default dltricks-runs/reports/STUDY)")
+
+    p = sub.add_parser("tune", parents=[common], help="tune hyperparameters with Optuna over the [tune] space")
+    recipe_args(p)
+    search_args(p)
+    p.add_argument("--sampler", choices=["random", "tpe", "gp", "cmaes", "nsga2"])
+    p.add_argument("--objective", metavar="M1,M2", help="several objectives, e.g. test_accuracy,params: a Pareto front")
+    p.add_argument("--pruner", choices=["median", "hyperband", "none"])
+    p = sub.add_parser("nas", parents=[common], help="search architectures over the model's keys within a budget")
+    recipe_args(p)
+    search_args(p)
+    p.add_argument("--strategy", choices=["evolution", "reinforce", "random"])
+    p.add_argument("--max-params", type=int, help="never train a candidate with more parameters")
+    p.add_argument("--max-flops", type=int, help="never train a candidate with more FLOPs (one sample)")
     p = sub.add_parser("inspect", parents=[common], help="layer table with receptive field, params and FLOPs; "
                                                          "--compare A B side by side")
     recipe_args(p, required=False)
@@ -308,6 +415,20 @@ def _positive(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"{text} must be at least 1")
     return n
+
+
+def _seeds(text: str) -> int | str:
+    return "auto" if text.strip().lower() == "auto" else _positive(text)
+
+
+def _non_negative(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (x >= 0 and x != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
+    return x
 
 
 def main(argv: list[str] | None = None) -> int:

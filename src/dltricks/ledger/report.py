@@ -4,9 +4,10 @@
 per-seed scores and learning curves, and writes into one folder:
 
 - ``report.csv``  the sheet, one row per variant, full precision, for other tools;
-- ``report.md``   header (commit, recipe, environment...), sheet, per-seed scores, failures;
-- ``report.html`` the same with verdicts coloured and the plots embedded;
-- ``forest.png``  paired difference to the baseline with its CI, per variant;
+- ``report.md``   the answer first (verdicts, the table, the forest plot), then the numbers behind
+  each verdict, per-seed scores, failures, the study's fields, the full recipe last;
+- ``report.html`` the same with verdicts coloured, the plots embedded and the recipe folded;
+- ``forest.png``  paired difference to the baseline with its CI, per variant, and the ROPE band;
 - ``seeds.png``   every seed's score per variant, lines joining a seed across variants;
 - ``curves.png``  mean validation curve per variant over faint per-seed curves
   (only when curves were given).
@@ -33,12 +34,15 @@ from dltricks.ledger.stats import VariantStats
 VERDICT_COLOURS = {
     "helps": "#1a9850",
     "hurts": "#d73027",
-    "no evidence": "#8c8c8c",
-    "baseline": "#4575b4",
+    "equivalent": "#2c7fb8",
+    "inconclusive": "#8c8c8c",
+    "baseline": "#525252",
 }
 SHEET_COLUMNS = [
     "variant", "n", "n_paired", "mean", "std", "delta", "ci_low", "ci_high",
     "p", "p_holm", "verdict", "seeds_needed", "test", "seeds",
+    "rope", "prob_worse", "prob_rope", "prob_better", "p_beyond", "p_beyond_holm", "p_equiv", "p_equiv_holm",
+    "alpha", "p_signflip", "fragile", "look", "reason", "changes",
 ]
 # The sheet shows the per-epoch curve that matches the metric; these are tried in order.
 CURVE_PREFIXES = ("val_", "valid_", "validation_", "test_")
@@ -133,7 +137,8 @@ def _extra_columns(extras: Mapping[str, Mapping[str, float]] | None) -> list[str
     return columns
 
 
-def _sheet_rows(stats: Sequence[VariantStats], extras: Mapping[str, Mapping[str, float]] | None) -> list[dict]:
+def _sheet_rows(stats: Sequence[VariantStats], extras: Mapping[str, Mapping[str, float]] | None,
+                changes: Mapping[str, str] | None = None) -> list[dict]:
     columns = _extra_columns(extras)
     rows = []
     for s in stats:
@@ -141,6 +146,11 @@ def _sheet_rows(stats: Sequence[VariantStats], extras: Mapping[str, Mapping[str,
             "variant": s.variant, "n": s.n, "n_paired": len(s.seeds), "mean": s.mean, "std": s.std,
             "delta": s.delta, "ci_low": s.ci_low, "ci_high": s.ci_high, "p": s.p, "p_holm": s.p_holm,
             "verdict": s.verdict, "seeds_needed": s.seeds_needed, "test": s.test, "seeds": list(s.seeds),
+            "rope": s.rope, "prob_worse": s.prob_worse, "prob_rope": s.prob_rope, "prob_better": s.prob_better,
+            "p_beyond": s.p_beyond, "p_beyond_holm": s.p_beyond_holm, "p_equiv": s.p_equiv,
+            "p_equiv_holm": s.p_equiv_holm, "alpha": s.alpha, "p_signflip": s.p_signflip,
+            "fragile": s.fragile, "look": s.look, "reason": s.reason,
+            "changes": (changes or {}).get(s.variant, ""),
         }
         mine = (extras or {}).get(s.variant, {})
         for key in columns:
@@ -204,8 +214,12 @@ def _plot_forest(path: Path, stats: Sequence[VariantStats], metric: str, higher_
 
     rows = [s for s in stats if s.verdict != "baseline"]
     baseline = next((s.variant for s in stats if s.verdict == "baseline"), "baseline")
-    fig = Figure(figsize=(7, 1.2 + 0.45 * max(1, len(rows))))
+    fig = Figure(figsize=(8, 1.3 + 0.4 * max(1, len(rows))))
     ax = fig.add_subplot()
+    rope = next((s.rope for s in stats if not math.isnan(s.rope)), math.nan)
+    if not math.isnan(rope) and rope > 0:
+        # The region of practical equivalence: an interval inside it is "equivalent".
+        ax.axvspan(-rope, rope, color="#2c7fb8", alpha=0.15, lw=0, label=_mpl_text(f"ROPE ±{rope:.3g}"))
     ax.axvline(0.0, color="black", lw=1)
     if not rows:
         ax.text(0.5, 0.5, "no variant to compare with the baseline yet", ha="center", va="center",
@@ -225,6 +239,7 @@ def _plot_forest(path: Path, stats: Sequence[VariantStats], metric: str, higher_
     better = "right" if higher_is_better else "left"
     ax.set_xlabel(_mpl_text(f"{metric}: variant − {baseline}, paired mean and 95% CI (better to the {better})"))
     handles = [ax.plot([], [], "o", color=c, label=v)[0] for v, c in VERDICT_COLOURS.items() if v != "baseline"]
+    handles += [h for h in ax.get_legend_handles_labels()[0] if h.get_label().startswith("ROPE")]
     # Outside the axes: inside, it would hide a variant's interval.
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     ax.grid(axis="x", alpha=0.3)
@@ -309,37 +324,69 @@ def _plot_curves(
 
 
 def _header_parts(header: Mapping[str, str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(one-line fields, multi-line fields): short ones go in a list, long ones (recipe, env) in blocks."""
+    """(one-line fields, multi-line fields): short ones go in a list, long ones (environment) in blocks.
+    The recipe is not a header field: it goes last, folded."""
     short, long = [], []
     for key, value in header.items():
+        if key == "recipe":
+            continue
         value = "" if value is None else str(value)
-        (long if key == "recipe" or "\n" in value.strip() else short).append((str(key), value))
+        (long if "\n" in value.strip() else short).append((str(key), value))
     return short, long
 
 
 def _summary(stats: Sequence[VariantStats]) -> dict[str, list[str]]:
-    groups: dict[str, list[str]] = {"helps": [], "hurts": [], "no evidence": []}
+    groups: dict[str, list[str]] = {"helps": [], "hurts": [], "equivalent": [], "inconclusive": []}
     for s in stats:
         if s.verdict in groups:
-            groups[s.verdict].append(s.variant)
+            groups[s.verdict].append(s.variant + (" (fragile)" if s.fragile else ""))
     return groups
 
 
+def _probs(r: dict) -> str:
+    if math.isnan(r["prob_rope"]):
+        return "—"
+    return f"{r['prob_worse']:.2f} / {r['prob_rope']:.2f} / {r['prob_better']:.2f}"
+
+
 def _display_rows(rows: list[dict], extra_columns: list[str]) -> tuple[list[str], list[list[str]]]:
-    """Sheet columns and cells as people read them (shared by Markdown and HTML)."""
-    columns = ["variant", "mean ± std", "n", "Δ vs baseline", "95% CI", "p", "p (Holm)", "verdict",
-               "seeds for 80% power", "test"] + extra_columns
+    """The answer's table (shared by Markdown and HTML): what changed, the effect, the verdict."""
+    columns = ["variant", "changes vs baseline", "mean ± std", "n", "Δ vs baseline [95% CI]",
+               "P(worse / ROPE / better)", "verdict", "seeds needed"]
     cells = []
     for r in rows:
-        ci = "—" if math.isnan(r["ci_low"]) else f"[{_num(r['ci_low'])}, {_num(r['ci_high'])}]"
-        n = str(r["n"]) if r["verdict"] == "baseline" else f"{r['n']} ({r['n_paired']} paired)"
+        base = r["verdict"] == "baseline"
+        ci = "" if math.isnan(r["ci_low"]) else f" [{_num(r['ci_low'])}, {_num(r['ci_high'])}]"
+        n = str(r["n"]) if base else f"{r['n']} ({r['n_paired']} paired)"
         needed = "—" if r["seeds_needed"] is None else str(r["seeds_needed"])
-        cells.append(
-            [r["variant"], f"{_num(r['mean'])} ± {_num(r['std'])}", n, _num(r["delta"]), ci, _p(r["p"]),
-             _p(r["p_holm"]), r["verdict"], needed, r["test"] or "—"]
-            + [_num(r[c]) for c in extra_columns]
-        )
+        verdict = r["verdict"] + (" (fragile)" if r["fragile"] else "")
+        cells.append([r["variant"], "—" if base else (r["changes"] or "—"), f"{_num(r['mean'])} ± {_num(r['std'])}",
+                      n, "—" if base else _num(r["delta"]) + ci, "—" if base else _probs(r), verdict,
+                      "—" if base else needed])
     return columns, cells
+
+
+def _evidence_rows(rows: list[dict], extra_columns: list[str]) -> tuple[list[str], list[list[str]]]:
+    """The numbers behind each verdict, and the classic tests, for the reader who checks."""
+    columns = ["variant", "reason", "p beyond ROPE (Holm)", "TOST p (Holm)", "level", "sign-flip p",
+               "p no difference", "p (Holm)", "test", "look"] + extra_columns
+    cells = []
+    for r in rows:
+        if r["verdict"] == "baseline":
+            cells.append([r["variant"], "the reference"] + ["—"] * 8 + [_num(r[c]) for c in extra_columns])
+            continue
+        cells.append([r["variant"], r["reason"] or "—", f"{_p(r['p_beyond'])} ({_p(r['p_beyond_holm'])})",
+                      f"{_p(r['p_equiv'])} ({_p(r['p_equiv_holm'])})", _p(r["alpha"]), _p(r["p_signflip"]),
+                      _p(r["p"]), _p(r["p_holm"]), r["test"] or "—", "—" if r["look"] is None else str(r["look"])]
+                     + [_num(r[c]) for c in extra_columns])
+    return columns, cells
+
+
+RULE = ("Δ is the mean per-seed difference to the baseline over the seeds both ran (paired). The posterior of "
+        "the mean difference (Student-t, flat prior) gives P(worse / inside the ROPE / better). helps / hurts: "
+        "more than 1 − level/2 of it beyond the ROPE on one side; equivalent: the TOST shows it inside the "
+        "ROPE; both after Holm's correction across the variants (and alpha spent over the looks with seeds = "
+        "auto); inconclusive otherwise. fragile: from 6 seeds, the exact sign-flip test does not confirm it.")
 
 
 def _seed_table(order: Sequence[str], scores: dict[str, dict[int, float]]) -> tuple[list[str], list[list[str]]]:
@@ -355,58 +402,79 @@ def _md_table(columns: list[str], cells: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _recipe_text(header: Mapping[str, str], recipe: str) -> str:
+    return recipe or str(header.get("recipe") or "")
+
+
 def _markdown(
     title: str, header: Mapping[str, str], sheet: tuple[list[str], list[list[str]]],
     seeds: tuple[list[str], list[list[str]]], stats: Sequence[VariantStats], metric: str,
-    higher_is_better: bool, failures: list[dict], plots: dict[str, Path],
+    higher_is_better: bool, failures: list[dict], plots: dict[str, Path], *,
+    evidence: tuple[list[str], list[list[str]]], notes: Sequence[str], recipe: str,
 ) -> str:
     short, long = _header_parts(header)
     out = [f"# {_md(title)}", ""]
-    out += [f"- **{_md(k)}**: {_md(v)}" for k, v in short]
-    out.append(f"- **metric**: {_md(metric)} ({'higher' if higher_is_better else 'lower'} is better)")
-    for key, value in long:
-        out += ["", f"**{_md(key)}**", "", _fence(value, "toml" if key == "recipe" else "")]
-    groups = _summary(stats)
-    out += ["", "## Results", ""]
-    out += [f"- **{verdict}**: {', '.join(_md(v) for v in names) or '—'}" for verdict, names in groups.items()]
+    out += [f"> **{_md(n)}**" for n in notes] + ([""] if notes else [])
+    out += ["## Results", ""]
+    out += [f"- **{verdict}**: {', '.join(_md(v) for v in names) or '—'}" for verdict, names in
+            _summary(stats).items()]
     out += ["", _md_table(*sheet), ""]
-    out.append(
-        "Δ is the mean per-seed difference to the baseline over the seeds both ran (paired). "
-        "A verdict needs the Holm-corrected p below alpha and the 95% CI on one side of zero."
-    )
+    if "forest" in plots:
+        out += [f"![forest]({plots['forest'].name})", ""]
+    out += [RULE, "", "## The numbers behind each verdict", "", _md_table(*evidence)]
     out += ["", "## Scores by seed", "", _md_table(*seeds)]
     if failures:
         out += ["", "## Failed runs", ""]
         out.append(_md_table(["variant", "seed", "reason"],
                              [[str(f.get("variant", "")), str(f.get("seed", "")), str(f.get("reason", ""))]
                               for f in failures]))
-    if plots:
+    others = {k: p for k, p in plots.items() if k != "forest"}
+    if others:
         out += ["", "## Plots", ""]
-        out += [f"![{key}]({p.name})" for key, p in plots.items()]
+        out += [f"![{key}]({p.name})" for key, p in others.items()]
+    out += ["", "## Study", ""]
+    keys = [k for k, _ in short]
+    out += [f"- **{_md(k)}**: {_md(v)}" for k, v in short]
+    if "metric" not in keys:
+        out.append(f"- **metric**: {_md(metric)} ({'higher' if higher_is_better else 'lower'} is better)")
+    for key, value in long:
+        out += ["", f"**{_md(key)}**", "", _fence(value)]
+    text = _recipe_text(header, recipe)
+    if text:
+        out += ["", "## Full resolved recipe", "", _fence(text, "toml")]
     return "\n".join(out) + "\n"
 
 
 _CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+body { font-family: system-ui, sans-serif; margin: 0.8em 1.2em; color: #222; font-size: 14px; }
+h1 { font-size: 1.35em; margin: 0.2em 0 0.4em; } h2 { font-size: 1.1em; margin: 1.2em 0 0.4em; }
+table { border-collapse: collapse; margin: 0.4em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
 th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
+td.changes { text-align: left; font-family: ui-monospace, monospace; font-size: 0.9em; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; }
 .verdict { font-weight: 600; color: white; text-align: center; }
-img { max-width: 100%; display: block; margin: 1em 0; }
+.summary { margin: 0.3em 0; padding: 0; list-style: none; display: flex; flex-wrap: wrap; gap: 0.4em 1.4em; }
+.note { background: #fff3cd; border-left: 4px solid #e0a800; padding: 0.3em 0.6em; margin: 0.3em 0; }
+.rule { color: #555; font-size: 0.85em; max-width: 80em; margin: 0.3em 0; }
+img { max-width: 100%; display: block; margin: 0.5em 0; } img.forest { max-height: 330px; }
 dl.header dt { font-weight: 600; } dl.header dd { margin: 0 0 0.4em 1.5em; }
 """
 
 
-def _html_table(columns: list[str], cells: list[list[str]], verdict_column: int | None = None) -> str:
+def _html_table(columns: list[str], cells: list[list[str]], verdict_column: int | None = None,
+                css_class: str = "", left: Sequence[int] = ()) -> str:
     e = html.escape
-    out = ["<table>", "<tr>" + "".join(f"<th>{e(c)}</th>" for c in columns) + "</tr>"]
+    out = [f'<table class="{e(css_class)}">' if css_class else "<table>",
+           "<tr>" + "".join(f"<th>{e(c)}</th>" for c in columns) + "</tr>"]
     for row in cells:
         tds = []
         for i, cell in enumerate(row):
             if i == verdict_column:
-                colour = VERDICT_COLOURS.get(cell, "#555")
+                colour = VERDICT_COLOURS.get(cell.split(" (")[0], "#555")
                 tds.append(f'<td class="verdict" style="background:{colour}">{e(cell)}</td>')
+            elif i in left:
+                tds.append(f'<td class="changes">{e(cell)}</td>')
             else:
                 tds.append(f"<td>{e(cell)}</td>")
         out.append("<tr>" + "".join(tds) + "</tr>")
@@ -417,33 +485,45 @@ def _html_table(columns: list[str], cells: list[list[str]], verdict_column: int 
 def _html(
     title: str, header: Mapping[str, str], sheet: tuple[list[str], list[list[str]]],
     seeds: tuple[list[str], list[list[str]]], stats: Sequence[VariantStats], metric: str,
-    higher_is_better: bool, failures: list[dict], plots: dict[str, Path],
+    higher_is_better: bool, failures: list[dict], plots: dict[str, Path], *,
+    evidence: tuple[list[str], list[list[str]]], notes: Sequence[str], recipe: str,
 ) -> str:
     e = html.escape
     short, long = _header_parts(header)
+    # The answer first (fits a 1280x800 screen): summary, table, forest plot. Details after it.
     out = ["<!doctype html>", '<html><head><meta charset="utf-8">', f"<title>{e(title)}</title>",
-           f"<style>{_CSS}</style></head><body>", f"<h1>{e(title)}</h1>", '<dl class="header">']
-    out += [f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in short]
-    out.append(f"<dt>metric</dt><dd>{e(metric)} ({'higher' if higher_is_better else 'lower'} is better)</dd>")
-    out.append("</dl>")
-    for key, value in long:
-        out += [f"<h3>{e(key)}</h3>", f"<pre>{e(value)}</pre>"]
-    out.append("<h2>Results</h2><ul>")
+           f"<style>{_CSS}</style></head><body>", f"<h1>{e(title)}</h1>"]
+    out += [f'<p class="note">{e(n)}</p>' for n in notes]
+    out.append('<ul class="summary" id="summary">')
     for verdict, names in _summary(stats).items():
         colour = VERDICT_COLOURS[verdict]
         out.append(f'<li><b style="color:{colour}">{e(verdict)}</b>: {e(", ".join(names)) or "—"}</li>')
     out.append("</ul>")
-    out.append(_html_table(*sheet, verdict_column=sheet[0].index("verdict")))
-    out.append("<p>Δ is the mean per-seed difference to the baseline over the seeds both ran (paired). "
-               "A verdict needs the Holm-corrected p below alpha and the 95% CI on one side of zero.</p>")
-    for key, p in plots.items():
-        out.append(f'<img src="{e(p.name)}" alt="{e(key)}">')
+    out.append(_html_table(*sheet, verdict_column=sheet[0].index("verdict"), css_class="results", left=(1,)))
+    if "forest" in plots:
+        out.append(f'<img src="{e(plots["forest"].name)}" class="forest" alt="forest">')
+    out.append(f'<p class="rule">{e(RULE)}</p>')
+    out += ["<h2>The numbers behind each verdict</h2>",
+            _html_table(*evidence, css_class="evidence", left=(1,))]
     out += ["<h2>Scores by seed</h2>", _html_table(*seeds)]
+    for key, p in plots.items():
+        if key != "forest":
+            out.append(f'<img src="{e(p.name)}" alt="{e(key)}">')
     if failures:
         out.append("<h2>Failed runs</h2>")
         out.append(_html_table(["variant", "seed", "reason"],
                                [[str(f.get("variant", "")), str(f.get("seed", "")), str(f.get("reason", ""))]
-                                for f in failures]))
+                                for f in failures], left=(2,)))
+    out += ["<h2>Study</h2>", '<dl class="header">']
+    out += [f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in short]
+    if "metric" not in [k for k, _ in short]:
+        out.append(f"<dt>metric</dt><dd>{e(metric)} ({'higher' if higher_is_better else 'lower'} is better)</dd>")
+    out.append("</dl>")
+    for key, value in long:
+        out += [f"<h3>{e(key)}</h3>", f"<pre>{e(value)}</pre>"]
+    text = _recipe_text(header, recipe)
+    if text:
+        out += ['<details id="recipe"><summary>Full resolved recipe</summary>', f"<pre>{e(text)}</pre>", "</details>"]
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
@@ -463,6 +543,9 @@ def write_report(
     curves: dict[str, dict[int, dict[str, list[float]]]] | None = None,
     extras: dict[str, dict[str, float]] | None = None,
     failures: list[dict] | None = None,
+    notes: Sequence[str] = (),
+    changes: Mapping[str, str] | None = None,
+    recipe: str = "",
 ) -> dict[str, Path]:
     """Write the report files into ``out_dir`` (created if needed) and return their paths.
 
@@ -471,7 +554,10 @@ def write_report(
     text) and multi-line values are shown as blocks. ``curves[variant][seed][name]``
     holds per-epoch values; the plot uses ``val_<metric>`` (or another validation curve)
     and ``train_loss`` when present. ``extras[variant]`` adds columns (wall time, params,
-    FLOPs...). ``failures`` lists {"variant", "seed", "reason"}.
+    FLOPs...). ``failures`` lists {"variant", "seed", "reason"}. ``notes`` are shown above the
+    answer (a partial study, a trick the baseline turns off); ``changes[variant]`` says which recipe
+    keys it changes against the baseline; ``recipe`` (TOML) goes last, folded (the header's
+    "recipe" key is taken as well).
     """
     # Plots use matplotlib.figure.Figure, never pyplot: PNGs are rendered by Agg whatever
     # backend the caller has (a notebook keeps its own), and no global figure state is touched.
@@ -492,13 +578,14 @@ def write_report(
         plots["curves"] = curve_path
 
     extra_columns = _extra_columns(extras)
-    rows = _sheet_rows(stats, extras)
+    rows = _sheet_rows(stats, extras, changes)
     sheet = _display_rows(rows, extra_columns)
     seed_table = _seed_table(order, scores)
     paths = {"csv": _write_csv(out / "report.csv", rows, SHEET_COLUMNS + extra_columns)}
     args = (title, header, sheet, seed_table, stats, metric, higher_is_better, failures, plots)
+    more = {"evidence": _evidence_rows(rows, extra_columns), "notes": list(notes), "recipe": recipe}
     paths["md"] = out / "report.md"
-    _atomic_write(paths["md"], _markdown(*args))
+    _atomic_write(paths["md"], _markdown(*args, **more))
     paths["html"] = out / "report.html"
-    _atomic_write(paths["html"], _html(*args))
+    _atomic_write(paths["html"], _html(*args, **more))
     return {**paths, **plots}

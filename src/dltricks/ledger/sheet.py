@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -24,9 +25,11 @@ __all__ = [
     "HEADLINE_METRICS",
     "MISSING",
     "MetricDelta",
+    "StudyLine",
     "RunDiff",
     "diff_runs",
     "flatten",
+    "fold_studies",
     "headline_metrics",
     "higher_is_better",
     "render_diff",
@@ -116,28 +119,148 @@ def _varying_keys(records: list[RunRecord]) -> list[str]:
                                     for f in flats}) > 1]
 
 
-def runs_table(records: list[RunRecord], title: str | None = None) -> Table:
-    """A rich table: id, name, status, seed, commit, started, duration and headline metrics."""
-    metrics = headline_metrics(records)
-    table = Table(title=title, header_style="bold")
-    for col in ("id", "name", "status", "seed", "commit", "started", "duration"):
-        table.add_column(col, justify="right" if col == "seed" else "left", no_wrap=col in ("id", "commit"))
-    for m in metrics:
-        table.add_column(m, justify="right")
+SHEET_COLUMNS = ("id", "name", "status", "seed", "commit", "started", "duration")
+# Which columns stay when the terminal is narrow, most wanted first (metrics come after "status").
+_KEEP_FIRST = ("id", "name", "status")
+_KEEP_LAST = ("seed", "started", "duration", "commit")
+_MIN_FAILURE = 16  # the failure reason takes what width is left, at least this much
+
+
+@dataclass(frozen=True)
+class StudyLine:
+    """One line of the sheet standing for every run of a study (an ablation or a sweep)."""
+
+    study: str
+    runs: list[RunRecord]
+
+    @property
+    def started(self) -> datetime | None:
+        times = [r.started for r in self.runs if r.started]
+        return min(times) if times else None
+
+
+def fold_studies(records: list[RunRecord]) -> list[RunRecord | StudyLine]:
+    """Runs outside any study as they are; a study's runs as one :class:`StudyLine`, where its newest run was."""
+    out: list[RunRecord | StudyLine] = []
+    lines: dict[str, StudyLine] = {}
     for r in records:
-        table.add_row(
-            r.id, r.name + (f" [{r.variant}]" if r.variant else ""),
-            Text(r.status, style=STATUS_STYLE.get(r.status, "")), str(r.seed), r.git_short,
-            _fmt_local(r.started), _fmt_duration(r.duration),
-            *(_fmt_number(r.metrics.get(m)) for m in metrics),
-        )
+        if not r.study:
+            out.append(r)
+        elif r.study in lines:
+            lines[r.study].runs.append(r)
+        else:
+            lines[r.study] = StudyLine(r.study, [r])
+            out.append(lines[r.study])
+    return out
+
+
+def _seed_range(seeds: list[int]) -> str:
+    seeds = sorted(set(seeds))
+    if not seeds:
+        return ""
+    if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2:
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(map(str, seeds))
+
+
+def _cells(item: RunRecord | StudyLine, metrics: list[str]) -> dict[str, Any]:
+    """Column -> cell text (a rich Text for the status) of one line of the sheet."""
+    if isinstance(item, StudyLine):
+        runs = item.runs
+        count: dict[str, int] = {}
+        for r in runs:
+            count[r.status] = count.get(r.status, 0) + 1
+        status = ", ".join([f"{len(runs)} runs"] + [f"{n} {s}" for s, n in sorted(count.items()) if s != "completed"])
+        variants = len({r.variant for r in runs})
+        secs = sum(r.duration.total_seconds() for r in runs if r.duration is not None)
+        failures = [r.failure for r in runs if r.failure]
+        return {
+            "id": "study", "name": f"{item.study} [{variants} variants]",
+            "status": Text(status, style="red" if "failed" in count else ""),
+            "seed": _seed_range([r.seed for r in runs]),
+            "commit": ",".join(sorted({r.git_short for r in runs if r.git_short})),
+            "started": _fmt_local(item.started), "duration": _fmt_duration(timedelta(seconds=secs)),
+            **{m: "" for m in metrics},
+            "failure": f"{len(failures)} failed, e.g. {failures[0]}" if failures else "",
+        }
+    r = item
+    return {
+        "id": r.id, "name": r.name + (f" [{r.variant}]" if r.variant else ""),
+        "status": Text(r.status, style=STATUS_STYLE.get(r.status, "")), "seed": str(r.seed),
+        "commit": r.git_short, "started": _fmt_local(r.started), "duration": _fmt_duration(r.duration),
+        **{m: _fmt_number(r.metrics.get(m)) for m in metrics},
+        "failure": r.failure or "",
+    }
+
+
+def runs_table(records: list[RunRecord], title: str | None = None, *, width: int | None = None,
+               columns: list[str] | None = None, fold: bool = False) -> Table:
+    """A rich table: id, name, status, seed, commit, started, duration, headline metrics, failure reason.
+
+    ``fold``: a study's runs (an ablation's cells) become one line per study. ``columns`` picks the
+    columns by name (any of :data:`SHEET_COLUMNS`, a metric, "failure"); otherwise, with ``width``
+    (the terminal's), the columns that fit are kept, the most wanted first (id, name, status, the
+    metrics, then seed, started, duration, commit), and the failure reason, when any line has one,
+    takes the width that is left."""
+    from dltricks.errors import DltricksError, did_you_mean
+
+    metrics = headline_metrics(records)
+    items: list[RunRecord | StudyLine] = fold_studies(records) if fold else list(records)
+    rows = [_cells(item, metrics) for item in items]
+    available = [*SHEET_COLUMNS, *metrics, "failure"]
+    if columns:
+        unknown = [c for c in columns if c not in available]
+        if unknown:
+            raise DltricksError(f"unknown column {unknown[0]!r}{did_you_mean(unknown[0], available)}; "
+                                f"valid: {', '.join(available)}")
+        chosen = list(columns)
+    else:
+        has_failure = any(row["failure"] for row in rows)
+        chosen = [*SHEET_COLUMNS, *metrics] + (["failure"] if has_failure else [])
+        if width is not None:
+            chosen = _fit(rows, metrics, width, has_failure)
+    tight = width is not None and sum(_need(rows, c) for c in chosen) > width
+    sizes = {c: _need(rows, c, tight) for c in chosen}
+    table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in chosen:
+        if col == "failure":  # what is left of the line, the reason cut with an ellipsis
+            left = None if width is None else max(_MIN_FAILURE, width - sum(sizes.values()) + sizes[col] - 3)
+            limits: dict[str, Any] = {"max_width": left}
+        else:  # the others keep the width that _fit counted for them
+            limits = {"min_width": sizes[col] - 3, "max_width": sizes[col] - 3}
+        table.add_column(col, justify="right" if col == "seed" or col in metrics else "left",
+                         no_wrap=True, overflow="ellipsis", **limits)
+    for row in rows:
+        table.add_row(*(row[c] for c in chosen))
     return table
+
+
+def _need(rows: list[dict[str, Any]], col: str, tight: bool = False) -> int:
+    """Characters a column takes: its widest cell (in a tight line a name at most 24: the rest is cut),
+    padding and a gap."""
+    cells = [len(str(row[col])) for row in rows]
+    return min(24 if col == "name" and tight else 10**6, max([len(col), *cells])) + 3
+
+
+def _fit(rows: list[dict[str, Any]], metrics: list[str], width: int, has_failure: bool) -> list[str]:
+    """The columns that fit in ``width`` characters, most wanted first, shown in the sheet's order."""
+
+    def need(col: str) -> int:
+        return _need(rows, col, tight=True)
+
+    budget = width - (_MIN_FAILURE + 2 if has_failure else 0)
+    kept: list[str] = []
+    for col in [*_KEEP_FIRST, *metrics, *_KEEP_LAST]:
+        if col in _KEEP_FIRST or sum(need(c) for c in kept) + need(col) <= budget:
+            kept.append(col)
+    order = [*SHEET_COLUMNS, *metrics]
+    return sorted(kept, key=order.index) + (["failure"] if has_failure else [])
 
 
 def _rows(records: list[RunRecord], recipe_keys: list[str], metric_keys: list[str],
           prefixed: bool) -> tuple[list[str], list[list[Any]]]:
     base = ["id", "name", "status", "study", "variant", "seed", "git_commit", "git_dirty", "git_diff_hash",
-            "device", "host", "started", "finished", "duration_s"]
+            "device", "host", "started", "finished", "duration_s", "failure"]
     header = base + [f"recipe.{k}" if prefixed else k for k in recipe_keys] + \
         [f"metrics.{m}" if prefixed else m for m in metric_keys]
     rows = []
@@ -146,7 +269,7 @@ def _rows(records: list[RunRecord], recipe_keys: list[str], metric_keys: list[st
         d = r.duration
         row = [r.id, r.name, r.status, r.study, r.variant, r.seed, r.git_commit, r.git_dirty, r.git_diff_hash,
                r.device, r.host, _iso(r.started), _iso(r.finished),
-               None if d is None else round(d.total_seconds(), 3)]
+               None if d is None else round(d.total_seconds(), 3), r.failure]
         row += [flat.get(k) for k in recipe_keys]
         row += [r.metrics.get(m) for m in metric_keys]
         rows.append(row)
@@ -179,7 +302,8 @@ def to_markdown(records: list[RunRecord]) -> str:
     metric_keys = headline_metrics(records)
     metric_keys += sorted({m for r in records for m in r.metrics} - set(metric_keys))
     varying = _varying_keys(records)
-    header = ["id", "name", "status", "seed", "commit", "started", "duration", *varying, *metric_keys]
+    failure = ["failure"] if any(r.failure for r in records) else []
+    header = ["id", "name", "status", "seed", "commit", "started", "duration", *varying, *metric_keys, *failure]
     lines = ["| " + " | ".join(header) + " |",
              "| " + " | ".join("---:" if h == "seed" or h in metric_keys else "---" for h in header) + " |"]
     for r in records:
@@ -187,6 +311,7 @@ def to_markdown(records: list[RunRecord]) -> str:
         cells = [r.id, r.name, r.status, str(r.seed), r.git_short, _fmt_local(r.started),
                  _fmt_duration(r.duration), *(_cell(flat.get(k)) for k in varying),
                  *(_fmt_number(r.metrics.get(m)) for m in metric_keys)]
+        cells += [" ".join((r.failure or "").splitlines())] if failure else []
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -223,6 +223,21 @@ class Ledger:
     def __repr__(self) -> str:
         return f"Ledger({self.where!r}, root={str(self.root)!r})"
 
+    @staticmethod
+    def missing(url: str | None = None, root: str | Path | None = None) -> Path | None:
+        """The SQLite file a :class:`Ledger` with these arguments would create, if it does not exist yet
+        (so that reading an empty folder creates nothing); None when it exists or the ledger is not a file."""
+        home = root if root is not None else (os.environ.get("DLTRICKS_HOME") or "dltricks-runs")
+        url = url or os.environ.get("DLTRICKS_LEDGER") or f"sqlite:///{Path(home).expanduser().resolve() / 'ledger.db'}"
+        try:
+            u = make_url(url.strip())
+        except (exc.ArgumentError, ValueError):
+            return None  # Ledger() says what is wrong with it
+        if u.get_backend_name() != "sqlite" or u.database in (None, "", ":memory:"):
+            return None
+        path = Path(u.database).expanduser().resolve()
+        return None if path.exists() else path
+
     def close(self) -> None:
         """Release pooled connections (the ledger reconnects if used again)."""
         self._engine.dispose()

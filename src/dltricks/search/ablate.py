@@ -1,7 +1,7 @@
 """Ablation studies: every variant of a recipe over paired seeds, and an honest verdict per trick.
 
     result = ablate("mnist1d-cnn", ["label_smoothing", "one_cycle"], mode="add", seeds=5, workers=2)
-    result.verdicts            # {"+label_smoothing": "no evidence", "+one_cycle": "helps"}
+    result.verdicts            # {"+label_smoothing": "equivalent", "+one_cycle": "helps"}
 
 Each cell (variant x seed) is claimed by one worker (:mod:`dltricks.search.claims`), trained as a
 ledger run, and recorded as an Optuna trial (:mod:`dltricks.search.study`). The same call after a
@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,41 +45,102 @@ class AblationResult:
     scores: dict[str, dict[int, float]]
     failures: list[dict[str, Any]]
     report: dict[str, Path]
+    cells_done: int = 0
+    cells_total: int = 0  # with seeds = "auto": the cells done plus those the rule still asks for
+    notes: list[str] = field(default_factory=list)  # things the reader must know (a trick the baseline turns off)
+    rope: float = float("nan")
 
     @property
     def verdicts(self) -> dict[str, str]:
         return {s.variant: s.verdict for s in self.stats}
 
-    def table(self):
+    @property
+    def partial(self) -> bool:
+        """True while cells are still to run (a study running, interrupted, or waiting for a look)."""
+        return self.cells_done < self.cells_total
+
+    def rich_table(self):
+        """The results as a rich table (what the CLI prints)."""
+        from rich.markup import escape
         from rich.table import Table
 
-        colour = {"helps": "green", "hurts": "red", "baseline": "bold"}
-        t = Table("variant", "n", "mean", "delta [95% CI]", "p (Holm)", "verdict", "seeds needed",
-                  title=f"{self.study}: {self.metric}", box=None)
+        colour = {"helps": "green", "hurts": "red", "equivalent": "cyan", "baseline": "bold"}
+        # Fits 80 columns: one space between columns, three decimals, the CI without spaces.
+        t = Table(title=f"{self.study}: {self.metric}, ROPE ±{self.rope:.3g}", box=None, padding=(0, 1),
+                  collapse_padding=True, pad_edge=False)
+        for name in ("variant", "n", "mean", "Δ [95% CI]", "P(worse/ROPE/better)", "verdict", "need"):
+            t.add_column(name, no_wrap=name != "variant", justify="right" if name in ("n", "need") else "left")
         for s in self.stats:
-            ci = "" if s.verdict == "baseline" else f"{s.delta:+.4f} [{s.ci_low:+.4f}, {s.ci_high:+.4f}]"
-            p = "" if s.verdict == "baseline" else f"{s.p_holm:.3g}"
+            base = s.verdict == "baseline"
+            ci = "" if base or s.delta != s.delta else f"{s.delta:+.3f} [{s.ci_low:+.3f},{s.ci_high:+.3f}]"
+            probs = "" if base or s.prob_rope != s.prob_rope else \
+                f"{s.prob_worse:.2f}/{s.prob_rope:.2f}/{s.prob_better:.2f}"
             need = "" if s.seeds_needed is None else str(s.seeds_needed)
-            t.add_row(s.variant, str(s.n), f"{s.mean:.4f}", ci, p,
-                      f"[{colour.get(s.verdict, 'yellow')}]{s.verdict}[/]", need)
+            verdict = f"[{colour.get(s.verdict, 'yellow')}]{s.verdict}[/]" + (" (fragile)" if s.fragile else "")
+            t.add_row(escape(s.variant), str(s.n), f"{s.mean:.4f}", ci, probs, verdict, need)
         return t
+
+    def lines(self) -> list[str]:
+        """The notes under the table: partial state, reasons for inconclusive and fragile verdicts."""
+        out = []
+        if self.partial:
+            out.append(f"partial: {self.cells_done} of {self.cells_total} cells done; verdicts may change")
+        out += [f"note: {n}" for n in self.notes]
+        for s in self.stats:
+            if s.verdict == "inconclusive" or s.fragile:
+                why = s.reason + ("; the sign-flip cross-check does not confirm it" if s.fragile else "")
+                out.append(f"{s.variant}: {s.verdict}: {why}")
+        return out
+
+    def table(self) -> str:
+        """The results as plain text, for print() in Python (the CLI prints :meth:`rich_table`)."""
+        import io
+
+        from rich.console import Console
+
+        buf = io.StringIO()
+        Console(file=buf, width=120, no_color=True, color_system=None, highlight=False).print(self.rich_table())
+        return buf.getvalue().rstrip("\n")
+
+    def __str__(self) -> str:
+        return "\n".join([self.table(), *self.lines()])
+
+    def __repr__(self) -> str:
+        verdicts = ", ".join(f"{v}: {w}" for v, w in self.verdicts.items() if w != "baseline")
+        return f"<AblationResult {self.study} ({self.metric}, {self.cells_done}/{self.cells_total} cells): {verdicts}>"
 
 
 # ---- defining a study ------------------------------------------------------------------------------
 
-def define(recipe: Recipe, tricks: list[Trick], *, mode: Mode, seeds: int, metric: str = "",
-           study: str = "") -> st.Definition:
+def define(recipe: Recipe, tricks: list[Trick], *, mode: Mode, seeds: int | str, metric: str = "",
+           study: str = "", rope: float | None = None, max_seeds: int | None = None) -> st.Definition:
+    """The study: variants, seeds and metric. ``seeds="auto"`` plans up to ``max_seeds`` seeds
+    (default ``ablate.max_seeds``) in looks (:func:`dltricks.ledger.looks.auto_schedule`)."""
+    from dltricks.ledger.looks import auto_schedule
+
     variants, reference = plan_variants(recipe, tricks, mode)
     metric = metric or recipe.ablate.metric or recipe.eval.metric
-    seed_list = [recipe.seed + i for i in range(seeds)]
+    if seeds == "auto":
+        schedule = auto_schedule(max_seeds or recipe.ablate.max_seeds)
+        n_seeds = schedule[-1]
+    elif isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
+        schedule, n_seeds = [], seeds
+    else:
+        raise DltricksError(f'seeds must be a whole number >= 1 or "auto", got {seeds!r}')
+    seed_list = [recipe.seed + i for i in range(n_seeds)]
     base = recipe.to_dict()
-    base.pop("ablate", None)  # the sweep's own settings are not part of what each run trains
+    for section in ("ablate", "tune", "nas"):
+        base.pop(section, None)  # the sweeps' own settings are not part of what each run trains
     if not study:
-        blob = json.dumps([base, [v.patch for v in variants], seed_list, metric, mode], sort_keys=True)
+        parts: list[Any] = [base, [v.patch for v in variants], seed_list, metric, mode]
+        if schedule:  # a sequential study's ROPE decides which cells run
+            parts += [schedule, rope]
+        blob = json.dumps(parts, sort_keys=True)
         study = f"{recipe.name}-{mode}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
     return st.Definition(name=study, recipe=base, variants=variants, reference=reference, seeds=seed_list,
                          metric=metric, higher_is_better=higher_is_better(metric), mode=mode,
-                         tricks=[{"name": t.name, "family": t.family, "on": t.on, "off": t.off} for t in tricks])
+                         tricks=[{"name": t.name, "family": t.family, "on": t.on, "off": t.off} for t in tricks],
+                         schedule=schedule, rope=rope)
 
 
 def resolve_tricks(recipe: Recipe, names: list[str] | None) -> list[Trick]:
@@ -89,17 +150,24 @@ def resolve_tricks(recipe: Recipe, names: list[str] | None) -> list[Trick]:
 # ---- running a study ---------------------------------------------------------------------------------
 
 def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode | None = None,
-           seeds: int | None = None, workers: int | None = None, metric: str = "", study: str = "",
+           seeds: int | str | None = None, workers: int | None = None, metric: str = "", study: str = "",
            ledger: Ledger | str | None = None, out: str | Path | None = None,
-           progress: bool = True) -> AblationResult:
+           progress: bool = True, rope: float | None = None, max_seeds: int | None = None) -> AblationResult:
     """Run (or resume) an ablation study and write its report. See the module docstring.
 
+    ``seeds``: a number, or "auto" (3 seeds, then more in rounds for the inconclusive variants only,
+    up to ``max_seeds``). ``rope``: the half-width of the region of practical equivalence in metric
+    units (default ``ablate.rope``, else 0.005 for metrics in [0, 1] and 1% of the baseline otherwise).
     ``ledger`` is a :class:`Ledger` or its URL (default: ``$DLTRICKS_LEDGER`` or ./dltricks-runs); it is
     opened only once the study is known to be valid, so a mistyped trick leaves no files behind."""
     recipe = Recipe.load(recipe) if isinstance(recipe, str) else recipe
     a = recipe.ablate
+    if rope is not None and not (rope >= 0 and rope != float("inf")):
+        raise DltricksError(f"--rope is a half-width in metric units, a number >= 0; got {rope}")
     definition = define(recipe, resolve_tricks(recipe, tricks), mode=mode or a.mode,
-                        seeds=seeds or a.seeds, metric=metric or a.metric, study=study or a.study)
+                        seeds=seeds or a.seeds, metric=metric or a.metric, study=study or a.study,
+                        rope=(None if a.rope == "auto" else float(a.rope)) if rope is None else rope,
+                        max_seeds=max_seeds or a.max_seeds)
     _check_variants(recipe, definition)
     ledger = ledger if isinstance(ledger, Ledger) else Ledger(url=ledger)
     claims.ensure_table(ledger)
@@ -127,7 +195,8 @@ def _run_workers(ledger: Ledger, definition: st.Definition, workers: int, progre
     # Never more threads than this process was allowed (torch.set_num_threads, OMP_NUM_THREADS):
     # on a busy machine, more threads than free cores make every step wait on the slowest one.
     threads = max(1, min(torch.get_num_threads(), cpus // workers))
-    total = len(definition.cells())
+    total = len(definition.cells()) if not definition.schedule else \
+        len(definition.variants) * definition.schedule[0]
     with _StudyProgress(progress, ledger, definition, total) as bar:
         if workers <= 1:
             work(ledger, definition.name, threads=threads, on_cell=bar.refresh)
@@ -156,7 +225,7 @@ def _run_workers(ledger: Ledger, definition: st.Definition, workers: int, progre
 
                 import dltricks.ledger.report  # noqa: F401
             while any(p.poll() is None for p in procs):
-                if len(st.results(optuna_study, definition).done) == total:
+                if not st.todo(optuna_study, definition):
                     # Every cell is recorded: a worker still importing torch would only find that
                     # out seconds from now, and one that is still running holds no cell.
                     for p in procs:
@@ -220,6 +289,8 @@ class _StudyProgress:
         if self._study is None:
             self._study, _ = st.load(self.ledger, self.definition.name)
         r = st.results(self._study, self.definition)
+        if self.definition.schedule:  # seeds = "auto": the cells the rule asks for so far
+            self.p.update(self.task, total=len(r.done) + len(st.todo(self._study, self.definition, r)))
         self.p.update(self.task, completed=len(r.done), failed=r.n_failed,
                       running=len(claims.running(self.ledger, self.definition.name)))
 
@@ -231,19 +302,27 @@ class _StudyProgress:
 # ---- the report ------------------------------------------------------------------------------------
 
 def _unchanged_variants(d: st.Definition) -> set[str]:
-    """Variants whose recipe is exactly the reference's: a trick that changes nothing. Their runs
-    can still differ from the reference's by run-to-run noise (non-deterministic kernels, another
-    thread count on another worker), which must never turn into a verdict."""
+    return st.unchanged_variants(d)
+
+
+def _switched_off(d: st.Definition) -> list[str]:
+    """Tricks the recipe already had on that the reference variant turns off: the reader must know
+    that the baseline is not the recipe as written (mnist1d-cnn has one_cycle; --trick one_cycle
+    makes its baseline a constant learning rate)."""
     base = Recipe.from_dict(d.recipe, source=f"study {d.name}")
-
-    def digest(v) -> str | None:
+    ref = next(v for v in d.variants if v.name == d.reference)
+    out = []
+    for t in d.tricks:
+        if not t.get("off") or t["name"] in ref.on:
+            continue
         try:
-            return base.patch(v.patch).digest()
+            had = all(base.get(k) == v for k, v in t["on"].items())
         except DltricksError:
-            return None  # a bad patch: its cells fail, with their reason
-
-    ref = digest(next(v for v in d.variants if v.name == d.reference))
-    return {v.name for v in d.variants if v.name != d.reference and ref is not None and digest(v) == ref}
+            continue
+        if had:
+            change = ", ".join(f"{k} = {base.get(k)!r} -> {v!r}" for k, v in t["off"].items())
+            out.append(f"the recipe has {t['name']} on; the {d.reference} turns it off ({change})")
+    return out
 
 
 def _flops_per_variant(d: st.Definition) -> dict[str, float]:
@@ -267,15 +346,26 @@ def _flops_per_variant(d: st.Definition) -> dict[str, float]:
     return out
 
 
-def report(study_name: str, *, ledger: Ledger | None = None, out: str | Path | None = None) -> AblationResult:
-    """Statistics and the report (CSV, Markdown, HTML with plots) from what the storage holds now."""
+def report(study_name: str, *, ledger: Ledger | None = None, out: str | Path | None = None,
+           rope: float | None = None) -> AblationResult:
+    """Statistics and the report (CSV, Markdown, HTML with plots) from what the storage holds now.
+
+    ``rope`` judges the same runs with another ROPE half-width (default: the study's)."""
     from dltricks.ledger.report import write_report
     from dltricks.ledger.stats import compare
 
     ledger = ledger or Ledger()
     optuna_study, d = st.load(ledger, study_name)
     r = st.results(optuna_study, d)
-    stats = compare(r.scores, d.reference, higher_is_better=d.higher_is_better, unchanged=_unchanged_variants(d))
+    if rope is not None:
+        d.rope = rope
+    if d.schedule:
+        stats, _, _ = st.sequential_state(optuna_study, d, r)
+        remaining = len(st.todo(optuna_study, d, r))
+    else:
+        stats = compare(r.scores, d.reference, higher_is_better=d.higher_is_better, unchanged=_unchanged_variants(d),
+                        rope=d.rope, metric=d.metric, alpha=d.alpha)
+        remaining = len(d.cells()) - len(r.done)
     curves: dict[str, dict[int, dict[str, list[float]]]] = {}
     extras: dict[str, dict[str, float]] = {}
     commits = set()
@@ -295,19 +385,59 @@ def report(study_name: str, *, ledger: Ledger | None = None, out: str | Path | N
         extras.setdefault(v, {})["flops"] = flops
     from dltricks.ledger.store import versions
 
+    rope = next((row.rope for row in stats if row.rope == row.rope), float("nan"))
+    rope_source = "given" if d.rope is not None else "default for this metric"
+    if d.schedule:
+        seeds = (f"auto: {d.schedule[0]} seeds, more only for inconclusive variants, up to {d.schedule[-1]} "
+                 f"(looks at {', '.join(map(str, d.schedule))}; Bonferroni alpha spending, "
+                 f"{d.alpha / len(d.schedule):.3g} per look)")
+    else:
+        seeds = ", ".join(map(str, d.seeds))
+    done, total = len(r.done), len(r.done) + remaining
+    notes = _switched_off(d)
+    if remaining:
+        notes = [f"partial: {done} of {total} cells done; the verdicts may change", *notes]
     header = {
         "study": d.name, "mode": d.mode, "metric": f"{d.metric} ({'higher' if d.higher_is_better else 'lower'} "
                                                   "is better)",
-        "reference": d.reference, "seeds": ", ".join(map(str, d.seeds)),
-        "cells": f"{len(r.done)} of {len(d.cells())} done, {r.n_failed} failed",
+        "ROPE": f"±{rope:.4g} {d.metric} ({rope_source})", "alpha": f"{d.alpha} (family-wise, Holm)",
+        "reference": d.reference, "seeds": seeds,
+        "cells": f"{done} of {total} done, {r.n_failed} failed",
         "git commit": ", ".join(sorted(c for c in commits if c)) or "not in a git repository",
         "tricks": "; ".join(f"{t['name']}: {t['on']}" for t in d.tricks),
         "environment": ", ".join(f"{k} {v}" for k, v in versions().items()),
         "storage": ledger.where,
-        "recipe": Recipe.from_dict(d.recipe).to_toml(),
     }
     out = Path(out) if out else ledger.root / "reports" / d.name
     paths = write_report(out, title=f"Ablation: {d.name}", stats=stats, scores=r.scores, metric=d.metric,
                          higher_is_better=d.higher_is_better, header=header, curves=curves, extras=extras,
-                         failures=r.failures)
-    return AblationResult(d.name, d.metric, d.reference, stats, r.scores, r.failures, paths)
+                         failures=r.failures, notes=notes, changes=_changes(d),
+                         recipe=Recipe.from_dict(d.recipe).to_toml())
+    return AblationResult(d.name, d.metric, d.reference, stats, r.scores, r.failures, paths, cells_done=done,
+                          cells_total=total, notes=_switched_off(d), rope=rope)
+
+
+def _changes(d: st.Definition) -> dict[str, str]:
+    """Per variant, the recipe keys whose value differs from the reference's: "train.lr: 0.01 -> 1e-06"."""
+    from dltricks.ledger.sheet import flatten
+
+    base = Recipe.from_dict(d.recipe, source=f"study {d.name}")
+
+    def flat(v) -> dict[str, Any] | None:
+        try:
+            return flatten(base.patch(v.patch).to_dict())
+        except DltricksError:
+            return None
+
+    ref = flat(next(v for v in d.variants if v.name == d.reference)) or {}
+    out = {}
+    for v in d.variants:
+        mine = flat(v)
+        if mine is None:
+            out[v.name] = "invalid patch: " + ", ".join(f"{k} = {x!r}" for k, x in v.patch.items())
+            continue
+        diff = [f"{k}: {ref.get(k)!r} -> {mine.get(k)!r}" for k in sorted(set(ref) | set(mine))
+                if ref.get(k) != mine.get(k)]
+        out[v.name] = "; ".join(diff) if diff else ("" if v.name == d.reference else "no change")
+    return out
+

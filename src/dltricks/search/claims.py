@@ -158,3 +158,11 @@ class Heartbeat:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
+
+
+def set_run_id(ledger: Ledger, c: Claim, run_id: str) -> None:
+    """Point the claim at the run it trains now: a tuning trial trains one run per seed, and a worker
+    that dies mid-trial leaves the run of the seed it was on to be marked failed."""
+    ledger.transaction(lambda conn: conn.execute(
+        update(claims).where(claims.c.study == c.study, claims.c.cell == c.cell, claims.c.attempt == c.attempt)
+        .values(run_id=run_id, heartbeat=time.time())))

@@ -41,6 +41,10 @@ class Definition:
     higher_is_better: bool
     mode: str
     tricks: list[dict[str, Any]] = field(default_factory=list)
+    # seeds = "auto": the looks (numbers of seeds) of the sequential rule; empty for a fixed number of seeds
+    schedule: list[int] = field(default_factory=list)
+    rope: float | None = None  # ROPE half-width in metric units; None: the metric's default
+    alpha: float = 0.05
 
     def cells(self) -> list[tuple[str, Variant, int]]:
         """(cell id, variant, seed), seed-major so that partial results are already paired."""
@@ -70,11 +74,17 @@ def create_or_load(ledger: Ledger, definition: Definition):
     elif _comparable(have) != _comparable(definition.to_json()):
         raise DltricksError(f"study {definition.name!r} already exists with a different recipe, tricks or seeds; "
                             "rerun exactly the same command to resume it, or pass --study NEWNAME")
+    elif have.get("rope") != definition.rope and not definition.schedule:
+        # The ROPE changes only how the same runs are judged (with fixed seeds): the new one holds.
+        study.set_user_attr(DEFINITION, {**have, "rope": definition.rope})
     return study
 
 
 def _comparable(d: dict) -> dict:
-    return {k: d[k] for k in ("recipe", "variants", "seeds", "metric", "mode")}
+    out = {k: d[k] for k in ("recipe", "variants", "seeds", "metric", "mode")}
+    if d.get("schedule"):  # a sequential study's ROPE and alpha decide which cells run
+        out.update(schedule=d["schedule"], rope=d.get("rope"), alpha=d.get("alpha", 0.05))
+    return out
 
 
 def load(ledger: Ledger, name: str):
@@ -132,6 +142,76 @@ def results(study, definition: Definition) -> Results:
         else:
             failures.append({"variant": v, "seed": seed, "reason": a.get("failure", "failed")})
     return Results(scores, metrics, run_ids, failures, done)
+
+
+def scores_with_failures(r: Results) -> dict[str, dict[int, float]]:
+    """Scores with NaN for each failed cell: a failed run is missing from the pairing, but its cell is done."""
+    out = {v: dict(by_seed) for v, by_seed in r.scores.items()}
+    for f in r.failures:
+        out.setdefault(f["variant"], {}).setdefault(int(f["seed"]), math.nan)
+    return out
+
+
+def unchanged_variants(d: Definition) -> set[str]:
+    """Variants whose recipe is exactly the reference's: a trick that changes nothing. Their runs
+    can still differ from the reference's by run-to-run noise (non-deterministic kernels, another
+    thread count on another worker), which must never turn into a verdict."""
+    from dltricks.recipe import Recipe
+
+    base = Recipe.from_dict(d.recipe, source=f"study {d.name}")
+
+    def digest(v) -> str | None:
+        try:
+            return base.patch(v.patch).digest()
+        except DltricksError:
+            return None  # a bad patch: its cells fail, with their reason
+
+    ref = digest(next(v for v in d.variants if v.name == d.reference))
+    return {v.name for v in d.variants if v.name != d.reference and ref is not None and digest(v) == ref}
+
+
+def sequential_state(study, definition: Definition, r: Results | None = None):
+    """(rows, open variants, seeds of the look they wait for) of a sequential study, from storage."""
+    from dltricks.ledger.stats import sequential_compare
+
+    r = r or results(study, definition)
+    return sequential_compare(scores_with_failures(r), definition.reference, seeds=definition.seeds,
+                              schedule=definition.schedule, higher_is_better=definition.higher_is_better,
+                              alpha=definition.alpha, rope=definition.rope, metric=definition.metric,
+                              unchanged=unchanged_variants(definition))
+
+
+def todo(study, definition: Definition, r: Results | None = None) -> list[tuple[str, Variant, int]]:
+    """The cells the study still needs, done ones left out.
+
+    With fixed seeds: every cell. With seeds = "auto": the baseline's and the open variants' cells of
+    the look they wait for (nothing once every variant has a verdict or the last look is in)."""
+    r = r or results(study, definition)
+    if not definition.schedule:
+        return [c for c in definition.cells() if c[0] not in r.done]
+    _, open_, waiting = sequential_state(study, definition, r)
+    if not open_:
+        return []
+    wanted = {definition.reference, *open_}
+    seeds = set(definition.seeds[:waiting])
+    return [c for c in definition.cells() if c[1].name in wanted and c[2] in seeds and c[0] not in r.done]
+
+
+def cells_to_run(study, definition: Definition):
+    """What a worker walks through: every cell (fixed seeds), or look after look while the sequential
+    rule asks for more (it is asked again after each pass, so workers anywhere move to the next look
+    as soon as the storage holds the last one)."""
+    if not definition.schedule:
+        yield from definition.cells()
+        return
+    seen: set[str] = set()
+    while True:
+        fresh = [c for c in todo(study, definition) if c[0] not in seen]
+        if not fresh:
+            return
+        for c in fresh:
+            seen.add(c[0])
+            yield c
 
 
 def record(study, definition: Definition, cell: str, variant: str, seed: int, *, run_id: str | None,

@@ -17,6 +17,10 @@ from dltricks.search import study as st
 def work(ledger: Ledger, study_name: str, *, threads: int = 0, progress: bool = False,
          on_cell=None) -> int:
     """Claim and run cells of a study until none is left to claim; return how many this worker ran."""
+    from dltricks.search import trials
+
+    if trials.is_search(ledger, study_name):  # a tuning or architecture search: trials, not variant x seed cells
+        return trials.work(ledger, study_name, threads=threads, progress=progress, on_trial=on_cell)
     import torch
 
     from dltricks.errors import RunFailed
@@ -37,7 +41,7 @@ def work(ledger: Ledger, study_name: str, *, threads: int = 0, progress: bool = 
         # worker recorded its trial and died before marking the claim done. (Reading every trial
         # for every cell made a worker's bookkeeping grow with the square of the study's size.)
         done = st.results(optuna_study, definition).done
-        for cell, variant, seed in definition.cells():
+        for cell, variant, seed in st.cells_to_run(optuna_study, definition):
             if cell in done:
                 continue
             run_id = new_run_id()

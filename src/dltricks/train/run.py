@@ -88,8 +88,9 @@ def build(recipe: Recipe) -> tuple[DataBundle, torch.nn.Module, Task]:
 
 def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool = True,
           resume: str | None = None, study: str | None = None, variant: str | None = None,
-          run_id: str | None = None) -> RunResult:
+          run_id: str | None = None, on_epoch=None) -> RunResult:
     """Run a recipe and record it. ``resume=RUN_ID`` continues an interrupted run from its checkpoint.
+    ``on_epoch(epoch, row)`` is :func:`~dltricks.train.loop.fit`'s per-epoch hook (a tuner's pruner).
 
     Raises :class:`RunFailed` (the run is marked failed with the reason) or
     :class:`~dltricks.train.loop.TrainingInterrupted` (marked interrupted, resumable).
@@ -127,7 +128,7 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
                       grad_clip=t.grad_clip, label_smoothing=t.label_smoothing, seed=recipe.seed,
                       device=str(device), progress=progress, task=task, augment=augment,
                       checkpoint_dir=run_dir, resume=resume_from_checkpoint, fingerprint=recipe.digest(),
-                      method=method, **options)
+                      method=method, on_epoch=on_epoch, **options)
         metrics = final_metrics(model, bundle, task, history, recipe, device)
     except TrainingInterrupted as e:
         ledger.update(run_id, status="interrupted", curves=e.history.curves,
