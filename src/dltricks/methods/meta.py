@@ -74,7 +74,7 @@ class MetaLearner(Method):
 
     def fit(self, model: nn.Module, train: Any = None, val: Any = None, *, epochs: int, seed: int = 0,
             device: str = "auto", progress: bool = True, checkpoint_dir: str | Path | None = None,
-            resume: bool = False, fingerprint: str = "", **_: Any) -> History:
+            resume: bool = False, fingerprint: str = "", on_epoch: Any = None, **_: Any) -> History:
         """Meta-train ``model`` in place for ``epochs`` x ``train.meta_steps`` meta-updates."""
         cfg, dev = self.cfg, resolve_device(device)
         model.to(dev)
@@ -140,6 +140,8 @@ class MetaLearner(Method):
                     st.curves.setdefault(k, []).append(float(v))
                 st.epoch, st.step, st.loss_sum, st.seen = st.epoch + 1, 0, 0.0, 0
                 bar.end_epoch(row)
+                if on_epoch is not None:
+                    on_epoch(st.epoch, row)
                 st.elapsed = time.perf_counter() - t0
                 if ckpt is not None:
                     snapshot()

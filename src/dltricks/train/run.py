@@ -124,11 +124,11 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
                                         "label_smoothing", "device"})
         runner = method.outer_loop() or fit  # episodic learners (MAML) own their outer loop
         history = runner(model, bundle.train_source or bundle.train, bundle.val, epochs=t.epochs,
-                      batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer, schedule=t.schedule,
-                      grad_clip=t.grad_clip, label_smoothing=t.label_smoothing, seed=recipe.seed,
-                      device=str(device), progress=progress, task=task, augment=augment,
-                      checkpoint_dir=run_dir, resume=resume_from_checkpoint, fingerprint=recipe.digest(),
-                      method=method, on_epoch=on_epoch, **options)
+                         batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer, schedule=t.schedule,
+                         grad_clip=t.grad_clip, label_smoothing=t.label_smoothing, seed=recipe.seed,
+                         device=str(device), progress=progress, task=task, augment=augment,
+                         checkpoint_dir=run_dir, resume=resume_from_checkpoint, fingerprint=recipe.digest(),
+                         method=method, on_epoch=on_epoch, **options)
         metrics = final_metrics(model, bundle, task, history, recipe, device)
     except TrainingInterrupted as e:
         ledger.update(run_id, status="interrupted", curves=e.history.curves,
