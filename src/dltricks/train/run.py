@@ -158,6 +158,11 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
 
         plot_adaptation(model, bundle.tasks, bundle.test_tasks, recipe.eval.adapt_steps, recipe.train.inner_lr,
                         run_dir / "adaptation.png")
+    if "test_gzsl_h" in metrics:
+        from dltricks.train.zeroshot import plot_zero_shot
+
+        plot_zero_shot(metrics, run_dir / "zero_shot.png",
+                       f"{recipe.name}: train.zero_shot = {recipe.train.zero_shot}")
     ledger.finish(run_id, "completed", metrics=metrics, curves=history.curves, checkpoint=str(weights))
     return RunResult(run_id, "completed", metrics, history, recipe, run_dir)
 

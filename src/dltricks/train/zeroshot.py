@@ -24,7 +24,8 @@ from torch import nn
 from dltricks.errors import DltricksError
 from dltricks.train.episodes import features
 
-__all__ = ["AttributeTask", "dap_scores", "eszsl_fit", "eszsl_scores", "per_class_accuracy", "zero_shot_metrics"]
+__all__ = ["AttributeTask", "dap_scores", "eszsl_fit", "eszsl_scores", "per_class_accuracy", "zero_shot_metrics",
+           "plot_zero_shot"]
 
 
 def dap_scores(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -120,3 +121,24 @@ def zero_shot_metrics(model: nn.Module, bundle, method: str, gamma: float = 1.0,
     u_acc = per_class_accuracy(scores(xu, both).argmax(1), yu + k)
     h = 2 * s_acc * u_acc / (s_acc + u_acc) if s_acc + u_acc > 0 else 0.0
     return {"zsl_accuracy": zsl, "gzsl_seen": s_acc, "gzsl_unseen": u_acc, "gzsl_h": h}
+
+
+def plot_zero_shot(metrics: dict[str, float], path, title: str = "") -> None:
+    """Bars of ZSL accuracy and GZSL seen / unseen / harmonic mean (the ``test_`` metrics of a run), as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ["zsl_accuracy", "gzsl_seen", "gzsl_unseen", "gzsl_h"]
+    values = [metrics[f"test_{k}"] for k in keys]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    bars = ax.bar(["ZSL\n(unseen only)", "GZSL\nseen", "GZSL\nunseen", "GZSL\nharmonic mean"], values,
+                  color=["C0", "C1", "C2", "C3"])
+    ax.bar_label(bars, fmt="%.2f")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("per-class mean accuracy")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
