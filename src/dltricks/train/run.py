@@ -75,6 +75,11 @@ def make_augment(recipe: Recipe, bundle: DataBundle):
 def build(recipe: Recipe) -> tuple[DataBundle, torch.nn.Module, Task]:
     """Data, a freshly initialised model (its init fixed by ``recipe.seed``) and the task."""
     bundle = load_data(recipe.data, recipe.seed)
+    if bundle.novel is not None and recipe.train.zero_shot != "dap":  # before training, not after it
+        from dltricks.train.episodes import check_episodes
+
+        e = recipe.eval
+        check_episodes(bundle.novel[1], e.n_way, e.shots, e.queries, bundle.novel_names)
     torch.manual_seed(recipe.seed)
     try:
         # DAP's head predicts the attributes, one logit each, instead of the classes
