@@ -300,6 +300,32 @@ def cmd_advise(args: argparse.Namespace) -> None:
         (err if args.json else out).print(f"wrote {path} ({n} key{'s' if n != 1 else ''} changed)", markup=False)
 
 
+# ---- compression ----------------------------------------------------------------------------------
+
+@command
+def cmd_compress(args: argparse.Namespace) -> int:
+    from dltricks.compress import compress_run, variant_specs
+    from dltricks.compress.report import SHOWN, format_rows
+
+    specs = variant_specs(args.quantize, args.prune, prune_mode=args.prune_mode, prune_scope=args.prune_scope,
+                          prune_steps=args.prune_steps, lottery=args.lottery, finetune_epochs=args.finetune_epochs,
+                          finetune_lr_factor=args.finetune_lr_factor)
+    result = compress_run(_ledger(args), args.run_id, specs, progress=not args.quiet, out=args.out)
+    from rich.table import Table
+
+    table = Table(box=None)
+    for column in SHOWN:
+        table.add_column(column, no_wrap=True)
+    for row in format_rows(result.rows):
+        table.add_row(*row)
+    # a table that is read across: wider than a narrow terminal rather than squeezed into ellipses
+    Console(highlight=False, width=max(out.width, 130), file=out.file).print(table)
+    for f in result.failures:
+        out.print(f"[red]failed[/] {f['variant']} (run {f['run']}): {f['reason']}", soft_wrap=True)
+    out.print(f"report: {result.report['html']}", markup=False, soft_wrap=True)
+    return 1 if result.failures else 0
+
+
 # ---- the parser -----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -404,6 +430,21 @@ def build_parser() -> argparse.ArgumentParser:
     recipe_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--fix", metavar="OUT.toml", help="write the recipe with every advice's patch applied")
+    p = sub.add_parser("compress", parents=[common], help="prune and/or quantize a finished run; size, latency "
+                                                          "and accuracy side by side")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--quantize", nargs="+", action="extend", choices=["dynamic", "static", "qat", "weight_only"],
+                   help="int8 kinds to compare (several values: several variants)")
+    p.add_argument("--prune", nargs="+", action="extend", type=float, metavar="FRACTION",
+                   help="share of weights (or channels) to remove, in (0, 1); several values: several variants")
+    p.add_argument("--prune-mode", choices=["unstructured", "structured"], default="unstructured")
+    p.add_argument("--prune-scope", choices=["layer", "global"], default="layer")
+    p.add_argument("--prune-steps", type=_positive, default=1, help="iterative pruning: steps, fine-tuning after each")
+    p.add_argument("--lottery", action="store_true", help="lottery ticket: rewind surviving weights to their init")
+    p.add_argument("--finetune-epochs", type=int, default=0, metavar="N", help="fine-tuning after pruning (and QAT)")
+    p.add_argument("--finetune-lr-factor", type=float, default=1.0, metavar="F",
+                   help="fine-tuning lr = the recipe's train.lr x F, in (0, 1]")
+    p.add_argument("--out", help="report folder (default dltricks-runs/reports/compress-RUN_ID)")
     return parser
 
 

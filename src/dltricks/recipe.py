@@ -26,7 +26,7 @@ from dltricks.errors import DltricksError, did_you_mean, one_of
 
 __all__ = [
     "Section", "AugmentSpec", "DataSpec", "ModelSpec", "TrainSpec", "EvalSpec", "AblateSpec", "TuneSpec", "NasSpec",
-    "Recipe",
+    "CompressSpec", "Recipe",
     "register_section", "bundled_recipes", "explain_errors", "parse_override", "set_dotted", "get_dotted",
 ]
 
@@ -194,6 +194,42 @@ class EvalSpec(Section):
                                    "train.inner_lr) on each test task's support before its post-update error")
 
 
+class CompressSpec(Section):
+    """``[compress]``: prune and/or quantize the trained model before its test metrics (off by default).
+    :mod:`dltricks.compress` implements it; ``dltricks compress RUN_ID`` writes these keys too."""
+
+    prune: float = Field(0.0, ge=0.0, lt=1.0, description="share of weights (unstructured) or of channels "
+                                                          "(structured) removed; 0 = no pruning")
+    prune_mode: Literal["unstructured", "structured"] = "unstructured"
+    prune_scope: Literal["layer", "global"] = Field("layer", description="the same share in every layer, or "
+                                                                         "ranked over the whole model")
+    prune_steps: int = Field(1, ge=1, description="iterative pruning: this many steps, fine-tuning after each")
+    rewind: bool = Field(False, description="lottery ticket: reset surviving weights to their init, retrain")
+    quantize: Literal["none", "dynamic", "static", "qat", "weight_only"] = "none"
+    calibration_batches: int = Field(8, ge=1, description="training batches that calibrate static int8")
+    finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning after each pruning step (or QAT)")
+    finetune_lr_factor: float = Field(1.0, gt=0.0, le=1.0, description="fine-tuning lr = train.lr x this (the "
+                                                                       "recipe's schedule replayed: lr rewinding)")
+    sparse_storage: bool = Field(True, description="store Linear layers of <= 25% density as CSR")
+    source: str = Field("", description="run whose weights were compressed; '' = this recipe's own training")
+
+    @property
+    def active(self) -> bool:
+        return self.prune > 0 or self.quantize != "none"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CompressSpec:
+        if self.rewind and (self.prune == 0 or self.prune_mode != "unstructured"):
+            raise ValueError("compress.rewind (lottery ticket) needs unstructured pruning: set compress.prune > 0 "
+                             "and compress.prune_mode = 'unstructured'")
+        if self.rewind and self.finetune_epochs == 0:
+            raise ValueError("compress.rewind resets weights to their init: set compress.finetune_epochs >= 1")
+        if self.quantize == "qat" and self.finetune_epochs == 0:
+            raise ValueError("compress.quantize = 'qat' trains with fake quantization: set "
+                             "compress.finetune_epochs >= 1")
+        return self
+
+
 class AblateSpec(Section):
     tricks: list[str] = Field(default_factory=list)
     mode: Literal["add", "remove", "factorial", "cumulative"] = "add"
@@ -284,8 +320,9 @@ class Recipe(Section):
     ablate: AblateSpec = Field(default_factory=AblateSpec)
     tune: TuneSpec = Field(default_factory=TuneSpec)
     nas: NasSpec = Field(default_factory=NasSpec)
+    compress: CompressSpec = Field(default_factory=CompressSpec)
 
-    _sections: ClassVar[tuple[str, ...]] = ("data", "model", "train", "eval", "ablate", "tune", "nas")
+    _sections: ClassVar[tuple[str, ...]] = ("data", "model", "train", "eval", "ablate", "tune", "nas", "compress")
 
     @field_validator("data", "model", mode="before")
     @classmethod
@@ -333,7 +370,10 @@ class Recipe(Section):
 
     # ---- output -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        d = self.model_dump(mode="json")
+        if d.get("compress") == _COMPRESS_OFF:  # off: recipes (and their digests) read as before [compress]
+            del d["compress"]
+        return d
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
@@ -359,6 +399,9 @@ class Recipe(Section):
 
         walk("", self.to_dict())
         return out
+
+
+_COMPRESS_OFF = CompressSpec().model_dump(mode="json")
 
 
 # ---- TOML files, base recipes and overrides ----------------------------------------------------

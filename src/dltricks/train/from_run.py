@@ -90,6 +90,11 @@ def model_from_run(ledger: Ledger, run_id: str, *, why: str = "its weights are u
 
     rec = completed_run(ledger, run_id, why=why)
     recipe = Recipe.from_dict(rec.recipe, source=f"run {rec.id}")
+    if recipe.compress.active:
+        raise DltricksError(f"run {rec.id} holds a compressed model (int8 or pruned layers), not the float model "
+                            f"its recipe builds; load it with dltricks.compress.compressed_model(ledger, "
+                            f"{rec.id!r})" + (f", or use its source run {recipe.compress.source}"
+                                              if recipe.compress.source else ""))
     bundle, model, _ = build(recipe)
     state = read_weights(rec.checkpoint)
     try:

@@ -134,7 +134,17 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
                          device=str(device), progress=progress, task=task, augment=augment,
                          checkpoint_dir=run_dir, resume=resume_from_checkpoint, fingerprint=recipe.digest(),
                          method=method, on_epoch=on_epoch, **options)
+        weights = None
+        if recipe.compress.active:  # [compress]: prune/quantize the trained model, then test what is left
+            # the one call from train up into compress, made only when a recipe asks for it
+            from dltricks.compress.runs import compress_trained
+
+            model, weights, extra, curves = compress_trained(model, recipe, bundle, task, run_dir, progress=progress)
+            history.curves.update(curves)
+            device = torch.device("cpu")  # int8 kernels run on the CPU only
         metrics = final_metrics(model, bundle, task, history, recipe, device)
+        if weights is not None:
+            metrics.update(extra)
     except TrainingInterrupted as e:
         ledger.update(run_id, status="interrupted", curves=e.history.curves,
                       checkpoint=str(e.checkpoint) if e.checkpoint else None)
@@ -157,7 +167,7 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
                         f"{run_dir / 'traceback.txt'})") from e
     from dltricks.train.checkpoint import save_weights
 
-    weights = save_weights(run_dir / "model.safetensors", model)
+    weights = weights or save_weights(run_dir / "model.safetensors", model)
     if bundle.test_tasks is not None:  # the MAML paper's pre/post-update figure
         from dltricks.train.adaptation import plot_adaptation
 

@@ -1,6 +1,7 @@
 """The catalogue of tricks. Each family module registers its tricks on import."""
 
 from dltricks.tricks import architecture, augmentation, training  # noqa: F401  (register)
+from dltricks.tricks import compression as _compression  # noqa: F401  (register: pruning, quantization)
 from dltricks.tricks import methods as _methods  # noqa: F401  (register: transfer, distillation, multi-task)
 from dltricks.tricks.catalogue import Trick, catalogue, get, parse_trick, register, trick
 
