@@ -70,10 +70,16 @@ def test_attribute_files_json_and_csv_and_a_missing_class(tmp_path, shared_data_
         load_data(base.patch({"data.attributes": str(tmp_path / "none.json")}).data, 0)
 
 
-def test_dap_needs_attributes(home_ledger):
+def test_dap_needs_attributes_in_0_1_and_a_head_of_its_own(home_ledger, tmp_path):
     r = Recipe.load("mnist1d-cnn", ["data.num_samples=600", "train.epochs=1", "train.zero_shot=dap"])
     with pytest.raises(DltricksError, match="zero-shot learning needs class attributes"):
         train(r, ledger=home_ledger, progress=False)
+    (tmp_path / "a.json").write_text(json.dumps({str(c): [c - 4.5, 1.0] for c in range(10)}))
+    with pytest.raises(DltricksError, match=r"must lie in \[0, 1\]; use train.zero_shot = 'eszsl'"):
+        train(r.patch({"data.attributes": str(tmp_path / "a.json")}), ledger=home_ledger, progress=False)
+    z = Recipe.load("zsl1d-zeroshot", SMALL + ["train.zero_shot=dap", "model.embedding_dim=8"])
+    with pytest.raises(DltricksError, match="cannot also be an embedding"):
+        train(z, ledger=home_ledger, progress=False)
 
 
 def test_study_recipe_scores_both_models_on_unseen_classes(home_ledger):

@@ -48,6 +48,9 @@ def make_task(recipe: Recipe, bundle: DataBundle) -> Task:
         from dltricks.train.zeroshot import AttributeTask, seen_unseen
 
         seen, _ = seen_unseen(bundle)
+        if recipe.model.embedding_dim or t.metric_loss != "none":
+            raise DltricksError("train.zero_shot = 'dap' makes the head predict the attributes; it cannot also "
+                                "be an embedding (set model.embedding_dim = 0 and train.metric_loss = 'none')")
         if seen.min() < 0 or seen.max() > 1:
             raise DltricksError("train.zero_shot = 'dap' predicts attributes as probabilities: they must lie in "
                                 "[0, 1]; use train.zero_shot = 'eszsl' for real-valued attributes")
