@@ -54,6 +54,10 @@ def test_recall_at_1_and_episodes_on_known_features():
     assert abs(mean - 0.2) < 3 * ci + 0.02 and ci > 0  # chance, with an honest interval
     assert episode_accuracy(noise, y, 5, 1, 5, 50, seed=3)[2] == episode_accuracy(noise, y, 5, 1, 5, 50, seed=3)[2]
     assert episode_accuracy(noise, y, 5, 1, 5, 50, seed=3)[2] != episode_accuracy(noise, y, 5, 1, 5, 50, seed=4)[2]
+    # Chen et al.'s fine-tuned head: a softmax classifier per episode, all episodes at once
+    assert episode_accuracy(separated, y, 5, 5, 5, 100, seed=0, head="linear")[0] == 1.0
+    mean, ci, _ = episode_accuracy(noise, y, 5, 5, 5, 200, seed=0, head="linear")
+    assert abs(mean - 0.2) < 3 * ci + 0.02
 
 
 def test_classifier_features_are_the_input_of_the_last_linear_layer():

@@ -190,6 +190,8 @@ class EvalSpec(Section):
     shots: list[int] = Field(default_factory=lambda: [1, 5], description="K of the N-way K-shot episodes")
     queries: int = Field(15, ge=1, description="query samples per class and episode")
     episodes: int = Field(600, ge=1, description="episodes per N-way K-shot accuracy (fixed by seed)")
+    episode_head: Literal["centroid", "linear"] = Field("centroid", description="classify an episode's "
+                                                        "queries by nearest centroid or a head fitted to its support")
     adapt_steps: list[int] = Field(default_factory=lambda: [1, 10], description="gradient steps (at "
                                    "train.inner_lr) on each test task's support before its post-update error")
 

@@ -2,7 +2,7 @@
 
 N-way K-shot episodes (Vinyals et al. 2016): draw N novel classes, K labelled "support" samples and
 ``queries`` test samples of each; classify each query by its nearest class centroid (the mean support
-feature). Accuracy is averaged over many episodes, drawn from a generator fixed by the run's seed, with a
+feature), or (``eval.episode_head = "linear"``) by a softmax classifier fitted to the support. Accuracy is averaged over many episodes, drawn from a generator fixed by the run's seed, with a
 95% interval (1.96 standard errors) as the few-shot literature reports it. Retrieval recall@1 is the
 leave-one-out nearest-neighbour accuracy over every novel sample.
 
@@ -72,40 +72,70 @@ def check_episodes(y: torch.Tensor, n_way: int, shots: list[int], queries: int,
 
 
 def episode_accuracy(z: torch.Tensor, y: torch.Tensor, n_way: int, k_shot: int, queries: int, episodes: int,
-                     seed: int, normalise: bool = False) -> tuple[float, float, list[float]]:
-    """Mean N-way K-shot nearest-centroid accuracy over ``episodes`` episodes, its 95% half-interval
-    and the per-episode accuracies. ``z`` (M, D) features, ``y`` (M,) labels 0..n-1; ``seed`` fixes
-    every episode's classes, support and queries."""
+                     seed: int, normalise: bool = False, head: str = "centroid"
+                     ) -> tuple[float, float, list[float]]:
+    """Mean N-way K-shot accuracy over ``episodes`` episodes, its 95% half-interval and the per-episode
+    accuracies. ``z`` (M, D) features, ``y`` (M,) labels 0..n-1; ``seed`` fixes every episode's classes,
+    support and queries. ``head``: ``centroid`` (nearest class mean) or ``linear`` (a softmax classifier
+    fitted to each episode's support, Chen et al.'s fine-tuned head; all episodes at once)."""
     if normalise:
         z = F.normalize(z, dim=1)
     g = torch.Generator().manual_seed(50_021 + seed)
     by_class = [torch.nonzero(y == c).flatten() for c in range(int(y.max()) + 1)]
-    accs = []
+    idx = []
     for _ in range(episodes):
         classes = torch.randperm(len(by_class), generator=g)[:n_way]
-        picks = [by_class[c][torch.randperm(len(by_class[c]), generator=g)[:k_shot + queries]] for c in classes]
-        idx = torch.stack(picks)  # (N, K + Q)
-        support, query = z[idx[:, :k_shot]], z[idx[:, k_shot:]]  # (N, K, D), (N, Q, D)
-        centroids = support.mean(1)
-        pred = torch.cdist(query.reshape(-1, z.shape[1]), centroids).argmin(1)
-        truth = torch.arange(n_way).repeat_interleave(queries)
-        accs.append((pred == truth).float().mean().item())
+        idx.append(torch.stack([by_class[c][torch.randperm(len(by_class[c]), generator=g)[:k_shot + queries]]
+                                for c in classes]))
+    idx = torch.stack(idx)  # (E, N, K + Q)
+    support, query = z[idx[:, :, :k_shot]], z[idx[:, :, k_shot:]]  # (E, N, K, D), (E, N, Q, D)
+    query = query.reshape(episodes, n_way * queries, -1)
+    if head == "centroid":
+        pred = torch.cdist(query, support.mean(2)).argmin(2)  # (E, N * Q)
+    elif head == "linear":
+        pred = _linear_head(support, query)
+    else:
+        raise DltricksError(f"eval.episode_head = {head!r}: use centroid or linear")
+    truth = torch.arange(n_way).repeat_interleave(queries)
+    accs = (pred == truth).float().mean(1).tolist()
     mean = sum(accs) / len(accs)
     sd = math.sqrt(sum((a - mean) ** 2 for a in accs) / max(len(accs) - 1, 1))
     return mean, 1.96 * sd / math.sqrt(len(accs)), accs
 
 
+def _linear_head(support: torch.Tensor, query: torch.Tensor, steps: int = 100, lr: float = 0.1,
+                 weight_decay: float = 1e-3) -> torch.Tensor:
+    """Fit one softmax classifier per episode on its support (E, N, K, D) (Adam, full batch, a little L2)
+    and return its predictions for the queries (E, M, D) as (E, M). Features are standardised per episode."""
+    e, n, k, d = support.shape
+    xs = support.reshape(e, n * k, d)
+    mu, sd = xs.mean(1, keepdim=True), xs.std(1, keepdim=True).clamp(min=1e-6)  # n * k >= 2
+    xs, xq = (xs - mu) / sd, (query - mu) / sd
+    ys = torch.arange(n).repeat_interleave(k).expand(e, -1)
+    with torch.enable_grad():
+        w = torch.zeros(e, d, n, requires_grad=True)
+        b = torch.zeros(e, 1, n, requires_grad=True)
+        opt = torch.optim.Adam([w, b], lr=lr, weight_decay=weight_decay)
+        for _ in range(steps):
+            opt.zero_grad()
+            logits = torch.bmm(xs, w) + b
+            F.cross_entropy(logits.reshape(-1, n), ys.reshape(-1)).backward()
+            opt.step()
+    with torch.no_grad():
+        return (torch.bmm(xq, w) + b).argmax(2)
+
+
 def fewshot_metrics(model: nn.Module, novel: tuple[torch.Tensor, torch.Tensor], *, embedding: bool,
                     n_way: int, shots: list[int], queries: int, episodes: int, seed: int,
                     normalise: bool = False, names: list[str] | None = None,
-                    device: torch.device | None = None) -> dict[str, float]:
+                    device: torch.device | None = None, head: str = "centroid") -> dict[str, float]:
     """Few-shot accuracies (with 95% intervals) and recall@1 on the novel classes."""
     x, y = novel
     check_episodes(y, n_way, shots, queries, names)
     z = features(model, x, embedding, device=device)
     out: dict[str, float] = {}
     for k in shots:
-        mean, ci, _ = episode_accuracy(z, y, n_way, k, queries, episodes, seed, normalise)
+        mean, ci, _ = episode_accuracy(z, y, n_way, k, queries, episodes, seed, normalise, head)
         out[f"{n_way}way_{k}shot_accuracy"] = mean
         out[f"{n_way}way_{k}shot_ci95"] = ci
     out["novel_recall_at_1"] = recall_at_1(F.normalize(z, dim=1) if normalise else z, y)

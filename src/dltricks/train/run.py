@@ -206,7 +206,7 @@ def final_metrics(model: torch.nn.Module, bundle: DataBundle, task: Task, histor
         fs = fewshot_metrics(model, bundle.novel, embedding=bool(recipe.model.embedding_dim), n_way=e.n_way,
                              shots=e.shots, queries=e.queries, episodes=e.episodes, seed=recipe.seed,
                              normalise=recipe.train.metric_loss in NORMALISED, names=bundle.novel_names,
-                             device=device)
+                             device=device, head=e.episode_head)
         out.update({f"test_{k}": v for k, v in fs.items()})
     if bundle.test_tasks is not None:  # a task family: the error after a few steps on each test task
         from dltricks.train.adaptation import post_update_mse
