@@ -2,8 +2,9 @@
 
 N-way K-shot episodes (Vinyals et al. 2016): draw N novel classes, K labelled "support" samples and
 ``queries`` test samples of each; classify each query by its nearest class centroid (the mean support
-feature), or (``eval.episode_head = "linear"``) by a softmax classifier fitted to the support. Accuracy is averaged over many episodes, drawn from a generator fixed by the run's seed, with a
-95% interval (1.96 standard errors) as the few-shot literature reports it. Retrieval recall@1 is the
+feature), or (``eval.episode_head = "linear"``) by a softmax classifier fitted to the support. Accuracy
+is averaged over many episodes, drawn from a generator fixed by the run's seed, with a 95% interval
+(1.96 standard errors) as the few-shot literature reports it. Retrieval recall@1 is the
 leave-one-out nearest-neighbour accuracy over every novel sample.
 
 Features: an embedding model's output (``model.embedding_dim``), or for a classifier the input of its
