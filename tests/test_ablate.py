@@ -138,7 +138,7 @@ def test_plan_refuses_factorial_over_the_limit_duplicates_and_unknown_keys():
 
 # ---- one real study, shared by the tests below ----------------------------------------------------
 
-TRICKS = ["noop:train.threads=0", "slow:train.lr=1e-6", "bad:model.norm=grop",
+TRICKS = ["noop:train.threads='auto'", "slow:train.lr=1e-6", "bad:model.norm=grop",
           "nan:train.optimizer=sgd,train.lr=1e30"]
 SEEDS = 3  # the decision rule gives verdicts from 3 paired seeds (the classic sign-flip p cannot, below 6)
 
@@ -264,7 +264,7 @@ def test_an_unchanged_variant_is_equivalent_even_if_its_runs_differ():
               "+good": {s: v + 0.05 + 0.001 * s for s, v in base.items()}}
     raw = {s.variant: s for s in compare(scores, "baseline", higher_is_better=True)}
     assert raw["+noop"].verdict == "helps"  # what the numbers alone would say
-    d = define(small(), [parse_trick("noop:train.threads=0"), parse_trick("good:train.lr=0.01")], mode="add",
+    d = define(small(), [parse_trick("noop:train.threads='auto'"), parse_trick("good:train.lr=0.01")], mode="add",
                seeds=6)
     assert _unchanged_variants(d) == {"+noop"}
     fixed = {s.variant: s for s in compare(scores, "baseline", higher_is_better=True,
@@ -464,7 +464,7 @@ TINY = SMALL  # 1200 samples, 3 epochs: the baseline learns (~0.5), the crippled
 @pytest.mark.slow
 def test_cli_cripple_hurts_and_noop_is_equivalent_with_3_seeds_and_auto_stops_there(ledger_home, capsys):
     args = ["ablate", "mnist1d-cnn", *(a for o in TINY for a in ("-o", o)), "--trick", "cripple:train.lr=1e-6",
-            "--trick", "noop:train.threads=0", "-q"]
+            "--trick", "noop:train.threads='auto'", "-q"]
     assert cli_main([*args, "--seeds", "3"]) == 0
     text = capsys.readouterr().out
     row = {line.split()[0]: line for line in text.splitlines() if line.strip().startswith("+")}

@@ -189,7 +189,16 @@ def _print_study(result) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from dltricks.search.worker import work
 
-    n = work(_ledger(args), args.study, threads=args.threads, progress=not args.quiet)
+    if args.study == "-":  # started by `dltricks ablate --workers N`: warm up, then read the study from stdin
+        from dltricks.search.local import receive
+
+        job = receive()
+        if job is None:
+            return 0
+        ledger, args.study = job
+    else:
+        ledger = _ledger(args)
+    n = work(ledger, args.study, threads=args.threads, progress=not args.quiet)
     out.print(f"worker done: ran {n} cells of {args.study}")
     return 0
 

@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import pydantic
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
@@ -61,8 +62,30 @@ class AugmentSpec(Section):
     contrast: float = Field(0.0, ge=0.0, lt=1.0, description="max relative contrast change about the mean")
 
 
+class DomainSpec(Section):
+    """``[data.target]``: a target domain, a second configuration of the same dataset whose labels are
+    hidden in training (only ``test_target_*`` metrics use them). Its keys are the dataset's own keys
+    that may shift (MNIST-1D's generator keys) and corruptions of the inputs; empty = no target domain.
+    :mod:`dltricks.data.domains` builds it."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True, protected_namespaces=(),
+                              allow_inf_nan=False)
+    noise: float = Field(0.0, ge=0.0, description="std of additive gaussian noise on the target inputs")
+    blur: float = Field(0.0, ge=0.0, le=10.0, description="gaussian blur sigma in samples/pixels")
+    rotate: float = Field(0.0, ge=-180.0, le=180.0, description="fixed rotation in degrees (2D/3D)")
+    invert: bool = Field(False, description="contrast inversion: each input's min and max swap")
+    corruption_seed: int = Field(0, ge=0, description="fixes the noise draws across runs")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.model_extra) or bool(self.noise or self.blur or self.rotate or self.invert)
+
+
 class DataSpec(Section):
     """Keys every dataset has; a dataset's own schema subclasses this."""
+
+    # the dataset's keys a [data.target] may change (() = corruptions only; None = it cannot shift)
+    shift_keys: ClassVar[tuple[str, ...] | None] = None
 
     name: str
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of train held out for validation")
@@ -76,6 +99,36 @@ class DataSpec(Section):
                                                                        "few-shot episodes; [] = none")
     attributes: str = Field("", description="zero-shot class descriptions: a .json/.csv file mapping class "
                                             "name -> attribute vector; '' = the dataset's own, if it has any")
+    target: DomainSpec = Field(default_factory=DomainSpec, description="a shifted target domain; {} = none")
+
+    @pydantic.model_validator(mode="after")
+    def _target_keys(self) -> DataSpec:
+        if not self.target.active:
+            return self
+        cls = type(self)
+        if cls.shift_keys is None:
+            shiftable = [n for n, v in _VARIANTS["data"].items() if v.shift_keys is not None]
+            raise ValueError(f"dataset {self.name!r} cannot shift, so it takes no [data.target]; target "
+                             f"domains work on {one_of(shiftable)}")
+        extra = dict(self.target.model_extra or {})
+        for k in extra:
+            if k not in cls.shift_keys:
+                ok = list(cls.shift_keys) + ["noise", "blur", "rotate", "invert", "corruption_seed"]
+                raise ValueError(f"data.target.{k} is not a key a target domain of {self.name!r} can shift"
+                                 f"{did_you_mean(k, ok)}; valid: {one_of(ok)}")
+        if extra:
+            try:
+                cls.model_validate({**self.model_dump(exclude={"target"}), **extra})
+            except ValidationError as e:
+                raise ValueError(f"data.target: {explain_errors(e, cls)}") from None
+        return self
+
+    @pydantic.model_serializer(mode="wrap")
+    def _drop_empty_target(self, handler):
+        out = handler(self)
+        if isinstance(out, dict) and not self.target.active:  # recipes without a target read as before
+            out.pop("target", None)
+        return out
 
 
 class ModelSpec(Section):
@@ -132,7 +185,9 @@ class TrainSpec(Section):
     restore_best: bool = Field(True, description="with early stopping, end on the best epoch's weights")
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: str = "auto"
-    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
+    threads: int | Literal["auto"] = Field("auto", description="torch CPU threads: 'auto' (the count that trains "
+                                                                 "this model fastest here, at most the free cores) "
+                                                                 "or a number")
     # ---- learning set-ups (dltricks.methods) ----
     freeze: list[str] = Field(default_factory=list, description="module-name prefixes to freeze, or "
                                                                 "'backbone' (all but the head)")
@@ -172,6 +227,27 @@ class TrainSpec(Section):
     inner_steps: int = Field(1, ge=1, description="inner gradient steps per task while meta-training")
     meta_batch: int = Field(25, ge=1, description="tasks per meta-update")
     meta_steps: int = Field(100, ge=1, description="meta-updates per epoch")
+    # semi-supervised learning and domain adaptation (dltricks.methods.ssl, dltricks.methods.domain)
+    semi_supervised: Literal["none", "pseudo_label", "pi_model", "mean_teacher", "fixmatch"] = Field(
+        "none", description="learn from data.labels_per_class's unlabelled remainder too")
+    domain_adaptation: Literal["none", "dann", "self_training", "coral"] = Field(
+        "none", description="adapt to the [data.target] domain's unlabelled inputs")
+    unlabelled_weight: float = Field(1.0, ge=0.0, description="weight of the unlabelled (consistency or "
+                                                              "pseudo-label) loss, after ramp-up")
+    domain_weight: float = Field(1.0, ge=0.0, description="weight of the DANN or CORAL loss")
+    confidence_threshold: float = Field(0.95, ge=0.0, lt=1.0, description="pseudo-labels only where the "
+                                                                         "max class probability exceeds it")
+    rampup: float = Field(0.3, ge=0.0, le=1.0, description="fraction of training over which the unlabelled "
+                                                           "weight ramps up (exp(-5(1-t)^2)); 0 = none")
+    ema_decay: float = Field(0.99, ge=0.0, lt=1.0, description="mean teacher's EMA decay per step")
+    mu: int = Field(3, ge=1, le=64, description="unlabelled (or target) to labelled batch-size ratio")
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError("must be 'auto' or a whole number >= 1")
 
     @field_validator("device")
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from pydantic import Field
 
@@ -11,6 +13,7 @@ from dltricks.recipe import DataSpec
 
 class DigitsSpec(DataSpec):
     name: str = "digits"
+    shift_keys: ClassVar[tuple[str, ...] | None] = ()  # a [data.target] of corruptions only
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
     split_seed: int = Field(0, ge=0, description="fixes the train/test split across runs")
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -22,6 +23,10 @@ from dltricks.recipe import DataSpec
 
 class Mnist1dSpec(DataSpec):
     name: str = "mnist1d"
+    # generator keys a [data.target] may change to make a shifted domain (dltricks.data.domains)
+    shift_keys: ClassVar[tuple[str, ...] | None] = (
+        "num_samples", "train_split", "template_len", "padding", "scale_coeff", "max_translation",
+        "corr_noise_scale", "iid_noise_scale", "shear_scale", "data_seed")
     num_samples: int = Field(5000, ge=20, description="train + test samples (10 classes)")
     train_split: float = Field(0.8, gt=0.0, lt=1.0)
     train_limit: int = Field(0, ge=0, description="keep only the first N training samples; 0 = all")

@@ -62,6 +62,11 @@ class DataBundle:
     # a family of tasks to sample (sinusoid regression) and its fixed test tasks, for meta-learning
     tasks: Any = None
     test_tasks: Any = None
+    # a [data.target] domain (dltricks.data.domains): its training inputs without labels, and its own
+    # labelled validation and test splits, used only for test_target_* metrics and oracle curves
+    target_unlabelled: torch.Tensor | None = None
+    target_val: Pair | None = None
+    target_test: Pair | None = None
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -117,4 +122,8 @@ def load_data(spec: DataSpec, seed: int = 0) -> DataBundle:
                                              stratify=bundle.task == "classification")
     if spec.labels_per_class:
         few_labels(bundle, spec.labels_per_class, seed)
+    if spec.target.active:
+        from dltricks.data.domains import add_target
+
+        add_target(bundle, spec, seed, _LOADERS[spec.name])
     return bundle

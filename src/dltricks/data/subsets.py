@@ -2,8 +2,9 @@
 
 ``data.classes = [5, 6, 7, 8, 9]`` keeps those classes in train, validation and test and relabels them
 0..k-1 in the order given (their names kept), so a model pretrained on 0-4 can be fine-tuned on 5-9.
-``data.labels_per_class = N`` keeps N training samples of each class, chosen by the run's seed; the
-other training inputs become ``bundle.unlabelled`` without their labels. Validation is carved before that,
+``data.labels_per_class = N`` keeps N training samples of each class, chosen by the run's seed (the first
+N of each class along a seeded order, so the labels beyond the point where every class is full are never
+read); the other training inputs become ``bundle.unlabelled`` without their labels. Validation is carved before that,
 from all the training data (its labels are only ever used for validation curves and early stopping);
 set ``data.val_fraction = 0`` for a set-up where no more than N labels per class exist at all.
 """
@@ -52,16 +53,27 @@ def few_labels(bundle: DataBundle, per_class: int, seed: int) -> DataBundle:
     others go to ``bundle.unlabelled`` and their labels are dropped."""
     _need_class_labels(bundle, "data.labels_per_class")
     x, y = bundle.train
-    g = torch.Generator().manual_seed(20_011 + seed)
-    keep = []
     names = bundle.class_names or [str(i) for i in range(bundle.num_classes)]
-    for c in range(bundle.num_classes):
-        idx = torch.nonzero(y == c).flatten()
-        if len(idx) < per_class:
-            raise DltricksError(f"data.labels_per_class = {per_class} but class {names[c]!r} has only "
-                                f"{len(idx)} training samples; use at most {len(idx)}")
-        keep.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
-    labelled = torch.sort(torch.cat(keep)).values
+    counts = torch.bincount(y, minlength=bundle.num_classes)
+    short = [c for c in range(bundle.num_classes) if counts[c] < per_class]
+    if short:
+        c = short[0]
+        raise DltricksError(f"data.labels_per_class = {per_class} but class {names[c]!r} has only "
+                            f"{int(counts[c])} training samples; use at most {int(counts[c])}")
+    # walk a seeded order of the samples and keep the first N of each class: once every class is full the
+    # walk stops, so the labels of the samples after that point play no part in the choice
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(20_011 + seed))
+    taken = [0] * bundle.num_classes
+    keep, full = [], 0
+    for i in order.tolist():
+        c = int(y[i])
+        if taken[c] < per_class:
+            taken[c] += 1
+            keep.append(i)
+            full += taken[c] == per_class
+            if full == bundle.num_classes:
+                break
+    labelled = torch.sort(torch.tensor(keep, dtype=torch.long)).values
     mask = torch.ones(len(y), dtype=torch.bool)
     mask[labelled] = False
     bundle.unlabelled = x[mask].clone()

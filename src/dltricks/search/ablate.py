@@ -13,11 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
 from dltricks.recipe import Recipe
-from dltricks.search import claims
+from dltricks.search import claims, local
 from dltricks.search import study as st
 from dltricks.search.plan import Mode, plan_variants
 from dltricks.search.worker import work
@@ -164,16 +159,19 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
     a = recipe.ablate
     if rope is not None and not (rope >= 0 and rope != float("inf")):
         raise DltricksError(f"--rope is a half-width in metric units, a number >= 0; got {rope}")
-    definition = define(recipe, resolve_tricks(recipe, tricks), mode=mode or a.mode,
-                        seeds=seeds or a.seeds, metric=metric or a.metric, study=study or a.study,
-                        rope=(None if a.rope == "auto" else float(a.rope)) if rope is None else rope,
-                        max_seeds=max_seeds or a.max_seeds)
-    _check_variants(recipe, definition)
-    ledger = ledger if isinstance(ledger, Ledger) else Ledger(url=ledger)
-    claims.ensure_table(ledger)
-    st.create_or_load(ledger, definition)
-    workers = workers or a.workers
-    _run_workers(ledger, definition, workers, progress)
+    processes, threads = local.plan(workers or a.workers)
+    # the other workers start now, and warm up while this process defines the study
+    with local.LocalWorkers(processes - 1, threads) as children:
+        definition = define(recipe, resolve_tricks(recipe, tricks), mode=mode or a.mode,
+                            seeds=seeds or a.seeds, metric=metric or a.metric, study=study or a.study,
+                            rope=(None if a.rope == "auto" else float(a.rope)) if rope is None else rope,
+                            max_seeds=max_seeds or a.max_seeds)
+        _check_variants(recipe, definition)
+        ledger = ledger if isinstance(ledger, Ledger) else Ledger(url=ledger)
+        claims.ensure_table(ledger)
+        st.create_or_load(ledger, definition)
+        children.hand_over(ledger, definition.name)
+        _run_workers(ledger, definition, children, progress)
     return report(definition.name, ledger=ledger, out=out)
 
 
@@ -184,82 +182,24 @@ def _check_variants(recipe: Recipe, definition: st.Definition) -> None:
     recipe.patch(ref.patch)
 
 
-def _run_workers(ledger: Ledger, definition: st.Definition, workers: int, progress: bool) -> None:
-    """``workers`` processes on this machine: this one and ``workers - 1`` `dltricks worker` children.
+def _run_workers(ledger: Ledger, definition: st.Definition, children: local.LocalWorkers | int,
+                 progress: bool) -> None:
+    """This process and the children (:mod:`dltricks.search.local`) work through the study's cells.
 
-    This process works too: it has imported torch already, so only the children pay a start-up,
-    and they pay it while this one trains. The cores are split between the processes."""
-    import torch
-
-    cpus = os.cpu_count() or 1
-    # Never more threads than this process was allowed (torch.set_num_threads, OMP_NUM_THREADS):
-    # on a busy machine, more threads than free cores make every step wait on the slowest one.
-    threads = max(1, min(torch.get_num_threads(), cpus // workers))
+    This process works too: it has imported torch already, and the children warmed up while it
+    defined the study. The cores are split between the processes. ``children`` may be a number of
+    workers for a study that already exists (they start here)."""
+    if isinstance(children, int):
+        processes, threads = local.plan(children)
+        with local.LocalWorkers(processes - 1, threads) as started:
+            started.hand_over(ledger, definition.name)
+            return _run_workers(ledger, definition, started, progress)
     total = len(definition.cells()) if not definition.schedule else \
         len(definition.variants) * definition.schedule[0]
     with _StudyProgress(progress, ledger, definition, total) as bar:
-        if workers <= 1:
-            work(ledger, definition.name, threads=threads, on_cell=bar.refresh)
-            bar.refresh()
-            return
-        # The ledger's URL and home go by environment: a URL on a command line is visible to
-        # every user of the machine (`ps`), password included.
-        env = {**os.environ, "DLTRICKS_NO_PROGRESS": "1", "DLTRICKS_LEDGER": ledger.url,
-               "DLTRICKS_HOME": str(ledger.root), "OMP_NUM_THREADS": str(threads)}
-        cmd = [sys.executable, "-m", "dltricks.cli", "worker", "--study", definition.name,
-               "--threads", str(threads), "--quiet"]
-        # stderr goes to files, not pipes: nobody reads a pipe while the workers run, and a worker
-        # that filled one (warnings) would block forever.
-        logs = [tempfile.TemporaryFile(mode="w+", prefix="dltricks-worker-")  # noqa: SIM115 - closed below
-                for _ in range(workers - 1)]
-        procs = [subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdout=subprocess.DEVNULL, stderr=log,
-                                  text=True) for log in logs]
-        stopped: set[int] = set()
-        try:
-            work(ledger, definition.name, threads=threads, on_cell=bar.refresh)
-            optuna_study, _ = st.load(ledger, definition.name)
-            if any(p.poll() is None for p in procs):
-                # Nothing left to claim, the others finish their last cells: load what the report
-                # needs (scipy, matplotlib: seconds) now rather than after them.
-                import matplotlib.figure  # noqa: F401
-
-                import dltricks.ledger.report  # noqa: F401
-            while any(p.poll() is None for p in procs):
-                if not st.todo(optuna_study, definition):
-                    # Every cell is recorded: a worker still importing torch would only find that
-                    # out seconds from now, and one that is still running holds no cell.
-                    for p in procs:
-                        if p.poll() is None:
-                            p.terminate()
-                            stopped.add(p.pid)
-                    for p in procs:
-                        p.wait()
-                    break
-                bar.refresh()
-                time.sleep(0.5)
-        except BaseException as e:
-            for p in procs:
-                if not isinstance(e, KeyboardInterrupt) and p.poll() is None:
-                    p.send_signal(signal.SIGINT)  # stop them as a Ctrl-C would: save and release
-            for p in procs:  # a Ctrl-C reached them too; give them a moment to save and release
-                try:
-                    p.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-            raise
-        finally:
-            errors = []
-            for p, log in zip(procs, logs):
-                log.seek(0)
-                text = log.read().strip()
-                log.close()
-                if p.returncode not in (0, None) and p.pid not in stopped and text:
-                    errors.append(text)
-        if errors:
-            raise DltricksError(f"a worker stopped with an error: {errors[0].splitlines()[-1]}")
-        # a worker that died leaves a stale claim: take it over here
-        work(ledger, definition.name, threads=threads, on_cell=bar.refresh)
+        local.run(ledger, definition, children, on_cell=bar.refresh)
+        if children.procs:  # a worker that died leaves a stale claim: take it over here
+            work(ledger, definition.name, threads=children.threads, on_cell=bar.refresh)
         bar.refresh()
 
 

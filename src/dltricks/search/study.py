@@ -18,7 +18,22 @@ from dltricks.search.plan import Variant
 DEFINITION = "dltricks"
 
 
+_STORAGES: dict[tuple[int, str], Any] = {}
+
+
 def storage(ledger: Ledger):
+    """Optuna's storage on the ledger's database, one per process and URL: opening one checks the schema
+    with Alembic (a tenth of a second or more), and a study's progress bar, its workers and its report
+    open it again and again."""
+    import os
+
+    key = (os.getpid(), ledger.url)  # a forked child must not share its parent's connections
+    if key not in _STORAGES:
+        _STORAGES[key] = _open_storage(ledger)
+    return _STORAGES[key]
+
+
+def _open_storage(ledger: Ledger):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

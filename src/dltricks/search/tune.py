@@ -3,7 +3,7 @@ storage and claims (:mod:`dltricks.search.trials`).
 
     result = tune("mnist1d-cnn", sampler="tpe", trials=20, seeds_per_trial=2)
     result.best.config          # {"train.lr": 0.0041, "train.weight_decay": 2.1e-05, ...}
-    result.rerun.verdict        # the best against the start recipe on fresh seeds: "helps", "equivalent", "inconclusive", ...
+    result.rerun.verdict        # best vs start recipe on fresh seeds: "helps", "equivalent", "inconclusive", ...
 
 Each trial's score is its mean over ``seeds_per_trial`` seeds, the same seeds for every trial (paired).
 Several ``objective`` metrics (``test_accuracy,params``) give a Pareto front instead of one best.

@@ -113,8 +113,7 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         ledger.update(run_id, status="running", failure=None)
     else:
         recipe = Recipe.load(recipe) if isinstance(recipe, str) else recipe
-    if recipe.train.threads:
-        torch.set_num_threads(recipe.train.threads)
+    threads_before = torch.get_num_threads()  # the caller's setting: the cap for "auto", restored after
     device = resolve_device(recipe.train.device)
     if not resume:
         run_id = ledger.start_run(name=recipe.name, recipe=recipe.to_dict(), seed=recipe.seed,
@@ -127,6 +126,7 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         bundle, model, task = build(recipe)
         augment = make_augment(recipe, bundle)
         method = method_for(recipe, bundle, model, task, ledger, augmented=augment is not None)
+        threads = use_threads(recipe, model, bundle, device, cap=threads_before, cache=ledger.root / "threads.json")
         t = recipe.train
         options = t.model_dump(exclude={"epochs", "batch_size", "lr", "optimizer", "schedule", "grad_clip",
                                         "label_smoothing", "device"})
@@ -148,6 +148,7 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         metrics = final_metrics(model, bundle, task, history, recipe, device)
         if weights is not None:
             metrics.update(extra)
+        metrics["threads"] = float(threads)
     except TrainingInterrupted as e:
         ledger.update(run_id, status="interrupted", curves=e.history.curves,
                       checkpoint=str(e.checkpoint) if e.checkpoint else None)
@@ -168,6 +169,8 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         (run_dir / "traceback.txt").write_text(traceback.format_exc())
         raise RunFailed(f"run {run_id} crashed: {type(e).__name__}: {e} (traceback in "
                         f"{run_dir / 'traceback.txt'})") from e
+    finally:
+        torch.set_num_threads(threads_before)
     from dltricks.train.checkpoint import save_weights
 
     weights = weights or save_weights(run_dir / "model.safetensors", model)
@@ -183,6 +186,24 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
                        f"{recipe.name}: train.zero_shot = {recipe.train.zero_shot}")
     ledger.finish(run_id, "completed", metrics=metrics, curves=history.curves, checkpoint=str(weights))
     return RunResult(run_id, "completed", metrics, history, recipe, run_dir)
+
+
+def use_threads(recipe: Recipe, model: torch.nn.Module, bundle: DataBundle, device: torch.device, *,
+                cap: int | None = None, cache: Path | None = None) -> int:
+    """Set torch's CPU threads for this run (``train.threads``; "auto": timed on one batch of this data,
+    see :mod:`dltricks.train.threads`) and return the count."""
+    from dltricks.train import threads as th
+    from dltricks.train.batches import Batches
+
+    n = recipe.train.threads
+    if n == "auto":
+        with torch.random.fork_rng(devices=[]):  # a Dataset may draw its patches from torch's RNG
+            source = Batches(bundle.train_source or bundle.train, recipe.train.batch_size, recipe.seed, device)
+            x, _ = next(source.epoch(0, torch.arange(source.n)))
+        key = {"model": recipe.model.model_dump(), "in_shape": list(x.shape), "precision": recipe.train.precision}
+        n = th.resolve("auto", model=model, batch=x, device=device, cap=cap, cache=cache, key=key)
+    torch.set_num_threads(n)
+    return n
 
 
 def final_metrics(model: torch.nn.Module, bundle: DataBundle, task: Task, history: History, recipe: Recipe,
@@ -214,6 +235,9 @@ def final_metrics(model: torch.nn.Module, bundle: DataBundle, task: Task, histor
         tasks = type(bundle.test_tasks)(*(t.to(device) for t in vars(bundle.test_tasks).values()))
         adapted = post_update_mse(model, tasks, recipe.eval.adapt_steps, recipe.train.inner_lr)
         out.update({f"test_{k}": v for k, v in adapted.items()})
+    if bundle.target_test is not None:  # a [data.target] domain: its labels serve only here
+        out.update({f"test_target_{k}": v for k, v in evaluate(model, bundle.target_test, task, **kw).items()})
+    out.update({k: v[-1] for k, v in history.curves.items() if k.startswith("oracle_")})
     out["train_loss"] = history.curves["train_loss"][-1]
     out["epochs"] = float(history.epochs)
     out["wall_time_s"] = history.wall_time

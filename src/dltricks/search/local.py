@@ -1,0 +1,160 @@
+"""Local worker processes of a sweep: started first, told the study once it exists.
+
+A new process needs seconds before it can train (Python, torch, and torch._dynamo, which every
+torch optimiser imports). `dltricks ablate --workers N` therefore starts its N - 1 `dltricks worker
+--study -` children before it has even defined the study: they warm up while this process does the
+same, and read the study, the ledger's URL and its home from their stdin (not the command line, where
+any user of the machine could read a password in the URL). If the sweep never starts (a mistyped trick),
+their stdin closes empty and they exit without touching anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dltricks.errors import DltricksError
+from dltricks.ledger import Ledger
+from dltricks.search import study as st
+from dltricks.search.worker import work
+
+
+def plan(workers: int) -> tuple[int, int]:
+    """(processes, threads each) for ``workers`` local workers: no more processes than free cores, whose
+    threads split those cores, and never more threads than this process may use.
+
+    Processes beyond the free cores would only take turns on them, each paying its own start-up: on a
+    machine where other jobs kept the cores busy, 2 workers took 1.2x as long as 1."""
+    import torch
+
+    from dltricks.train.threads import free_cores
+
+    free = free_cores()
+    n = max(1, min(workers, free))
+    # torch.set_num_threads / OMP_NUM_THREADS set by the user are a ceiling too: on a busy machine,
+    # more threads than free cores make every step wait on the slowest one.
+    return n, max(1, min(torch.get_num_threads(), free // n))
+
+
+class LocalWorkers:
+    """``n`` child workers, warming up; :meth:`hand_over` gives them the study, leaving the block stops them."""
+
+    def __init__(self, n: int, threads: int):
+        self.threads = threads
+        self.procs: list[subprocess.Popen] = []
+        self.logs: list[Any] = []
+        self.stopped: set[int] = set()
+        self.handed_over = False
+        if n < 1:
+            return
+        env = {**os.environ, "DLTRICKS_NO_PROGRESS": "1", "OMP_NUM_THREADS": str(threads)}
+        cmd = [sys.executable, "-m", "dltricks.cli", "worker", "--study", "-", "--threads", str(threads), "--quiet"]
+        for _ in range(n):
+            # stderr goes to a file, not a pipe: nobody reads a pipe while the workers run, and a worker
+            # that filled one (warnings) would block forever
+            log = tempfile.TemporaryFile(mode="w+", prefix="dltricks-worker-")  # noqa: SIM115 - closed in __exit__
+            self.logs.append(log)
+            self.procs.append(subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdin=subprocess.PIPE,
+                                               stdout=subprocess.DEVNULL, stderr=log, text=True))
+
+    def __enter__(self) -> LocalWorkers:
+        return self
+
+    def hand_over(self, ledger: Ledger, study: str) -> None:
+        self.handed_over = True
+        line = json.dumps({"study": study, "url": ledger.url, "home": str(ledger.root)}) + "\n"
+        for p in self.procs:
+            try:
+                p.stdin.write(line)
+                p.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass  # it died while warming up: its log says why, and this process does its cells
+
+    def running(self) -> bool:
+        return any(p.poll() is None for p in self.procs)
+
+    def wait(self, ledger: Ledger, definition: st.Definition, on_tick: Callable[[], None]) -> None:
+        """Wait for the children; stop them once every cell is recorded (one still importing torch
+        would only find that out seconds from now, and one that is still running holds no cell)."""
+        if not self.running():
+            return
+        optuna_study, _ = st.load(ledger, definition.name)
+        while self.running():
+            if not st.todo(optuna_study, definition):
+                for p in self.procs:
+                    if p.poll() is None:
+                        p.terminate()
+                        self.stopped.add(p.pid)
+                for p in self.procs:
+                    p.wait()
+                return
+            on_tick()
+            time.sleep(0.5)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.handed_over:
+            for p in self.procs:  # the sweep never started: they have touched nothing, no need to wait
+                p.terminate()
+                self.stopped.add(p.pid)
+                try:
+                    p.stdin.close()
+                except OSError:
+                    pass
+        elif exc is not None:
+            for p in self.procs:
+                if not isinstance(exc, KeyboardInterrupt) and p.poll() is None:
+                    p.send_signal(signal.SIGINT)  # stop them as a Ctrl-C would: save and release
+        for p in self.procs:  # a Ctrl-C reached them too; give them a moment to save and release
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        errors = []
+        for p, log in zip(self.procs, self.logs):
+            log.seek(0)
+            text = log.read().strip()
+            log.close()
+            if p.returncode not in (0, None) and p.pid not in self.stopped and text:
+                errors.append(text)
+        if errors and exc is None:
+            raise DltricksError(f"a worker stopped with an error: {errors[0].splitlines()[-1]}")
+
+
+def run(ledger: Ledger, definition: st.Definition, children: LocalWorkers, on_cell: Callable[[], None]) -> None:
+    """Work on the study in this process beside the children, then wait for them and take over any cell
+    a child left behind (a worker that died leaves a stale claim)."""
+    work(ledger, definition.name, threads=children.threads, on_cell=on_cell)
+    if children.running():
+        # Nothing left to claim, the others finish their last cells: load what the report needs
+        # (scipy, matplotlib: seconds) now rather than after them.
+        import matplotlib.figure  # noqa: F401
+
+        import dltricks.ledger.report  # noqa: F401
+    children.wait(ledger, definition, on_cell)
+
+
+def receive() -> tuple[Ledger, str] | None:
+    """In a child: warm up (torch, the training code, torch._dynamo), then read the study from stdin.
+    Returns the ledger and the study's name, or None when the parent closed stdin without one (the
+    sweep was never started)."""
+    import torch  # noqa: F401
+
+    import dltricks.train.run  # noqa: F401
+
+    try:
+        import torch._dynamo  # noqa: F401  - every torch optimiser imports it on first use: pay it now
+    except ImportError:  # pragma: no cover - a torch without dynamo trains all the same
+        pass
+    line = sys.stdin.readline()
+    if not line.strip():
+        return None
+    job = json.loads(line)
+    return Ledger(url=job["url"], root=job["home"]), job["study"]

@@ -1,0 +1,77 @@
+"""Local workers of a sweep start before the study exists and get it through stdin; a sweep that never
+starts leaves them nothing to do; start-up imports stay light."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dltricks.errors import DltricksError
+from dltricks.ledger import Ledger
+from dltricks.recipe import Recipe
+from dltricks.search import local
+from dltricks.search import study as st
+from dltricks.search.ablate import ablate, define
+from dltricks.tricks import parse_trick
+
+SMALL = ["data.num_samples=600", "train.epochs=1", "model.channels=[4, 8]", "train.schedule=constant"]
+
+
+def test_cli_start_up_imports_no_plotting_statistics_or_dynamo() -> None:
+    code = ("import sys, dltricks.cli; "
+            "print(sorted(m for m in ('matplotlib', 'scipy', 'optuna', 'torch._dynamo', 'sympy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_workers_of_a_sweep_that_never_starts_exit_without_a_trace(ledger_home) -> None:
+    with pytest.raises(DltricksError, match="no trick"):
+        with local.LocalWorkers(2, threads=1) as children:
+            assert len(children.procs) == 2 and all(p.poll() is None for p in children.procs)
+            raise DltricksError("no trick called 'lable_smoothing'")
+    assert all(p.returncode is not None for p in children.procs)  # stopped, not left behind
+    assert list(ledger_home.iterdir()) == []  # no ledger, no runs, no report
+    # the same through ablate(): a bad trick is refused before anything is written
+    with pytest.raises(DltricksError):
+        ablate(Recipe.load("mnist1d-cnn", SMALL), ["lable_smoothing"], seeds=1, workers=2, progress=False)
+    assert list(ledger_home.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_child_gets_the_study_through_stdin_and_runs_its_cells(ledger_home) -> None:
+    ledger = Ledger()
+    d = define(Recipe.load("mnist1d-cnn", SMALL), [parse_trick("ls:train.label_smoothing=0.1")], mode="add",
+               seeds=1, study="handed")
+    with local.LocalWorkers(1, threads=1) as children:
+        st.create_or_load(ledger, d)
+        children.hand_over(ledger, d.name)
+        assert ledger.url not in " ".join(children.procs[0].args)  # never on a command line (`ps`)
+        children.wait(ledger, d, on_tick=lambda: None)  # this process does no cell itself
+    assert children.procs[0].returncode is not None  # done, or stopped once every cell was recorded
+    runs = ledger.runs(study="handed")
+    assert len(runs) == 2 and {r.status for r in runs} == {"completed"}
+    assert {r.pid for r in runs} == {children.procs[0].pid} and os.getpid() not in {r.pid for r in runs}
+    assert {r.metrics["threads"] for r in runs} == {1.0}  # the split the parent chose
+
+
+def test_plan_splits_the_free_cores(monkeypatch) -> None:
+    import torch
+
+    from dltricks.train import threads as th
+
+    free = 4
+    monkeypatch.setattr(th, "free_cores", lambda sample_s=th.SAMPLE_S: free)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        assert [local.plan(w) for w in (1, 2, 3, 4, 8)] == [(1, 4), (2, 2), (3, 1), (4, 1), (4, 1)]
+        free = 1  # the others keep the cores busy: more processes would only take turns
+        assert local.plan(2) == (1, 1)
+        free = 4
+        torch.set_num_threads(1)  # the user's own limit is a ceiling
+        assert local.plan(1) == (1, 1)
+    finally:
+        torch.set_num_threads(before)
