@@ -138,7 +138,7 @@ def test_plan_refuses_factorial_over_the_limit_duplicates_and_unknown_keys():
 
 # ---- one real study, shared by the tests below ----------------------------------------------------
 
-TRICKS = ["noop:train.threads='auto'", "slow:train.lr=1e-6", "bad:model.norm=grop",
+TRICKS = ["noop:train.threads='auto'", "slow:train.lr=1e-6", "bad:train.loss=dice",
           "nan:train.optimizer=sgd,train.lr=1e30"]
 SEEDS = 3  # the decision rule gives verdicts from 3 paired seeds (the classic sign-flip p cannot, below 6)
 
@@ -177,33 +177,30 @@ def test_study_failures_are_reported_with_their_reasons(study):
     assert failed == {"+bad": SEEDS, "+nan": SEEDS}
     for f in r.failures:
         if f["variant"] == "+bad":
-            assert "model.norm" in f["reason"] and "grop" in f["reason"], f
+            assert "train.loss" in f["reason"] and "segmentation" in f["reason"], f
         else:
             assert "NaN" in f["reason"] and "train.lr" in f["reason"], f
     stats = {s.variant: s for s in r.stats}
     assert stats["+bad"].n == 0 and stats["+nan"].n == 0
     md = (study["home"] / "report" / "report.md").read_text()
-    assert "grop" in md and "NaN" in md
+    assert "segmentation" in md and "NaN" in md
 
 
 def test_study_runs_are_in_the_ledger_linked_to_the_study(study):
     ledger, r = study["ledger"], study["result"]
     runs = ledger.runs(study="main")
-    # bad patches never reach training, so they leave no run; everything else is one run per cell
-    assert len(runs) == 4 * SEEDS
+    # one run per cell, failed ones included (a bad patch is refused before the study starts)
+    assert len(runs) == 5 * SEEDS
     assert all(run.study == "main" and run.variant for run in runs)
     by_variant = Counter((run.variant, run.status) for run in runs)
     assert by_variant == {("baseline", "completed"): SEEDS, ("+noop", "completed"): SEEDS,
-                          ("+slow", "completed"): SEEDS, ("+nan", "failed"): SEEDS}
+                          ("+slow", "completed"): SEEDS, ("+bad", "failed"): SEEDS, ("+nan", "failed"): SEEDS}
     assert all("NaN" in (run.failure or "") for run in runs if run.variant == "+nan")
     # each trial names its run, and the run trained that variant with that seed
     trials = optuna.load_study(study_name="main", storage=ledger.url).get_trials(deepcopy=False)
     by_id = {run.id: run for run in runs}
     for t in trials:
         a = t.user_attrs
-        if a["variant"] == "+bad":
-            assert a["run_id"] is None and t.state == TrialState.FAIL
-            continue
         run = by_id[a["run_id"]]
         assert run.variant == a["variant"] and run.seed == a["seed"]
         if t.state == TrialState.COMPLETE:
@@ -250,7 +247,7 @@ def test_report_command_regenerates_from_storage(study):
     for name in ("report.csv", "report.md", "report.html", "forest.png", "seeds.png"):
         assert (out / name).is_file(), name
     assert (out / "report.csv").read_text() == (home / "report" / "report.csv").read_text()
-    assert "hurts" in done.stdout and "failed" in done.stdout and "grop" in done.stdout
+    assert "hurts" in done.stdout and "failed" in done.stdout and "segmentation" in done.stdout
 
 
 # ---- no change, no verdict; dead workers are retried up to a limit ---------------------------------------
@@ -454,6 +451,30 @@ def test_cli_factorial_with_six_tricks_is_refused(ledger_home, capsys):
     code = cli_main(["ablate", "mnist1d-cnn", "--trick", "x:train.lrr=1", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "train.lrr" in err
+
+
+def test_cli_bad_values_and_unknown_metrics_are_refused_before_any_training(ledger_home, capsys,
+                                                                            monkeypatch):
+    monkeypatch.setenv("DLTRICKS_CACHE", str(ledger_home / "cache"))
+    code = cli_main(["ablate", "mnist1d-cnn", *cli_overrides(), "--trick", "x:train.lr=abc", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "variant +x" in err and "train.lr = 'abc'" in err
+    code = cli_main(["ablate", "mnist1d-cnn", *cli_overrides(), "--trick", "label_smoothing",
+                     "--metric", "test_acuracy", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "unknown metric 'test_acuracy' (did you mean test_accuracy?)" in err and "val_loss" in err
+    # nothing was trained, nothing was stored: the ledger was never opened
+    assert not (ledger_home / "ledger.db").exists() and not (ledger_home / "runs").exists()
+
+
+def test_cli_ablate_exits_1_when_cells_failed(ledger_home, capsys, monkeypatch):
+    monkeypatch.setenv("DLTRICKS_CACHE", str(ledger_home / "cache"))
+    code = cli_main(["ablate", "mnist1d-cnn", *cli_overrides("data.num_samples=300", "train.epochs=1"),
+                     "--trick", "nan:train.optimizer=sgd,train.lr=1e30", "--seeds", "1", "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 1 and "failed" in printed and "NaN" in printed
 
 
 # ---- verdicts with 3 seeds, seeds = "auto", what the Python user and the terminal see ----------------

@@ -109,7 +109,7 @@ def test_targets_on_different_scales() -> None:
     assert advise(recipe(SOUND_CNN), DataInfo("classification", (1, 64), 10, labels)) == []
 
 
-@pytest.mark.parametrize("name", ["mnist1d-cnn", "digits-cnn", "mnist1d-mlp"])
+@pytest.mark.parametrize("name", ["mnist1d-cnn", "digits-cnn", "mnist1d-mlp", "mnist1d-gru", "mnist1d-transformer"])
 def test_sound_bundled_recipes_get_no_advice(name: str) -> None:
     assert advise(Recipe.load(name)) == []
 

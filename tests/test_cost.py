@@ -96,3 +96,11 @@ def test_inspect_recipe_with_given_data_info() -> None:
     ins = inspect_recipe(r, latency=False, info=DataInfo("classification", (1, 40), 10))
     assert ins.rf.size == (18,) and ins.rf.stride == (4,)
     assert ins.cost.params == 32_554
+
+
+def test_human_uses_si_prefixes_and_a_space_before_the_unit():
+    from dltricks.analysis.cost import human
+
+    assert human(747_520, "FLOPs") == "747.5 kFLOPs"
+    assert human(1_234_567) == "1.235M" and human(999) == "999" and human(12_000_000_000, "FLOPs") == "12 GFLOPs"
+    assert human(3 * 1024 ** 2, "B") == "3.00 MiB"

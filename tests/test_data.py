@@ -332,6 +332,24 @@ def test_user_files_train_end_to_end(tmp_path, ledger_home):
     assert result.metrics["test_accuracy"] > 0.6
 
 
+def test_labels_that_skip_a_class_id_are_refused_with_the_fix(tmp_path):
+    """Labels 1..4 would make a 5-class head whose class 0 never occurs: refused, with what to do."""
+    x, y = rand_xy(40, (3,), classes=4)
+    msg = err(dict(name="npz", path=npz(tmp_path, "offset.npz", x=x, y=y + 1)))
+    assert "labels 1, 2, 3, 4" in msg and "class 0 never occurs" in msg and "5 outputs for 4 classes" in msg
+    assert "subtract 1" in msg
+    msg = err(dict(name="npz", path=npz(tmp_path, "gap.npz", x=x, y=np.where(y == 2, 5, y))))
+    assert "class 2, 4 never occurs" in msg and "renumber" in msg
+    p = csv_file(tmp_path, table(20, lambda i: 1 + i % 3), "one_based.csv")
+    assert "subtract 1" in err(dict(name="csv", path=p, label_column="species"))
+    # label maps (segmentation) may lack a class in a given file
+    maps = np.zeros((6, 4, 4), dtype=np.int64)
+    maps[:, 1, 1] = 2
+    b = load_data(data_spec(name="npz", val_fraction=0.0, path=npz(tmp_path, "seg.npz", x=np.ones((6, 1, 4, 4)),
+                                                                  y=maps)))
+    assert b.task == "segmentation" and b.num_classes == 3
+
+
 # ---- learning set-ups: class subsets, few labels, regression and multi-task targets ------------------------
 
 def test_classes_keeps_and_relabels_in_every_split_with_their_names():

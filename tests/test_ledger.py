@@ -189,6 +189,31 @@ def test_git_commit_dirty_flag_and_saved_diff(tmp_path: Path, ledger_home: Path)
     assert dirty.git_short == head[:7] + "*"
 
 
+def test_the_ledger_folder_inside_a_repo_never_makes_it_dirty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The default ledger (./dltricks-runs) in the user's repository: its database, weights and diffs
+    are not the user's code, so a clean commit stays clean run after run and the diff holds only code."""
+    repo = _repo(tmp_path / "repo")
+    monkeypatch.chdir(repo)
+    monkeypatch.delenv("DLTRICKS_HOME", raising=False)
+    monkeypatch.delenv("DLTRICKS_LEDGER", raising=False)
+    ledger = Ledger()
+    assert (repo / "dltricks-runs" / ".gitignore").read_text().splitlines()[-1] == "*"
+    first = ledger.get(ledger.start_run(name="a", recipe={}, seed=0, device="cpu"))
+    (ledger.run_dir(first.id) / "model.safetensors").write_bytes(b"\0weights")
+    second = ledger.get(ledger.start_run(name="b", recipe={}, seed=0, device="cpu"))
+    assert (first.git_dirty, second.git_dirty) == (False, False)
+    assert _git(repo, "status", "--porcelain") == ""
+    # a ledger folder from before the .gitignore (or one whose .gitignore was removed) is left out too
+    (repo / "dltricks-runs" / ".gitignore").unlink()
+    (repo / "train.py").write_text("lr = 0.3\n")
+    third = ledger.get(ledger.start_run(name="c", recipe={}, seed=0, device="cpu"))
+    saved = (ledger.root / "runs" / third.id / "uncommitted.diff").read_text()
+    assert third.git_dirty and "+lr = 0.3" in saved and "dltricks-runs" not in saved
+    assert git_state(repo, exclude=(ledger.root,)).diff_hash == third.git_diff_hash
+    (ledger.root / "runs" / third.id / "more.bin").write_bytes(b"x")  # the ledger grows; the hash does not
+    assert git_state(repo, exclude=(ledger.root,)).diff_hash == third.git_diff_hash
+
+
 def test_git_outside_repo_no_commits_and_no_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     outside = tmp_path / "plain"
     outside.mkdir()

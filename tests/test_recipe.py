@@ -274,3 +274,57 @@ def test_parse_override_examples():
     assert parse_override("model.channels=[1, 2]") == ("model.channels", [1, 2])
     assert parse_override("x=a=b") == ("x", "a=b")
     assert parse_override("x=1\nb = 2") == ("x", "1\nb = 2")  # not one TOML value: kept as text
+
+
+# ---- paths, names and model switches, as a new user meets them ----------------------------------------------
+
+def test_relative_paths_are_taken_from_the_recipe_file_and_stored_absolute(tmp_path, monkeypatch):
+    import numpy as np
+
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    np.savez(project / "data" / "d.npz", x=np.zeros((20, 3), np.float32), y=np.arange(20) % 2)
+    write(project / "base.toml", '[data]\nname = "npz"\npath = "data/d.npz"\n[model]\nname = "mlp"\n')
+    (project / "exp").mkdir()
+    write(project / "exp" / "leaf.toml", 'base = "../base.toml"\n[train]\nepochs = 1\n')
+    write(project / "own.toml", 'base = "base.toml"\n[data]\npath = "./data/d.npz"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    want = str((project / "data" / "d.npz").resolve())
+    assert Recipe.load(project / "exp" / "leaf.toml").data.path == want  # from the base file's folder
+    assert Recipe.load(project / "own.toml").data.path == want
+    # a path typed on the command line is the user's, from where they typed it
+    (elsewhere / "other.npz").write_bytes(b"")
+    assert Recipe.load(project / "own.toml", ["data.path=other.npz"]).data.path == str(elsewhere / "other.npz")
+    from dltricks.data import load_data
+
+    assert len(load_data(Recipe.load(project / "exp" / "leaf.toml").data).train[1]) > 0
+
+
+def test_a_recipe_with_a_base_keeps_its_own_name(tmp_path):
+    p = write(tmp_path / "my-exp.toml", 'base = "mnist1d-cnn"\n[train]\nepochs = 2\n')
+    assert Recipe.load(p).name == "my-exp"
+    named = write(tmp_path / "named.toml", 'base = "my-exp.toml"\nname = "given"\n')
+    assert Recipe.load(named).name == "given"
+
+
+@pytest.mark.parametrize("start", ["mnist1d-mlp", "mnist1d-cnn"])
+def test_switching_model_by_override_is_one_rule(start):
+    """From any recipe, -o model.name=rnn gives the rnn's defaults (keeping only dropout), whatever the
+    old model's keys were called (the mlp's hidden list used to stay and fail as an rnn's int)."""
+    r = Recipe.load(start, ["model.name=rnn"])
+    assert r.model.name == "rnn" and r.model.hidden == 64 and r.model.cell == "lstm"
+    # order of the overrides does not matter: the switch applies first
+    r2 = Recipe.load(start, ["model.hidden=32", "model.name=rnn", "model.cell=gru"])
+    assert (r2.model.name, r2.model.hidden, r2.model.cell) == ("rnn", 32, "gru")
+    with pytest.raises(DltricksError, match=r"model.hidden = 'wide'.*model.name changed from .* to 'rnn'"):
+        Recipe.load(start, ["model.name=rnn", "model.hidden=wide"])
+
+
+def test_switching_model_in_a_file_follows_the_same_rule(tmp_path):
+    p = write(tmp_path / "gru.toml", 'base = "mnist1d-mlp"\n[model]\nname = "rnn"\ncell = "gru"\n')
+    r = Recipe.load(p)
+    assert r.model.name == "rnn" and r.model.hidden == 64
+    d = write(tmp_path / "drop.toml", 'base = "mnist1d-mlp"\n[model]\nname = "mlp"\ndropout = 0.2\n')
+    assert Recipe.load(write(tmp_path / "cnn.toml", f'base = "{d}"\n[model]\nname = "cnn"\n')).model.dropout == 0.2

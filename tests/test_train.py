@@ -323,10 +323,11 @@ def test_diverging_sgd_fails_and_the_ledger_says_why(ledger_home, monkeypatch):
     recipe = Recipe.load("mnist1d-mlp", ["data.num_samples=200", "train.optimizer=sgd", "train.lr=1e6",
                                          "train.epochs=2", "train.schedule=constant"])
     ledger = Ledger()
-    with pytest.raises(RunFailed, match="NaN"):
+    with pytest.raises(RunFailed, match="NaN|diverged"):
         train(recipe, ledger=ledger, progress=False)
     (run,) = ledger.runs()
-    assert run.status == "failed" and "NaN/Inf at epoch" in run.failure and "step" in run.failure
+    assert run.status == "failed" and ("NaN/Inf at epoch" in run.failure or "diverged to" in run.failure)
+    assert "step" in run.failure
     assert "train.lr" in run.failure
     assert run.finished is not None
 
@@ -462,3 +463,137 @@ def test_metric_direction_by_name():
     assert higher_is_better("test_accuracy") and higher_is_better("val_dice") and higher_is_better("val_accuracy")
     for m in ("val_loss", "test_ece", "wall_time_s", "params", "test_hd95", "flops"):
         assert not higher_is_better(m), m
+
+
+# ---- the public API keeps its names whatever was imported before ------------------------------------------
+
+def readme_python_example() -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("### Python API"):]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start:section.index("\n```", start)]
+
+
+@pytest.mark.slow
+def test_readme_python_example_runs_twice_in_one_interpreter(tmp_path):
+    """`dltricks.train` stays the function after `dltricks.fit` (which imports the subpackage
+    dltricks.train) and after a first `dltricks.train(...)`. The README's cost is cut (a tiny recipe,
+    one seed) but its calls, in its order, are the README's own."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = readme_python_example()
+    assert "dltricks.fit(" in code and "dltricks.train(" in code and "dltricks.ablate(" in code
+    cheap = (code.replace('Recipe.load("mnist1d-cnn")', 'Recipe.load("mnist1d-cnn", TINY)')
+             .replace('dltricks.ablate("mnist1d-cnn"', 'dltricks.ablate(Recipe.load("mnist1d-cnn", TINY)')
+             .replace("seeds=5, workers=2", "seeds=1, workers=1, progress=False"))
+    tiny = ["data.num_samples=200", "train.epochs=1", "model.channels=[4]", "train.schedule=constant"]
+    script = f"TINY = {tiny!r}\nfor _ in range(2):\n" + textwrap.indent(cheap, "    ") + textwrap.dedent("""
+        from dltricks import train as from_import
+        import dltricks.train.loop
+        import dltricks.train.run as run_module
+        assert callable(dltricks.train) and callable(from_import) and callable(dltricks.fit)
+        assert dltricks.train.loop.fit is dltricks.fit and run_module.train is dltricks.train.train
+        print("ok", dltricks.train(Recipe.load("mnist1d-cnn", TINY), progress=False).status)
+        """)
+    env = {**os.environ, "DLTRICKS_HOME": str(tmp_path / "home"), "DLTRICKS_NO_PROGRESS": "1",
+           "DLTRICKS_CACHE": str(tmp_path / "cache")}
+    env.pop("DLTRICKS_LEDGER", None)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("ok completed"), done.stdout
+
+
+def test_divergence_without_nan_fails_like_nan():
+    """A loss that explodes but stays finite (adamw at lr 1e6: losses of 1e10 and more, chance accuracy)
+    fails the run with the step and the same hints as a NaN, numbers printed readably."""
+    x, y = blobs(64)
+    with pytest.raises(RunFailed) as e:
+        fit(mlp(), (x, y), epochs=3, batch_size=16, lr=1e6, **FAST)
+    msg = str(e.value)
+    assert "loss diverged to" in msg and "times its first value" in msg and "epoch 1, step" in msg
+    assert "train.lr (now 1e+06)" in msg and "grad_clip" in msg and "e+" in msg and "\n" not in msg
+    # a high but sane learning rate is not divergence
+    fit(mlp(), (x, y), epochs=3, batch_size=16, lr=0.3, **FAST)
+
+
+def test_a_device_this_machine_lacks_is_refused_before_training(ledger_home):
+    from dltricks.ledger import Ledger
+    from dltricks.recipe import Recipe
+    from dltricks.train.loop import resolve_device
+    from dltricks.train.run import train
+
+    if not torch.backends.mps.is_available():
+        with pytest.raises(DltricksError, match="train.device = 'mps' but no Apple MPS device"):
+            resolve_device("mps")
+        ledger = Ledger()
+        with pytest.raises(DltricksError, match="no Apple MPS device"):
+            train(Recipe.load("mnist1d-mlp", ["train.device=mps"]), ledger=ledger, progress=False)
+        assert ledger.runs() == []  # refused like a bad key: no run was started
+    if not torch.cuda.is_available():
+        with pytest.raises(DltricksError, match="no CUDA device"):
+            resolve_device("cuda:1")
+    else:
+        with pytest.raises(DltricksError, match="CUDA device"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_fit_takes_a_dataloader_without_batch_size_and_explains_float_labels():
+    x, y = blobs(96)
+    h = fit(mlp(), DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True), (x, y), epochs=2, lr=1e-2, **FAST)
+    assert h.epochs == 2 and len(h["train_loss"]) == 2
+    with pytest.raises(DltricksError, match="batch_size is needed for tensors"):
+        fit(mlp(), (x, y), epochs=1, lr=1e-2, **FAST)
+    with pytest.raises(DltricksError, match=r"labels are floats .*convert them with y.long\(\)") as e:
+        fit(mlp(), (x, y.float()), epochs=1, batch_size=16, lr=1e-2, **FAST)
+    assert "\n" not in str(e.value)
+    with pytest.raises(DltricksError, match="labels are floats.*per sample.*class ids 0..K-1"):
+        fit(mlp(), TensorDataset(x, y.float() + 0.5), epochs=1, batch_size=16, lr=1e-2, **FAST)
+    soft = torch.nn.functional.one_hot(y, 3).float()  # class probabilities are fine
+    assert fit(mlp(), (x, soft), epochs=1, batch_size=16, lr=1e-2, **FAST).epochs == 1
+
+
+def test_the_interruption_says_where_it_stopped(tmp_path):
+    x, y = blobs(120)  # 8 steps an epoch
+    with pytest.raises(TrainingInterrupted) as e:
+        fit(InterruptAt(mlp(), at=11), (x, y), checkpoint_dir=tmp_path, **RESUME_KW)
+    assert (e.value.epoch, e.value.step) == (1, 3)
+    assert e.value.where == "in epoch 2 of 4, after step 3 of 8" and str(e.value).endswith(e.value.where)
+    with pytest.raises(TrainingInterrupted) as e:
+        fit(InterruptAt(mlp(), at=8), (x, y), checkpoint_dir=tmp_path / "b", **RESUME_KW)
+    assert e.value.where == "after epoch 1 of 4"
+
+
+def test_a_completed_run_drops_its_resume_checkpoint_unless_asked(ledger_home, monkeypatch):
+    from dltricks.ledger import Ledger
+    from dltricks.recipe import Recipe
+    from dltricks.train.run import train
+
+    monkeypatch.setenv("DLTRICKS_CACHE", str(ledger_home / "cache"))
+    recipe = Recipe.load("mnist1d-mlp", ["data.num_samples=200", "train.epochs=1", "model.hidden=[16]"])
+    ledger = Ledger()
+    dropped = train(recipe, ledger=ledger, progress=False)
+    assert (dropped.run_dir / "model.safetensors").is_file() and not list(dropped.run_dir.glob("checkpoint*"))
+    kept = train(recipe, ledger=ledger, progress=False, keep_checkpoint=True)
+    assert (kept.run_dir / "checkpoint" / "state.json").is_file()
+    assert ledger.get(dropped.run_id).checkpoint == str(dropped.run_dir / "model.safetensors")
+
+
+# ---- the bundled architecture recipes build and learn (their full figures: benchmarks/architectures.py) ----
+
+@pytest.mark.parametrize("name", ["mnist1d-mlp", "mnist1d-gru", "mnist1d-transformer"])
+def test_bundled_architecture_recipes_build_and_learn(name, ledger_home, monkeypatch):
+    from dltricks.ledger import Ledger
+    from dltricks.recipe import Recipe
+    from dltricks.train.run import train
+
+    monkeypatch.setenv("DLTRICKS_CACHE", str(ledger_home / "cache"))
+    recipe = Recipe.load(name, ["data.num_samples=1000", "train.epochs=3"])
+    result = train(recipe, ledger=Ledger(), progress=False)
+    assert result.recipe.name == name and result.metrics["epochs"] == 3
+    curve = result.history["train_loss"]
+    assert curve[-1] < curve[0] and result.metrics["test_accuracy"] > 0.2, result.metrics  # chance is 0.1

@@ -28,5 +28,10 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
+        if name == "train":
+            # the subpackage, which is callable as the function: importing any dltricks.train.* module
+            # binds the subpackage to this name anyway, so it must be the same object every time
+            return importlib.import_module("dltricks.train")
+
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'dltricks' has no attribute {name!r}")

@@ -95,10 +95,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     ledger = _ledger(args)
     try:
-        result = train(recipe, ledger=ledger, progress=not args.quiet, resume=args.resume)
+        result = train(recipe, ledger=ledger, progress=not args.quiet, resume=args.resume,
+                       keep_checkpoint=args.keep_checkpoint)
     except TrainingInterrupted as e:
         run_id = getattr(e, "run_id", "?")
-        err.print(f"interrupted: run {run_id} saved; continue with: dltricks train --resume {run_id}",
+        where = f" {e.where}" if getattr(e, "where", "") else ""
+        err.print(f"interrupted{where}: run {run_id} saved; continue with: dltricks train --resume {run_id}",
                   soft_wrap=True)
         return 130
     m = result.metrics
@@ -172,7 +174,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                     workers=args.workers, metric=args.metric or "", study=args.study or "",
                     ledger=args.ledger, out=args.out, progress=not args.quiet, rope=args.rope,
                     max_seeds=args.max_seeds)
-    return _print_study(result)
+    code = _print_study(result)
+    return 1 if result.failures else code  # a script must see that cells failed
 
 
 def _print_study(result) -> int:
@@ -337,12 +340,55 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 # ---- the parser -----------------------------------------------------------------------------------
 
+DESCRIPTION = """\
+Deep learning tips and tricks as components that run, and experiments that measure whether
+each trick helps on your task. An experiment is a recipe (TOML: data, model, train, eval);
+every run is recorded with its recipe, seed, git version and results."""
+
+START = """\
+start here:
+  dltricks recipes                          the bundled recipes
+  dltricks train mnist1d-cnn                train one and record the run
+  dltricks runs                             the sheet of runs
+  dltricks ablate                           the demo study: which tricks help, with paired seeds
+  dltricks COMMAND --help                   each command's options and examples"""
+
+# examples at the end of each command's --help
+EXAMPLES = {
+    "recipes": "dltricks recipes",
+    "show": "dltricks show mnist1d-cnn\ndltricks show my.toml -o train.lr=0.01 -o model.name=resnet",
+    "tricks": "dltricks tricks\ndltricks tricks label_smoothing",
+    "train": "dltricks train mnist1d-cnn\ndltricks train my.toml -o train.epochs=5 -o train.lr=3e-3\n"
+             "dltricks train --resume 3f2a9c   (after Ctrl-C: continues where it stopped)",
+    "runs": "dltricks runs\ndltricks runs --status failed --limit 5\ndltricks runs --format csv > runs.csv\n"
+            "dltricks runs diff RUN_A RUN_B\ndltricks runs show RUN_ID",
+    "ablate": "dltricks ablate                                   (the bundled demo study)\n"
+              "dltricks ablate mnist1d-cnn --trick label_smoothing --trick one_cycle --seeds 5 --workers 2\n"
+              "dltricks ablate mnist1d-cnn --trick 'lowlr:train.lr=1e-5' --mode add\n"
+              "dltricks ablate my.toml --mode cumulative --metric val_loss",
+    "worker": "dltricks worker --study STUDY --storage postgresql://user@host/db",
+    "tune": "dltricks tune mnist1d-cnn --trials 20 --best best.toml\n"
+            "dltricks tune mnist1d-cnn --sampler gp --space train.lr=1e-4..0.1:log\n"
+            "dltricks tune mnist1d-cnn --objective test_accuracy,params",
+    "compress": "dltricks compress RUN_ID --quantize dynamic weight_only static\n"
+                "dltricks compress RUN_ID --prune 0.5 --prune-mode structured --finetune-epochs 5 --quantize static",
+    "nas": "dltricks nas mnist1d-cnn --strategy evolution --trials 30 --max-params 50000 --best arch.toml",
+    "report": "dltricks report STUDY\ndltricks report STUDY --out reports/today",
+    "inspect": "dltricks inspect mnist1d-cnn\n"
+               "dltricks inspect --compare mnist1d-cnn mnist1d-cnn -b model.kernel_size=7 -b model.stack_3x3=true",
+    "advise": "dltricks advise seg3d-unet -o train.batch_size=2\ndltricks advise my.toml --fix fixed.toml",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--ledger", metavar="URL", default=os.environ.get("DLTRICKS_LEDGER"),
-                        help="sqlite:///path or postgresql://user@host/db (default ./dltricks-runs/ledger.db)")
+    plain = argparse.ArgumentParser(add_help=False)  # commands that neither train nor read the ledger
+    plain.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    ledgered = argparse.ArgumentParser(add_help=False, parents=[plain])  # commands that read the ledger
+    ledgered.add_argument("--ledger", metavar="URL", default=os.environ.get("DLTRICKS_LEDGER"),
+                          help="where runs are recorded: sqlite:///path or postgresql://user@host/db "
+                               "(default $DLTRICKS_LEDGER, else ./dltricks-runs/ledger.db)")
+    common = argparse.ArgumentParser(add_help=False, parents=[ledgered])  # commands that train
     common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-    common.add_argument("--debug", action="store_true", help="show tracebacks")
 
     def recipe_args(p: argparse.ArgumentParser, required: bool = True) -> None:
         p.add_argument("recipe", nargs=None if required else "?", default="",
@@ -350,26 +396,33 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                        help="set a recipe key, e.g. -o train.lr=0.01 (TOML values)")
 
-    parser = argparse.ArgumentParser(prog="dltricks", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="dltricks", description=DESCRIPTION, epilog=START,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"dltricks {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
-    sub.add_parser("recipes", parents=[common], help="list the bundled recipes")
-    p = sub.add_parser("show", parents=[common], help="print a recipe fully resolved, as TOML")
+    sub.add_parser("recipes", parents=[plain], help="list the bundled recipes")
+    p = sub.add_parser("show", parents=[plain], help="print a recipe fully resolved, as TOML")
     recipe_args(p)
-    p = sub.add_parser("tricks", parents=[common], help="list the trick catalogue, or show one trick")
-    p.add_argument("name", nargs="?")
+    p = sub.add_parser("tricks", parents=[plain], help="list the trick catalogue, or show one trick")
+    p.add_argument("name", nargs="?", help="a trick to show: its tip, its patch on and off, its reference")
     p = sub.add_parser("train", parents=[common], help="train a recipe and record the run")
     recipe_args(p, required=False)
     p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run from its checkpoint")
-    p = sub.add_parser("runs", parents=[common], help="the sheet of runs; `runs diff A B`, `runs show ID`")
-    p.add_argument("action", nargs="?", help="diff or show")
-    p.add_argument("ids", nargs="*")
-    p.add_argument("--format", choices=["table", "csv", "md", "json"], default="table")
-    p.add_argument("--study")
-    p.add_argument("--status", choices=["running", "completed", "failed", "interrupted"])
-    p.add_argument("--name")
-    p.add_argument("--limit", type=int)
+    p.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep the resume checkpoint (optimiser and RNG state) of a completed run; by default "
+                        "only its weights stay")
+    p = sub.add_parser("runs", parents=[ledgered], help="the sheet of runs; `runs diff A B`, `runs show ID`")
+    p.add_argument("action", nargs="?", help="diff (two runs: recipe keys and metrics that differ) or show "
+                                              "(one run, all it recorded, as JSON); none lists the runs")
+    p.add_argument("ids", nargs="*", help="run ids (a unique prefix is enough)")
+    p.add_argument("--format", choices=["table", "csv", "md", "json"], default="table",
+                   help="table for the terminal (default), or csv, md (Markdown), json to save or parse")
+    p.add_argument("--study", help="only the runs of this ablation study")
+    p.add_argument("--status", choices=["running", "completed", "failed", "interrupted"],
+                   help="only runs in this state")
+    p.add_argument("--name", help="only runs of the recipe with this name")
+    p.add_argument("--limit", type=int, help="at most this many runs, newest first")
     p.add_argument("--all", action="store_true", help="every run of a study on its own line (default: one line "
                                                       "per study)")
     p.add_argument("--columns", metavar="A,B,...", help="columns to show, e.g. id,name,status,test_accuracy,failure "
@@ -378,7 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ablate", parents=[common], help="which tricks help on this task? paired seeds, honest stats")
     recipe_args(p, required=False)
     p.add_argument("--trick", action="append", metavar="NAME", help="a catalogue trick or NAME:key=value[,...]")
-    p.add_argument("--mode", choices=["add", "remove", "factorial", "cumulative"])
+    p.add_argument("--mode", choices=["add", "remove", "factorial", "cumulative"],
+                   help="add: baseline + each trick; remove: all on, each taken out; factorial: every "
+                        "combination (up to 5 tricks); cumulative: tricks added one after another "
+                        "(default ablate.mode, add)")
     p.add_argument("--seeds", type=_seeds, help='seeds per variant (paired across variants), or "auto": 3, then '
                                              "more in rounds only for inconclusive variants")
     p.add_argument("--max-seeds", type=_positive, help="the most seeds per variant with --seeds auto (default 10)")
@@ -388,15 +444,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="study name (default: recipe, mode and a hash of the sweep)")
     p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger: where runs and trials live")
     p.add_argument("--metric", help="metric to compare (default eval.metric, e.g. test_accuracy)")
-    p.add_argument("--out", help="report folder (default dltricks-runs/reports/STUDY)")
+    p.add_argument("--out", metavar="FOLDER", help="report folder (default dltricks-runs/reports/STUDY)")
     p = sub.add_parser("worker", parents=[common], help="join a study's work from this machine")
-    p.add_argument("--study", required=True)
+    p.add_argument("--study", required=True, help="the study to work on (its name, as `dltricks ablate` printed it)")
     p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    p = sub.add_parser("report", parents=[common], help="(re)write a study's report from storage")
-    p.add_argument("study")
+    p = sub.add_parser("report", parents=[ledgered], help="(re)write a study's report from storage")
+    p.add_argument("study", help="the study's name, as `dltricks ablate` printed it")
     p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger")
-    p.add_argument("--out")
+    p.add_argument("--out", metavar="FOLDER", help="report folder (default dltricks-runs/reports/STUDY)")
     p.add_argument("--rope", type=_non_negative, help="judge the same runs with this ROPE half-width")
 
     def search_args(p: argparse.ArgumentParser) -> None:
@@ -417,44 +473,65 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", parents=[common], help="tune hyperparameters with Optuna over the [tune] space")
     recipe_args(p)
     search_args(p)
-    p.add_argument("--sampler", choices=["random", "tpe", "gp", "cmaes", "nsga2"])
+    p.add_argument("--sampler", choices=["random", "tpe", "gp", "cmaes", "nsga2"],
+                   help="Optuna's sampler: random, tpe, gp (Gaussian process), cmaes, nsga2 (several "
+                        "objectives); default the recipe's tune.sampler")
     p.add_argument("--objective", metavar="M1,M2", help="several objectives, e.g. test_accuracy,params: a Pareto front")
-    p.add_argument("--pruner", choices=["median", "hyperband", "none"])
+    p.add_argument("--pruner", choices=["median", "hyperband", "none"],
+                   help="stop unpromising trials early on their validation curve (none: train every trial fully)")
     p = sub.add_parser("nas", parents=[common], help="search architectures over the model's keys within a budget")
     recipe_args(p)
     search_args(p)
-    p.add_argument("--strategy", choices=["evolution", "reinforce", "random"])
+    p.add_argument("--strategy", choices=["evolution", "reinforce", "random"],
+                   help="how candidates are proposed: evolution (mutate the best), reinforce (a learned "
+                        "controller) or random")
     p.add_argument("--max-params", type=int, help="never train a candidate with more parameters")
     p.add_argument("--max-flops", type=int, help="never train a candidate with more FLOPs (one sample)")
-    p = sub.add_parser("inspect", parents=[common], help="layer table with receptive field, params and FLOPs; "
+    p = sub.add_parser("inspect", parents=[plain], help="layer table with receptive field, params and FLOPs; "
                                                          "--compare A B side by side")
     recipe_args(p, required=False)
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="two recipes side by side (-o sets a key in "
                                                                    "both, -a only in A, -b only in B)")
-    p.add_argument("-a", "--override-a", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("-b", "--override-b", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("-a", "--override-a", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --compare: set a recipe key in A only")
+    p.add_argument("-b", "--override-b", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --compare: set a recipe key in B only")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-latency", action="store_true", help="skip timing the model on the CPU")
-    p = sub.add_parser("advise", parents=[common], help="check a recipe against the tips; --fix writes the patched one")
+    p = sub.add_parser("advise", parents=[plain], help="check a recipe against the tips; --fix writes the patched one")
     recipe_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--fix", metavar="OUT.toml", help="write the recipe with every advice's patch applied")
     p = sub.add_parser("compress", parents=[common], help="prune and/or quantize a finished run; size, latency "
                                                           "and accuracy side by side")
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN_ID", help="a completed run (see `dltricks runs`); its weights are compressed")
     p.add_argument("--quantize", nargs="+", action="extend", choices=["dynamic", "static", "qat", "weight_only"],
                    help="int8 kinds to compare (several values: several variants)")
     p.add_argument("--prune", nargs="+", action="extend", type=float, metavar="FRACTION",
                    help="share of weights (or channels) to remove, in (0, 1); several values: several variants")
-    p.add_argument("--prune-mode", choices=["unstructured", "structured"], default="unstructured")
-    p.add_argument("--prune-scope", choices=["layer", "global"], default="layer")
+    p.add_argument("--prune-mode", choices=["unstructured", "structured"], default="unstructured",
+                   help="unstructured: single weights (default); structured: whole channels, so the model shrinks")
+    p.add_argument("--prune-scope", choices=["layer", "global"], default="layer",
+                   help="layer: the same share in every layer (default); global: the smallest weights of the "
+                        "whole model")
     p.add_argument("--prune-steps", type=_positive, default=1, help="iterative pruning: steps, fine-tuning after each")
     p.add_argument("--lottery", action="store_true", help="lottery ticket: rewind surviving weights to their init")
     p.add_argument("--finetune-epochs", type=int, default=0, metavar="N", help="fine-tuning after pruning (and QAT)")
     p.add_argument("--finetune-lr-factor", type=float, default=1.0, metavar="F",
                    help="fine-tuning lr = the recipe's train.lr x F, in (0, 1]")
-    p.add_argument("--out", help="report folder (default dltricks-runs/reports/compress-RUN_ID)")
+    p.add_argument("--out", metavar="FOLDER", help="report folder (default dltricks-runs/reports/compress-RUN_ID)")
+    _pages(sub)
     return parser
+
+
+def _pages(sub) -> None:
+    """Each command's --help: its one-line help as the description, and examples at the end."""
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    for name, p in sub.choices.items():
+        p.description = p.description or helps.get(name)
+        if name in EXAMPLES:
+            p.epilog = "examples:\n" + "\n".join("  " + line for line in EXAMPLES[name].splitlines())
+            p.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 def _positive(text: str) -> int:

@@ -29,7 +29,12 @@ __all__ = [
     "Section", "AugmentSpec", "DataSpec", "ModelSpec", "TrainSpec", "EvalSpec", "AblateSpec", "TuneSpec", "NasSpec",
     "CompressSpec", "Recipe",
     "register_section", "bundled_recipes", "explain_errors", "parse_override", "set_dotted", "get_dotted",
+    "PATH",
 ]
+
+# Marks a key whose value is a file or folder: ``Field(..., json_schema_extra=PATH)``. In a recipe file
+# such a key is taken relative to that file's folder, and the resolved recipe holds the absolute path.
+PATH = {"dltricks_path": True}
 
 
 class Section(BaseModel):
@@ -434,10 +439,21 @@ class Recipe(Section):
     def load(cls, path_or_name: str | Path, overrides: list[str] | None = None) -> Recipe:
         """Load a bundled recipe by name or a TOML file, resolve ``base``, apply ``key=value`` overrides."""
         d, source = _load_tree(str(path_or_name), seen=())
-        for item in overrides or []:
-            key, value = parse_override(item)
-            _set_key(d, key, value)
-        return cls.from_dict(d, source)
+        parsed = [parse_override(item) for item in overrides or []]
+        # a switch of dataset or model comes first, so that `-o model.hidden=[16] -o model.name=mlp`
+        # means what `-o model.name=mlp -o model.hidden=[16]` does
+        parsed.sort(key=lambda kv: kv[0] not in _SWITCHES)
+        notes = []
+        for key, value in parsed:
+            note = _set_key(d, key, value)
+            notes += [note] if note else []
+        _absolute_paths(d, Path.cwd())  # what is still relative came from -o, typed here
+        try:
+            return cls.from_dict(d, source)
+        except DltricksError as e:
+            if not notes:
+                raise
+            raise DltricksError(f"{e} ({'; '.join(notes)})") from None
 
     def patch(self, patch: dict[str, Any]) -> Recipe:
         """A new recipe with dotted keys set, e.g. ``{"train.lr": 0.1}``; validated like a file."""
@@ -526,23 +542,57 @@ def _load_tree(ref: str, seen: tuple[tuple[str, str], ...], relative_to: Path | 
         chain = " -> ".join([s for _, s in seen] + [source])
         raise DltricksError(f"{source}: base recipes form a cycle: {chain}")
     d = _read_toml(text, source)
+    if here is not None and "name" not in d:
+        d["name"] = path.stem  # a file's runs carry its own name, never its base's
     base = d.pop("base", None)
     if base is None:
+        if here is not None:
+            _absolute_paths(d, here)
         return d, source
     if not isinstance(base, str):
         raise DltricksError(f"{source}: base must be a recipe name or path, got {base!r}")
     parent, _ = _load_tree(base, seen + ((key, source),), here)
+    if here is not None:
+        _absolute_paths(d, here, inherited=parent)
     return _merge(parent, d), source
 
 
+def _absolute_paths(d: dict, folder: Path, inherited: dict | None = None) -> None:
+    """Make the relative file and folder keys (those marked :data:`PATH`) of ``d``'s data and model
+    sections absolute, relative to ``folder``: a recipe with its data beside it runs from anywhere."""
+    _plugins_loaded()
+    for section in ("data", "model"):
+        table = d.get(section)
+        if not isinstance(table, dict):
+            continue
+        name = table.get("name", (inherited or {}).get(section, {}).get("name"))
+        spec = _VARIANTS[section].get(name) if isinstance(name, str) else None
+        for key, f in (spec.model_fields.items() if spec else ()):
+            value = table.get(key)
+            if (f.json_schema_extra or {}).get("dltricks_path") and isinstance(value, str) and value:
+                p = Path(value).expanduser()
+                table[key] = str(p if p.is_absolute() else (folder / p).resolve())
+
+
+_SWITCHES = ("data.name", "model.name")
+
+
+def _switched(section: str, old: dict) -> dict:
+    """What a data or model section keeps when its ``name`` changes, in a file or by ``-o``: the keys
+    every dataset (``val_fraction``, ``augment``) or every model (``dropout``) has; the rest starts
+    from the new one's defaults. (An MLP's ``hidden = [100, 100]`` means nothing to an RNN.)"""
+    common = (DataSpec if section == "data" else ModelSpec).model_fields
+    return {k: copy.deepcopy(v) for k, v in old.items() if k in common and k != "name"}
+
+
 def _merge(base: dict, top: dict) -> dict:
-    """Deep-merge ``top`` over ``base``. A section whose ``name`` changes starts afresh:
-    a resnet does not inherit a cnn's keys."""
+    """Deep-merge ``top`` over ``base``. A data or model section whose ``name`` changes starts afresh
+    (see :func:`_switched`): a resnet does not inherit a cnn's keys."""
     out = copy.deepcopy(base)
     for k, v in top.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
             if "name" in v and v["name"] != out[k].get("name"):
-                out[k] = copy.deepcopy(v)
+                out[k] = _merge(_switched(k, out[k]), v) if k in ("data", "model") else copy.deepcopy(v)
             else:
                 out[k] = _merge(out[k], v)
         else:
@@ -566,18 +616,20 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, parsed["v"]
 
 
-def _set_key(d: dict, key: str, value: Any) -> None:
-    """``set_dotted``, except that a new ``data.name`` or ``model.name`` keeps only the keys the new
-    dataset or model also has: ``-o model.name=mlp`` on a CNN recipe drops the CNN's keys."""
-    if key in ("data.name", "model.name"):
+def _set_key(d: dict, key: str, value: Any) -> str:
+    """``set_dotted``, except that a new ``data.name`` or ``model.name`` starts that section afresh, as in
+    a file (:func:`_switched`). Returns a note on such a switch (for an error that follows), else ""."""
+    note = ""
+    if key in _SWITCHES:
         section = key.split(".")[0]
         old = d.get(section)
         if isinstance(old, dict) and value != old.get("name"):
-            _plugins_loaded()
-            new = _VARIANTS[section].get(value) if isinstance(value, str) else None
-            keep = set(new.model_fields) if new else {"name"}
-            d[section] = {k: v for k, v in old.items() if k in keep}
+            d[section] = _switched(section, old)
+            kept = ", ".join(f"{section}.{k}" for k in d[section]) or "none"
+            note = (f"{key} changed from {old.get('name')!r} to {value!r}: the {section} section starts from "
+                    f"{value!r}'s defaults, keeping only {kept}")
     set_dotted(d, key, value)
+    return note
 
 
 def set_dotted(d: dict, key: str, value: Any) -> None:

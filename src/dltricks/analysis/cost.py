@@ -24,15 +24,17 @@ __all__ = ["Cost", "cost", "human", "measure_latency"]
 
 
 def human(n: float, unit: str = "") -> str:
-    """1234567 -> '1.23M'; bytes with unit='B' -> '1.18 MiB'."""
+    """SI prefixes, four significant digits: 1234567 -> '1.235M', 747520 with unit='FLOPs' ->
+    '747.5 kFLOPs'; bytes with unit='B' -> '1.18 MiB'."""
     if unit == "B":
         for u in ("B", "KiB", "MiB", "GiB", "TiB"):
             if abs(n) < 1024 or u == "TiB":
                 return f"{n:.0f} {u}" if u == "B" else f"{n:.2f} {u}"
             n /= 1024
-    for u in ("", "K", "M", "G", "T"):
-        if abs(n) < 1000 or u == "T":
-            return f"{n:.0f}{u}" if u == "" else f"{n:.2f}{u}"
+    for u in ("", "k", "M", "G", "T"):
+        if abs(n) < 999.95 or u == "T":
+            text = f"{n:.0f}" if u == "" else f"{n:.4g}"
+            return f"{text} {u}{unit}" if unit else f"{text}{u}"
         n /= 1000
     return str(n)
 
@@ -68,7 +70,7 @@ class Cost:
     def summary(self) -> str:
         lat = f", latency {self.latency_ms:.2f} ms (batch {self.batch_size})" if self.latency_ms is not None \
             else ""
-        return (f"{human(self.params)} parameters ({human(self.param_bytes, 'B')}), {human(self.flops)}FLOPs, "
+        return (f"{human(self.params)} parameters ({human(self.param_bytes, 'B')}), {human(self.flops, 'FLOPs')}, "
                 f"activations {human(self.activation_bytes, 'B')}{lat}")
 
     def table(self, title: str | None = None) -> Table:

@@ -11,7 +11,7 @@ the classes, every other column is a numeric feature. Labels may be integers or 
 
 Without a test set, ``test_fraction`` of the data is held out, stratified by class and fixed by
 ``split_seed`` (not by the run's seed: every run of a recipe is tested on the same samples). Relative
-paths are taken from the working directory. Every problem with a file is one line that names it.
+paths in a recipe file are taken from that file's folder (from the working directory in ``-o``). Every problem with a file is one line that names it.
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ from pydantic import Field
 from dltricks.data.registry import DataBundle, register_dataset
 from dltricks.data.splits import carve_val
 from dltricks.errors import DltricksError
-from dltricks.recipe import DataSpec
+from dltricks.recipe import PATH, DataSpec
 
 
 class NpzSpec(DataSpec):
     name: str = "npz"
-    path: str = Field(min_length=1, description="an .npz file with arrays x, y (and x_test, y_test)")
+    path: str = Field(min_length=1, description="an .npz file with arrays x, y (and x_test, y_test)",
+                      json_schema_extra=PATH)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="held out as test when the file has none")
     split_seed: int = Field(0, ge=0, description="fixes the held-out test split across runs")
     regression: list[str] = Field(default_factory=list, description="arrays (N,) that are regression targets "
@@ -41,9 +42,10 @@ class NpzSpec(DataSpec):
 
 class CsvSpec(DataSpec):
     name: str = "csv"
-    path: str = Field(min_length=1, description="a CSV file with a header row")
+    path: str = Field(min_length=1, description="a CSV file with a header row", json_schema_extra=PATH)
     label_column: str = Field("label", min_length=1, description="the column that holds the classes")
-    test_path: str = Field("", description="a CSV file with the same columns to test on; '' = hold out")
+    test_path: str = Field("", description="a CSV file with the same columns to test on; '' = hold out",
+                           json_schema_extra=PATH)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="held out as test without test_path")
     split_seed: int = Field(0, ge=0, description="fixes the held-out test split across runs")
     regression_columns: list[str] = Field(default_factory=list, description="columns that are regression "
@@ -103,8 +105,9 @@ def _int_labels(y: np.ndarray, where: str, at=lambda i: f"position {i}") -> np.n
 
 
 def _encode(train_y: np.ndarray, test_y: np.ndarray | None, where: str, where_test: str,
-            at=None, at_test=None) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-    """Labels as int64 ids with class names: names sorted for strings, ``0..K-1`` for integers."""
+            at=None, at_test=None, contiguous: bool = True) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Labels as int64 ids with class names: names sorted for strings, ``0..K-1`` for integers
+    (``contiguous``: each id used; label maps of segmentation may lack a class)."""
     if train_y.dtype.kind in "US" and (test_y is None or test_y.dtype.kind in "US"):
         names = sorted(set(train_y.reshape(-1).tolist()) | (set(test_y.reshape(-1).tolist())
                                                               if test_y is not None else set()))
@@ -114,7 +117,25 @@ def _encode(train_y: np.ndarray, test_y: np.ndarray | None, where: str, where_te
     a = _int_labels(train_y, where, *([at] if at else []))
     b = _int_labels(test_y, where_test, *([at_test] if at_test else [])) if test_y is not None else None
     k = int(max(a.max(initial=0), b.max(initial=0) if b is not None else 0)) + 1
+    if contiguous:
+        _check_contiguous(a, b, k, where)
     return a, b, [str(i) for i in range(k)]
+
+
+def _check_contiguous(a: np.ndarray, b: np.ndarray | None, k: int, where: str) -> None:
+    """Integer labels are class ids 0..K-1, every one of them used: labels 1..4 would give a 5-class
+    head whose class 0 never occurs (a silent off-by-one), so they are refused with the fix."""
+    used = np.unique(a) if b is None else np.union1d(np.unique(a), np.unique(b))
+    absent = sorted(set(range(k)) - {int(v) for v in used})
+    if not absent:
+        return
+    found = ", ".join(str(int(v)) for v in used[:8]) + (", ..." if len(used) > 8 else "")
+    never = ", ".join(map(str, absent[:5])) + (", ..." if len(absent) > 5 else "")
+    fix = (f"subtract {int(used[0])} from the labels" if int(used[0]) > 0 and len(used) == k - int(used[0])
+           else "renumber the labels 0..K-1")
+    raise DltricksError(f"{where} has labels {found} but class ids must be 0..K-1, each used: class {never} "
+                        f"never occurs, so the model would get {k} outputs for {len(used)} classes; {fix}, "
+                        "or give the classes as names (text labels are numbered in sorted order)")
 
 
 def _bundle(x: np.ndarray, y: np.ndarray, test: tuple[np.ndarray, np.ndarray] | None, names: list[str],
@@ -223,7 +244,7 @@ def load_npz(spec: NpzSpec, seed: int) -> DataBundle:
                                 f"{x.shape[1:]}; they must match")
         if task_test != task:
             raise DltricksError(f"{src}: y_test has shape {arrays['y_test'].shape} but y {arrays['y'].shape}")
-    y, y_test, names = _encode(y, y_test, f"{src}: y", f"{src}: y_test")
+    y, y_test, names = _encode(y, y_test, f"{src}: y", f"{src}: y_test", contiguous=task == "classification")
     if y_test is not None:
         test = (x_test, y_test)
     return _bundle(x, y, test, names, spec, task)

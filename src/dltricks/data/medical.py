@@ -37,6 +37,7 @@ from pydantic import Field
 from dltricks.data.patches import SegDataSpec, check_labels, segmentation_bundle
 from dltricks.data.registry import DataBundle, register_dataset
 from dltricks.errors import DltricksError
+from dltricks.recipe import PATH
 
 __all__ = ["ArraysSpec", "NiftiSpec", "load_arrays", "load_nifti", "read_arrays", "read_nifti_folder"]
 
@@ -58,7 +59,7 @@ class _UserSegSpec(SegDataSpec):
 
 class NiftiSpec(_UserSegSpec):
     name: str = "nifti"
-    root: str = Field(description="folder holding imagesTr/ and labelsTr/")
+    root: str = Field(description="folder holding imagesTr/ and labelsTr/", json_schema_extra=PATH)
     images: str = "imagesTr"
     labels: str = "labelsTr"
     test_images: str = "imagesTs"
@@ -67,10 +68,12 @@ class NiftiSpec(_UserSegSpec):
 
 class ArraysSpec(_UserSegSpec):
     name: str = "arrays"
-    images: str = Field(description=".npy stack, .npz with images and labels, or a folder of per-case files")
-    labels: str = Field("", description=".npy stack or folder; empty when images is an .npz holding both")
-    test_images: str = ""
-    test_labels: str = ""
+    images: str = Field(description=".npy stack, .npz with images and labels, or a folder of per-case files",
+                        json_schema_extra=PATH)
+    labels: str = Field("", description=".npy stack or folder; empty when images is an .npz holding both",
+                        json_schema_extra=PATH)
+    test_images: str = Field("", json_schema_extra=PATH)
+    test_labels: str = Field("", json_schema_extra=PATH)
 
 
 # ---- reading ------------------------------------------------------------------------------------

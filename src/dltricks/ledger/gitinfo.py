@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["GitState", "git_state"]
+__all__ = ["GitState", "git_state", "keep_out_of_git"]
 
 TIMEOUT_S = 20.0
 # Untracked files larger than this are hashed but not copied into the saved diff.
@@ -76,25 +76,53 @@ def _untracked_patch(name: str, data: bytes) -> bytes:
     return head + f"--- /dev/null\n+++ b/{name}\n@@ -0,0 +1,{len(lines)} @@\n".encode() + body
 
 
-def git_state(cwd: str | Path | None = None) -> GitState:
-    """The git state of the repository containing ``cwd`` (default: the current directory)."""
+def keep_out_of_git(folder: Path) -> None:
+    """Write ``folder/.gitignore`` holding ``*`` (as virtual environments do), so that what dltricks
+    writes there (the ledger, weights, checkpoints, reports) never shows up in the user's repository."""
+    ignore = folder / ".gitignore"
+    if folder.is_dir() and not ignore.exists():
+        try:
+            ignore.write_text("# written by dltricks: runs, weights and reports are not your code\n*\n")
+        except OSError:  # a read-only folder: git_state's exclude still keeps it out of the state
+            pass
+
+
+def _excludes(root: Path, exclude: tuple[Path, ...]) -> list[str]:
+    """Pathspecs (``-- . :(exclude)dltricks-runs``) that leave out the excluded folders inside ``root``."""
+    specs = []
+    for folder in exclude:
+        try:
+            rel = Path(folder).resolve().relative_to(root.resolve())
+        except ValueError:  # not inside this repository
+            continue
+        if rel.parts:
+            specs.append(f":(exclude,top){rel.as_posix()}")
+    return ["--", ".", *specs] if specs else []
+
+
+def git_state(cwd: str | Path | None = None, exclude: tuple[str | Path, ...] = ()) -> GitState:
+    """The git state of the repository containing ``cwd`` (default: the current directory).
+
+    Folders in ``exclude`` (the ledger's own) are not part of the code: changes there never make the
+    state dirty nor enter the diff, even where no ``.gitignore`` keeps them out."""
     cwd = Path(cwd) if cwd is not None else Path.cwd()
     top = _git(["rev-parse", "--show-toplevel"], cwd)
     if top is None:
         return NOT_A_REPO
     root = Path(top.decode("utf-8", "surrogateescape").strip())
+    only = _excludes(root, tuple(Path(p) for p in exclude))
 
     head = _git(["rev-parse", "--verify", "-q", "HEAD"], root)
     commit = head.decode().strip() if head else None
     # Before the first commit there is no HEAD: compare against the empty tree instead.
     base = commit or (_git(["hash-object", "-t", "tree", "/dev/null"], root) or b"").decode().strip()
 
-    status = _git(["status", "--porcelain", "-z", "--untracked-files=normal"], root)
+    status = _git(["status", "--porcelain", "-z", "--untracked-files=normal", *only], root)
     if not status:  # clean (or status failed: nothing reliable to record)
         return GitState(commit=commit, dirty=False, diff_hash=None, diff="")
 
-    tracked = _git(["diff", base, "--binary", "--no-color", "--no-ext-diff", "--no-textconv"], root) or b""
-    listing = _git(["ls-files", "--others", "--exclude-standard", "-z"], root) or b""
+    tracked = _git(["diff", base, "--binary", "--no-color", "--no-ext-diff", "--no-textconv", *only], root) or b""
+    listing = _git(["ls-files", "--others", "--exclude-standard", "-z", *only], root) or b""
     untracked = sorted(n.decode("utf-8", "surrogateescape") for n in listing.split(b"\0") if n)
 
     digest = hashlib.sha256(tracked)

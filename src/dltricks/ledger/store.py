@@ -57,7 +57,7 @@ from sqlalchemy.pool import NullPool, StaticPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from dltricks.errors import DltricksError, one_of
-from dltricks.ledger.gitinfo import git_state
+from dltricks.ledger.gitinfo import git_state, keep_out_of_git
 from dltricks.ledger.record import (
     STATUSES,
     RunRecord,
@@ -219,6 +219,7 @@ class Ledger:
         self._engine, self.where = _make_engine(self.url)
         self._pid = os.getpid()
         self._ensure_schema()
+        keep_out_of_git(self.root)  # if it exists: a ledger elsewhere does not create this folder
 
     def __repr__(self) -> str:
         return f"Ledger({self.where!r}, root={str(self.root)!r})"
@@ -323,6 +324,7 @@ class Ledger:
             raise DltricksError(f"bad run id {run_id!r}; a run id is 12 lowercase hex characters")
         path = self.root / "runs" / run_id
         path.mkdir(parents=True, exist_ok=True)
+        keep_out_of_git(self.root)
         return path
 
     def start_run(self, *, name: str, recipe: Mapping[str, Any], seed: int, device: str,
@@ -337,7 +339,7 @@ class Ledger:
             raise DltricksError(f"bad run id {run_id!r}; a run id is 12 lowercase hex characters")
         if hasattr(recipe, "to_dict"):  # a Recipe object
             recipe = recipe.to_dict()
-        git = git_state(cwd)
+        git = git_state(cwd, exclude=(self.root,))  # the ledger's own files are not the user's code
         row = {
             "name": str(name), "status": "running", "recipe": encode_json(dict(recipe)), "seed": int(seed),
             "git_commit": git.commit, "git_dirty": git.dirty, "git_diff_hash": git.diff_hash,

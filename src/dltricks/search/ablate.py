@@ -176,10 +176,23 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
 
 
 def _check_variants(recipe: Recipe, definition: st.Definition) -> None:
-    """Fail before any training if the reference itself is invalid; other bad patches only fail
-    their own variant (the study goes on and reports why)."""
-    ref = next(v for v in definition.variants if v.name == definition.reference)
-    recipe.patch(ref.patch)
+    """Fail before any training if a variant's recipe is invalid (a bad key or value) or the metric is
+    not one a run records: otherwise the study would train the baseline and then fail every cell."""
+    from dltricks.errors import did_you_mean, one_of
+    from dltricks.train.run import metric_names
+
+    ref = None
+    for v in definition.variants:
+        try:
+            patched = recipe.patch(v.patch)
+        except DltricksError as e:
+            raise DltricksError(f"variant {v.name}: {e}") from None
+        if v.name == definition.reference:
+            ref = patched
+    names = metric_names(ref or recipe)
+    if definition.metric not in names:
+        raise DltricksError(f"unknown metric {definition.metric!r}{did_you_mean(definition.metric, names)}; "
+                            f"a run of {recipe.name} records: {one_of(names)}")
 
 
 def _run_workers(ledger: Ledger, definition: st.Definition, children: local.LocalWorkers | int,

@@ -43,6 +43,7 @@ class LoopState:
     seen: int = 0                       # samples
     counted: int = 0                    # labels (pixels, for segmentation) behind ``correct``
     elapsed: float = 0.0
+    first_loss: float | None = None     # the first step's loss: divergence is measured against it
     method: dict[str, Any] = field(default_factory=dict)  # the method's JSON scalars (its tensors: tensors)
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # perm, rng states
 

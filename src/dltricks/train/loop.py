@@ -58,9 +58,14 @@ class History:
 class TrainingInterrupted(Exception):
     """Ctrl-C reached a safe point: the loop saved a checkpoint (if it had somewhere to) and stopped."""
 
-    def __init__(self, checkpoint: Path | None, history: History):
-        super().__init__("training interrupted")
+    def __init__(self, checkpoint: Path | None, history: History, *, epoch: int = 0, step: int = 0,
+                 epochs: int = 0, steps: int = 0):
+        where = f" in epoch {epoch + 1} of {epochs}, after step {step} of {steps}" if step else \
+            f" after epoch {epoch} of {epochs}" if epochs else ""
+        super().__init__(f"training interrupted{where}")
         self.checkpoint, self.history = checkpoint, history
+        self.epoch, self.step, self.epochs, self.steps = epoch, step, epochs, steps
+        self.where = where.strip()  # "in epoch 3 of 6, after step 12 of 57" or "after epoch 2 of 6"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -73,6 +78,12 @@ def resolve_device(name: str) -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DltricksError(f"train.device = {name!r} but no CUDA device is available; use auto or cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise DltricksError(f"train.device = {name!r} but this machine has {torch.cuda.device_count()} CUDA "
+                            f"device(s): cuda:0..cuda:{torch.cuda.device_count() - 1}; use auto, cuda or cpu")
+    mps = getattr(torch.backends, "mps", None)
+    if dev.type == "mps" and not (mps is not None and mps.is_available()):
+        raise DltricksError(f"train.device = {name!r} but no Apple MPS device is available; use auto or cpu")
     return dev
 
 
@@ -139,7 +150,7 @@ class _StopFlag:
 
 # ---- the loop --------------------------------------------------------------------------------------
 
-def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: int, batch_size: int,
+def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: int, batch_size: int | None = None,
         lr: float, optimizer: str = "adamw", schedule: str | None = None, grad_clip: float | None = None,
         label_smoothing: float = 0.0, seed: int = 0, device: str = "auto", progress: bool = True,
         task: Task | None = None, augment: Augment | None = None,
@@ -152,9 +163,15 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
     ``options`` are any other ``train`` recipe keys (``weight_decay``, ``warmup_epochs``,
     ``early_stopping``, ``precision``, ...), validated the same way. With ``checkpoint_dir`` the loop
     saves after every epoch and on Ctrl-C, and ``resume=True`` continues from what is there.
+    ``batch_size`` is needed for tensors and Datasets; a DataLoader brings its own.
     ``method`` (a :class:`~dltricks.train.method.Method`) says what a step computes; by default the
     supervised loss of ``task``.
     """
+    if batch_size is None:
+        if not isinstance(train, DataLoader):
+            raise DltricksError("fit: batch_size is needed for tensors or a Dataset (a DataLoader brings its own)")
+        batch_size = train.batch_size or 64  # a batch_sampler's loader has none: 64 only sizes evaluation
+    _check_targets(train, task if task is not None or method is None else method.task)
     try:
         cfg = TrainSpec(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                         schedule=schedule or "constant", grad_clip=grad_clip or 0.0,
@@ -226,6 +243,10 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
                 lv = loss.item()
                 if not math.isfinite(lv):
                     raise RunFailed(_diagnose_nan(st, cfg, bar.last_loss))
+                if st.first_loss is None:
+                    st.first_loss = lv
+                elif lv > DIVERGED * max(st.first_loss, 1.0):
+                    raise RunFailed(_diagnose_nan(st, cfg, bar.last_loss, diverged=(lv, st.first_loss)))
                 opt.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -260,7 +281,8 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
             if stop.requested and st.step < len(batches):
                 if ckpt is not None:
                     snapshot()
-                raise TrainingInterrupted(ckpt, _history(st, best))
+                raise TrainingInterrupted(ckpt, _history(st, best), epoch=st.epoch, step=st.step,
+                                          epochs=cfg.epochs, steps=len(batches))
 
             # ---- end of epoch: metrics, early stopping, checkpoint
             row = {"train_loss": st.loss_sum / max(st.seen, 1), "lr": opt.param_groups[0]["lr"]}
@@ -290,7 +312,8 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
             if ckpt is not None:
                 snapshot()
             if stop.requested:
-                raise TrainingInterrupted(ckpt, _history(st, best))
+                raise TrainingInterrupted(ckpt, _history(st, best), epoch=st.epoch, epochs=cfg.epochs,
+                                          steps=len(batches))
     if best is not None and cfg.restore_best:
         model.load_state_dict(best)
     return _history(st, best)
@@ -339,16 +362,51 @@ def _has_labels(source: Source) -> bool:
     return not torch.is_floating_point(torch.as_tensor(ds[0][1]))
 
 
+def _check_targets(source: Source, task: Task | None) -> None:
+    """Classification needs integer class ids (N,) or class probabilities (N, C): float class ids
+    (``y`` made with ``torch.tensor([0., 2., 1.])``, say) would fail deep inside cross-entropy."""
+    if task is not None and not isinstance(task, Classification):
+        return  # another task decides what its targets are
+    if isinstance(source, tuple):
+        y, per_sample = source[1], False
+    else:
+        ds = getattr(source, "dataset", source)
+        try:
+            y, per_sample = torch.as_tensor(ds[0][1]), True
+        except (IndexError, TypeError, KeyError):
+            return
+    if not torch.is_floating_point(y) or y.dim() == (1 if per_sample else 2):
+        return  # class ids, or per-class probabilities
+    whole = bool(torch.all(y == y.round())) if y.numel() else False
+    fix = "convert them with y.long()" if whole else "give class ids 0..K-1 (integers)"
+    raise DltricksError(f"fit: the labels are floats ({y.dtype}, shape {tuple(y.shape)}{' per sample' * per_sample});"
+                        f" classification needs integer class ids: {fix}, or class probabilities of shape (N, C)")
+
+
 def _is_image_batch(source: Source) -> bool:
     return isinstance(source, tuple) and source[0].dim() == 4
 
 
-def _diagnose_nan(st: LoopState, cfg: TrainSpec, last: float | None) -> str:
+# A loss this many times its first value (or 1, if that was smaller) has blown up: training from there
+# ends at chance with astronomic test losses, without a NaN to stop it.
+DIVERGED = 1000.0
+
+
+def _diagnose_nan(st: LoopState, cfg: TrainSpec, last: float | None,
+                  diverged: tuple[float, float] | None = None) -> str:
     where = f"epoch {st.epoch + 1}, step {st.step + 1}"
     before = f"last finite loss {last:.4g}" if last is not None else "no finite loss before it"
+    if diverged is not None:
+        value, first = diverged
+        head = f"loss diverged to {value:.3g} ({value / first:.3g} times its first value {first:.4g})"
+        return f"{head} at {where}; try {', or '.join(_hints(cfg))}"
+    return f"loss became NaN/Inf at {where} ({before}); try {', or '.join(_hints(cfg))}"
+
+
+def _hints(cfg: TrainSpec) -> list[str]:
     hints = [f"a lower train.lr (now {cfg.lr:g})"]
     if cfg.grad_clip == 0:
         hints.append("train.grad_clip = 1.0")
     if cfg.precision != "fp32":
         hints.append("train.precision = 'fp32'")
-    return f"loss became NaN/Inf at {where} ({before}); try {', or '.join(hints)}"
+    return hints

@@ -96,8 +96,10 @@ def build(recipe: Recipe) -> tuple[DataBundle, torch.nn.Module, Task]:
 
 def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool = True,
           resume: str | None = None, study: str | None = None, variant: str | None = None,
-          run_id: str | None = None, on_epoch=None) -> RunResult:
+          run_id: str | None = None, keep_checkpoint: bool = False, on_epoch=None) -> RunResult:
     """Run a recipe and record it. ``resume=RUN_ID`` continues an interrupted run from its checkpoint.
+    A completed run keeps its weights (``model.safetensors``); its resume checkpoint (weights, optimiser
+    and RNG states, as large again as the model or more) is deleted unless ``keep_checkpoint``.
     ``on_epoch(epoch, row)`` is :func:`~dltricks.train.loop.fit`'s per-epoch hook (a tuner's pruner).
 
     Raises :class:`RunFailed` (the run is marked failed with the reason) or
@@ -185,7 +187,30 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         plot_zero_shot(metrics, run_dir / "zero_shot.png",
                        f"{recipe.name}: train.zero_shot = {recipe.train.zero_shot}")
     ledger.finish(run_id, "completed", metrics=metrics, curves=history.curves, checkpoint=str(weights))
+    if not keep_checkpoint:
+        import shutil
+
+        for path in run_dir.glob("checkpoint*"):  # the checkpoint and any .old copy of a cut-short swap
+            shutil.rmtree(path, ignore_errors=True)
     return RunResult(run_id, "completed", metrics, history, recipe, run_dir)
+
+
+# what final_metrics records besides the task's test_*/val_* metrics
+RUN_METRICS = ("train_loss", "epochs", "wall_time_s", "params")
+
+
+def metric_names(recipe: Recipe) -> list[str]:
+    """The metrics a run of ``recipe`` records (the keys of :func:`final_metrics`), known before training:
+    the freshly built model is scored on a few test samples by the same :func:`evaluate`, so the names
+    are exactly those of a run (a multi-target task's ``test_peak_mae``, say). Sweeps check the metric
+    they compare against this list."""
+    bundle, model, task = build(recipe)
+    x, y = bundle.test
+    few = (x[:4], y[:4])
+    names = [f"test_{k}" for k in evaluate(model, few, task, batch_size=4, device="cpu")]
+    if bundle.val is not None:
+        names += [f"val_{k.removeprefix('test_')}" for k in names]
+    return names + list(RUN_METRICS)
 
 
 def use_threads(recipe: Recipe, model: torch.nn.Module, bundle: DataBundle, device: torch.device, *,
