@@ -16,7 +16,7 @@ from dltricks.errors import DltricksError
 from dltricks.methods.meta import MetaLearner, meta_loss
 from dltricks.recipe import Recipe
 from dltricks.train.loop import TrainingInterrupted
-from dltricks.train.run import train
+from dltricks.train.run import metric_names, train
 from dltricks.train.targets import make_targets_task
 from dltricks.tricks.catalogue import get
 
@@ -118,6 +118,7 @@ def test_study_recipe_runs_each_learner_into_the_ledger(home_ledger):
         for k in ("test_pre_update_mse", "test_post_update_mse_1step", "test_post_update_mse_10step"):
             assert 0 < m[k] < 50
         assert m["test_post_update_mse_10step"] < m["test_pre_update_mse"]  # adapting to a task helps
+        assert set(metric_names(res.recipe)) >= {k for k in m if k.startswith("test_")}
 
 
 def test_meta_needs_a_task_family(home_ledger):

@@ -15,7 +15,7 @@ from dltricks.train.batches import Batches
 from dltricks.train.episodes import episode_accuracy, features, fewshot_metrics
 from dltricks.train.loop import TrainingInterrupted, fit
 from dltricks.train.metric import MetricTask, prototypical_loss, recall_at_1
-from dltricks.train.run import train
+from dltricks.train.run import metric_names, train
 from dltricks.tricks.catalogue import get
 
 SMALL = ["data.num_samples=600", "model.channels=[8, 8]", "train.epochs=1", "eval.episodes=50",
@@ -157,5 +157,7 @@ def test_one_shot_study_variants_run_and_record_episode_metrics(home_ledger):
         assert 0 < m["test_5way_1shot_ci95"] < 0.1 and m["test_5way_5shot_accuracy"] > m["test_5way_1shot_accuracy"]
         assert 0 <= m["test_novel_recall_at_1"] <= 1
     assert proto.recipe.model.embedding_dim == 64 and "test_recall_at_1" in proto.metrics
+    # sweeps check their metric against the names a run records, known before training
+    assert set(metric_names(r.patch(get("protonet").on))) >= {k for k in proto.metrics if k.startswith("test_")}
     assert get("protonet").off == get("siamese").off == {"model.embedding_dim": 0, "train.metric_loss": "none",
                                                          "train.pk_samples": 0}

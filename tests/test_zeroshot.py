@@ -12,7 +12,7 @@ from dltricks.data import load_data
 from dltricks.data.zsl1d import ATTRIBUTES, class_table
 from dltricks.errors import DltricksError
 from dltricks.recipe import Recipe
-from dltricks.train.run import train
+from dltricks.train.run import metric_names, train
 from dltricks.train.zeroshot import dap_scores, eszsl_fit, eszsl_scores, per_class_accuracy
 from dltricks.tricks.catalogue import get
 
@@ -93,4 +93,5 @@ def test_study_recipe_scores_both_models_on_unseen_classes(home_ledger):
             assert 0 <= m[k] <= 1
         s, u = m["test_gzsl_seen"], m["test_gzsl_unseen"]
         assert m["test_gzsl_h"] == pytest.approx(2 * s * u / (s + u) if s + u else 0.0)
+        assert set(metric_names(res.recipe)) >= {k for k in m if k.startswith("test_")}
     assert res.recipe.train.zero_shot == "dap"

@@ -210,7 +210,22 @@ def metric_names(recipe: Recipe) -> list[str]:
     names = [f"test_{k}" for k in evaluate(model, few, task, batch_size=4, device="cpu")]
     if bundle.val is not None:
         names += [f"val_{k.removeprefix('test_')}" for k in names]
-    return names + list(RUN_METRICS)
+    return names + setup_metric_names(recipe, bundle) + list(RUN_METRICS)
+
+
+def setup_metric_names(recipe: Recipe, bundle: DataBundle) -> list[str]:
+    """The metrics :func:`final_metrics` adds for held-out classes (few-shot episodes, zero-shot) and task
+    families (post-update errors), from the recipe and the data alone."""
+    e, names = recipe.eval, []
+    if bundle.novel is not None and bundle.attributes is not None:
+        names += [f"test_{k}" for k in ("zsl_accuracy", "gzsl_seen", "gzsl_unseen", "gzsl_h")]
+    if bundle.novel is not None and recipe.train.zero_shot != "dap":
+        for k in e.shots:
+            names += [f"test_{e.n_way}way_{k}shot_accuracy", f"test_{e.n_way}way_{k}shot_ci95"]
+        names.append("test_novel_recall_at_1")
+    if bundle.test_tasks is not None:
+        names += ["test_pre_update_mse"] + [f"test_post_update_mse_{s}step" for s in e.adapt_steps]
+    return names
 
 
 def use_threads(recipe: Recipe, model: torch.nn.Module, bundle: DataBundle, device: torch.device, *,
