@@ -100,6 +100,10 @@ class DataSpec(Section):
                                                                  "[] = all")
     labels_per_class: int = Field(0, ge=0, description="keep N labelled training samples per class (by seed); "
                                                        "the rest become unlabelled data; 0 = all")
+    novel_classes: list[int] = Field(default_factory=list, description="classes held out of training for "
+                                                                       "few-shot episodes; [] = none")
+    attributes: str = Field("", description="zero-shot class descriptions: a .json/.csv file mapping class "
+                                            "name -> attribute vector; '' = the dataset's own, if it has any")
     target: DomainSpec = Field(default_factory=DomainSpec, description="a shifted target domain; {} = none")
 
     @pydantic.model_validator(mode="after")
@@ -139,6 +143,8 @@ class ModelSpec(Section):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     init_from: str = Field("", description="start from a run's weights: a run id, a .safetensors file, or "
                                            "recipe:NAME (a run of that recipe, trained once); '' = random init")
+    embedding_dim: int = Field(0, ge=0, description="the head outputs an embedding of this width instead of "
+                                                    "class scores (metric learning); 0 = a classifier")
 
 
 # Section variants, filled by data/ and nn/ when they import: {"data": {"mnist1d": Mnist1dSpec}, ...}.
@@ -209,6 +215,23 @@ class TrainSpec(Section):
     task_weighting: Literal["fixed", "uncertainty"] = Field("fixed", description="uncertainty = Kendall et "
                                                                                  "al. 2018 learnt weights")
     pcgrad: bool = Field(False, description="project conflicting task gradients (Yu et al. 2020)")
+    metric_loss: Literal["none", "contrastive", "triplet", "protonet"] = Field(
+        "none", description="train an embedding (model.embedding_dim) with a metric loss; none = the task's")
+    metric_margin: float = Field(0.0, ge=0.0, description="margin of the contrastive/triplet loss; 0 = the "
+                                                          "loss's default (contrastive 1.0, triplet 0.2)")
+    pk_samples: int = Field(0, ge=0, description="P x K class-balanced batches: K samples of each of "
+                                                 "batch_size / K classes; 0 = plain shuffled batches")
+    zero_shot: Literal["eszsl", "dap"] = Field(
+        "eszsl", description="with class attributes: eszsl = a closed-form compatibility on the classifier's "
+                             "features; dap = the model predicts the attributes")
+    eszsl_gamma: float = Field(1.0, gt=0.0, description="ESZSL ridge on the feature side")
+    eszsl_lambda: float = Field(1.0, gt=0.0, description="ESZSL ridge on the attribute side")
+    meta: Literal["none", "maml", "fomaml", "reptile"] = Field(
+        "none", description="meta-learning outer loop over tasks (data.name = 'sinusoid'); none = plain training")
+    inner_lr: float = Field(0.01, gt=0.0, description="step size of the inner (task) gradient steps")
+    inner_steps: int = Field(1, ge=1, description="inner gradient steps per task while meta-training")
+    meta_batch: int = Field(25, ge=1, description="tasks per meta-update")
+    meta_steps: int = Field(100, ge=1, description="meta-updates per epoch")
     # semi-supervised learning and domain adaptation (dltricks.methods.ssl, dltricks.methods.domain)
     semi_supervised: Literal["none", "pseudo_label", "pi_model", "mean_teacher", "fixmatch"] = Field(
         "none", description="learn from data.labels_per_class's unlabelled remainder too")
@@ -266,6 +289,15 @@ class EvalSpec(Section):
                                                                  "'shuffle' (test inputs with positions permuted)")
     plots: bool = Field(False, description="write the reliability diagram (and, for 1D inputs, the "
                                            "predictive intervals) as PNGs beside the run")
+    # few-shot episodes on data.novel_classes (dltricks.train.episodes)
+    n_way: int = Field(5, ge=2, description="classes per few-shot episode")
+    shots: list[int] = Field(default_factory=lambda: [1, 5], description="K of the N-way K-shot episodes")
+    queries: int = Field(15, ge=1, description="query samples per class and episode")
+    episodes: int = Field(600, ge=1, description="episodes per N-way K-shot accuracy (fixed by seed)")
+    episode_head: Literal["centroid", "linear"] = Field("centroid", description="classify an episode's "
+                                                        "queries by nearest centroid or a head fitted to its support")
+    adapt_steps: list[int] = Field(default_factory=lambda: [1, 10], description="gradient steps (at "
+                                   "train.inner_lr) on each test task's support before its post-update error")
 
 
 class CompressSpec(Section):

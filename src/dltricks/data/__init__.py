@@ -7,7 +7,9 @@ from dltricks.data import (  # noqa: F401  (register)
     mnist1d,
     multitask,  # noqa: F401  (register)
     shapes,
+    sinusoid,
     toy1d,  # noqa: F401  (register)
+    zsl1d,
 )
 from dltricks.data.registry import DataBundle, Target, datasets, load_data, register_dataset
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch.utils.data import Dataset
@@ -53,6 +53,15 @@ class DataBundle:
     # training inputs whose labels were set aside by ``data.labels_per_class`` (N_u, C, *spatial); no
     # labels are kept, so no method can read them
     unlabelled: torch.Tensor | None = None
+    # ``data.novel_classes``: samples of the classes held out of training (from train and test), labelled
+    # 0..n-1 in the order listed, for few-shot episodes; never seen by training or validation
+    novel: Pair | None = None
+    novel_names: list[str] | None = None
+    # zero-shot class descriptions: class name -> (A,) attribute vector, for every class (seen and unseen)
+    attributes: dict[str, torch.Tensor] | None = None
+    # a family of tasks to sample (sinusoid regression) and its fixed test tasks, for meta-learning
+    tasks: Any = None
+    test_tasks: Any = None
     # a [data.target] domain (dltricks.data.domains): its training inputs without labels, and its own
     # labelled validation and test splits, used only for test_target_* metrics and oracle curves
     target_unlabelled: torch.Tensor | None = None
@@ -94,10 +103,19 @@ def load_data(spec: DataSpec, seed: int = 0) -> DataBundle:
 
     if spec.name not in _LOADERS:
         raise unknown("dataset", spec.name, _LOADERS)
-    from dltricks.data.subsets import few_labels, keep_classes
+    from dltricks.data.subsets import few_labels, hold_out_classes, keep_classes
 
     bundle = _LOADERS[spec.name](spec, seed)
-    if spec.classes:
+    if spec.attributes or bundle.attributes is not None:
+        from dltricks.data.attributes import check_attributes, read_attributes
+
+        if spec.attributes:
+            bundle.attributes = read_attributes(spec.attributes)
+        names = bundle.class_names or [str(i) for i in range(bundle.num_classes)]
+        check_attributes(bundle.attributes, names, spec.attributes or f"dataset {spec.name}")
+    if spec.novel_classes:
+        hold_out_classes(bundle, spec.novel_classes, spec.classes)
+    elif spec.classes:
         keep_classes(bundle, spec.classes)
     if bundle.val is None and spec.val_fraction > 0:
         bundle.train, bundle.val = carve_val(bundle.train, spec.val_fraction, seed,

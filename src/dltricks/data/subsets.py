@@ -79,3 +79,31 @@ def few_labels(bundle: DataBundle, per_class: int, seed: int) -> DataBundle:
     bundle.unlabelled = x[mask].clone()
     bundle.train = (x[labelled], y[labelled])
     return bundle
+
+
+def hold_out_classes(bundle: DataBundle, novel: list[int], base: list[int] | None = None) -> DataBundle:
+    """Move every sample of the ``novel`` classes (train and test) to ``bundle.novel``, relabelled 0..n-1
+    in the order given, and keep the ``base`` classes (default: all the others) for training, relabelled
+    0..k-1 as ``data.classes`` does. Training, validation and test then hold base classes only."""
+    _need_class_labels(bundle, "data.novel_classes")
+    k = bundle.num_classes
+    bad = [c for c in novel if not 0 <= c < k]
+    if bad or len(set(novel)) != len(novel):
+        why = f"{bad} are not classes of this dataset (0..{k - 1})" if bad else "a class is listed twice"
+        raise DltricksError(f"data.novel_classes = {novel}: {why}")
+    overlap = sorted(set(novel) & set(base or []))
+    if overlap:
+        raise DltricksError(f"data.novel_classes and data.classes share {overlap}: a class held out of "
+                            "training cannot also be trained on; list each class in one of them")
+    base = list(base) if base else [c for c in range(k) if c not in novel]
+    names = bundle.class_names or [str(i) for i in range(k)]
+    lookup = torch.full((k,), -1, dtype=torch.long)
+    lookup[torch.tensor(novel)] = torch.arange(len(novel))
+    xs, ys = [], []
+    for pair in (bundle.train, bundle.test):
+        new = lookup[pair[1]]
+        xs.append(pair[0][new >= 0])
+        ys.append(new[new >= 0])
+    bundle.novel = (torch.cat(xs), torch.cat(ys))
+    bundle.novel_names = [names[c] for c in novel]
+    return keep_classes(bundle, base)

@@ -23,7 +23,7 @@ from dltricks.train.tasks import Task
 def build_method(recipe: Any, bundle: Any, model: nn.Module, task: Task, ledger: Any = None,
                  augmented: bool = False) -> Method:
     """The method for ``recipe``; may load weights into ``model`` (``model.init_from``)."""
-    from dltricks.methods import distill, multitask, transfer
+    from dltricks.methods import distill, fewshot, meta, multitask, transfer
 
     t = recipe.train
     mtl = t.task_weighting != "fixed" or t.pcgrad
@@ -35,10 +35,18 @@ def build_method(recipe: Any, bundle: Any, model: nn.Module, task: Task, ledger:
                             "(e.g. data.name = 'mnist1d_tasks')")
     if recipe.model.init_from:
         transfer.init_from(model, recipe.model.init_from, ledger, bundle)
+    if t.meta != "none":
+        if t.teacher or mtl or t.pk_samples or t.semi_supervised != "none" or t.domain_adaptation != "none":
+            raise DltricksError(f"train.meta = {t.meta!r} owns its outer loop and cannot be combined with "
+                                "train.teacher, train.task_weighting/pcgrad, train.pk_samples, "
+                                "train.semi_supervised or train.domain_adaptation")
+        return meta.MetaLearner(task, bundle, t, recipe.eval.adapt_steps)
     if t.teacher:
         step: Method = distill.Distill.from_recipe(recipe, bundle, model, task, ledger, augmented)
     elif mtl:
         step = multitask.MultiTask(task, model, recipe)
+    elif t.pk_samples:
+        step = fewshot.ClassBalanced(task, bundle.train[1], t.batch_size, t.pk_samples, bundle.class_names)
     else:
         step = Method(task)
     step = _with_unlabelled(step, recipe, bundle, model, task, other=bool(t.teacher or mtl))

@@ -129,6 +129,9 @@ class FineTune(Method):
     def modules(self) -> dict[str, nn.Module]:
         return self.inner.modules()
 
+    def order(self, batches):
+        return self.inner.order(batches)
+
     def param_groups(self, model: nn.Module, cfg: TrainSpec) -> list[dict]:
         out = []
         for depth, group in enumerate(self.groups):

@@ -219,7 +219,7 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
             st.tensors["cuda_rng"] = torch.cuda.get_rng_state(dev)
         save_checkpoint(ckpt, model, opt, scheduler, st, best, fingerprint)
 
-    labelled = _has_labels(train)
+    labelled = _has_labels(train) and getattr(task, "counts_accuracy", True)  # not for embeddings
     amp = contextlib.nullcontext() if cfg.precision == "fp32" else None  # reusable; autocast is made per step
     bar = TrainProgress(progress, cfg.epochs, len(batches))
     t0 = time.perf_counter() - st.elapsed
@@ -229,7 +229,7 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
             model.train()
             method.start_epoch(model, st.epoch)
             if st.step == 0:
-                st.tensors["perm"] = batches.new_order()
+                st.tensors["perm"] = method.order(batches)
                 if isinstance(batches.source, DataLoader):
                     st.tensors["epoch_rng"] = torch.get_rng_state()
             bar.start_epoch(st.epoch, st.step)

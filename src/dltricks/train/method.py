@@ -82,6 +82,16 @@ class Method:
         for m in self.modules().values():
             m.train()
 
+    def order(self, batches: Any) -> torch.Tensor:
+        """The epoch's sample order (sliced into batches by the loop), drawn from ``batches.gen`` so that
+        it resumes with the run; by default a shuffle. A P x K sampler returns class-balanced blocks."""
+        return batches.new_order()
+
+    def outer_loop(self) -> Callable[..., Any] | None:
+        """An episodic learner's own loop, called with :func:`~dltricks.train.loop.fit`'s arguments in its
+        place (meta-updates over sampled tasks); None = the loop's epochs over the training data."""
+        return None
+
     # ---- the step --------------------------------------------------------------------------------------
     def loss(self, model: nn.Module, batch: Batch, progress: float) -> tuple[torch.Tensor, torch.Tensor]:
         """The scalar loss of one step and the model's output (for the loop's train accuracy)."""

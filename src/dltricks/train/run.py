@@ -44,6 +44,25 @@ def make_task(recipe: Recipe, bundle: DataBundle) -> Task:
         from dltricks.train.targets import make_targets_task
 
         return make_targets_task(recipe, bundle)
+    if t.zero_shot == "dap":
+        from dltricks.train.zeroshot import AttributeTask, seen_unseen
+
+        seen, _ = seen_unseen(bundle)
+        if recipe.model.embedding_dim or t.metric_loss != "none":
+            raise DltricksError("train.zero_shot = 'dap' makes the head predict the attributes; it cannot also "
+                                "be an embedding (set model.embedding_dim = 0 and train.metric_loss = 'none')")
+        if seen.min() < 0 or seen.max() > 1:
+            raise DltricksError("train.zero_shot = 'dap' predicts attributes as probabilities: they must lie in "
+                                "[0, 1]; use train.zero_shot = 'eszsl' for real-valued attributes")
+        return AttributeTask(seen)
+    if t.metric_loss != "none" or recipe.model.embedding_dim:
+        from dltricks.train.metric import MetricTask
+
+        if t.metric_loss == "none" or not recipe.model.embedding_dim:
+            raise DltricksError("train.metric_loss and model.embedding_dim go together: an embedding model is "
+                                "trained by a metric loss (e.g. model.embedding_dim = 64, train.metric_loss = "
+                                "'triplet'); set both or neither")
+        return MetricTask(t.metric_loss, t.metric_margin)
     if t.loss != "ce":
         raise DltricksError(f"train.loss = {t.loss!r} is for segmentation; classification uses 'ce'")
     return Classification(label_smoothing=t.label_smoothing, class_weights=t.class_weights,
@@ -59,9 +78,17 @@ def make_augment(recipe: Recipe, bundle: DataBundle):
 def build(recipe: Recipe) -> tuple[DataBundle, torch.nn.Module, Task]:
     """Data, a freshly initialised model (its init fixed by ``recipe.seed``) and the task."""
     bundle = load_data(recipe.data, recipe.seed)
+    if bundle.novel is not None and recipe.train.zero_shot != "dap":  # before training, not after it
+        from dltricks.train.episodes import check_episodes
+
+        e = recipe.eval
+        check_episodes(bundle.novel[1], e.n_way, e.shots, e.queries, bundle.novel_names)
     torch.manual_seed(recipe.seed)
     try:
-        model = build_model(recipe.model, bundle.in_shape, bundle.num_classes)
+        # DAP's head predicts the attributes, one logit each, instead of the classes
+        dap = recipe.train.zero_shot == "dap" and bundle.attributes is not None
+        width = len(next(iter(bundle.attributes.values()))) if dap else bundle.num_classes
+        model = build_model(recipe.model, bundle.in_shape, width)
     except (ValueError, TypeError) as e:
         raise DltricksError(f"model {recipe.model.name!r} cannot be built for input {bundle.in_shape}: {e}") from None
     return bundle, model, make_task(recipe, bundle)
@@ -105,10 +132,11 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
 
         check_uncertainty(recipe, bundle, model, task)
         threads = use_threads(recipe, model, bundle, device, cap=threads_before, cache=ledger.root / "threads.json")
-        history = fit(model, bundle.train_source or bundle.train, bundle.val, **fit_options(recipe),
-                      seed=recipe.seed, device=str(device), progress=progress, task=task, augment=augment,
-                      checkpoint_dir=run_dir, resume=resume_from_checkpoint, fingerprint=recipe.digest(),
-                      method=method, on_epoch=on_epoch)
+        runner = method.outer_loop() or fit  # episodic learners (MAML) own their outer loop
+        history = runner(model, bundle.train_source or bundle.train, bundle.val, **fit_options(recipe),
+                         seed=recipe.seed, device=str(device), progress=progress, task=task, augment=augment,
+                         checkpoint_dir=run_dir, resume=resume_from_checkpoint, fingerprint=recipe.digest(),
+                         method=method, on_epoch=on_epoch)
         weights = None
         if recipe.compress.active:  # [compress]: prune/quantize the trained model, then test what is left
             # the one call from train up into compress, made only when a recipe asks for it
@@ -147,6 +175,16 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
     from dltricks.train.checkpoint import save_weights
 
     weights = weights or save_weights(run_dir / "model.safetensors", model)
+    if bundle.test_tasks is not None:  # the MAML paper's pre/post-update figure
+        from dltricks.train.adaptation import plot_adaptation
+
+        plot_adaptation(model, bundle.tasks, bundle.test_tasks, recipe.eval.adapt_steps, recipe.train.inner_lr,
+                        run_dir / "adaptation.png")
+    if "test_gzsl_h" in metrics:
+        from dltricks.train.zeroshot import plot_zero_shot
+
+        plot_zero_shot(metrics, run_dir / "zero_shot.png",
+                       f"{recipe.name}: train.zero_shot = {recipe.train.zero_shot}")
     ledger.finish(run_id, "completed", metrics=metrics, curves=history.curves, checkpoint=str(weights))
     if not keep_checkpoint:
         import shutil
@@ -184,7 +222,22 @@ def metric_names(recipe: Recipe) -> list[str]:
     from dltricks.train.predictive import uncertainty_names
 
     names += [k for k in uncertainty_names(recipe, bundle, task) if k not in names]
-    return names + list(RUN_METRICS)
+    return names + setup_metric_names(recipe, bundle) + list(RUN_METRICS)
+
+
+def setup_metric_names(recipe: Recipe, bundle: DataBundle) -> list[str]:
+    """The metrics :func:`final_metrics` adds for held-out classes (few-shot episodes, zero-shot) and task
+    families (post-update errors), from the recipe and the data alone."""
+    e, names = recipe.eval, []
+    if bundle.novel is not None and bundle.attributes is not None:
+        names += [f"test_{k}" for k in ("zsl_accuracy", "gzsl_seen", "gzsl_unseen", "gzsl_h")]
+    if bundle.novel is not None and recipe.train.zero_shot != "dap":
+        for k in e.shots:
+            names += [f"test_{e.n_way}way_{k}shot_accuracy", f"test_{e.n_way}way_{k}shot_ci95"]
+        names.append("test_novel_recall_at_1")
+    if bundle.test_tasks is not None:
+        names += ["test_pre_update_mse"] + [f"test_post_update_mse_{s}step" for s in e.adapt_steps]
+    return names
 
 
 def use_threads(recipe: Recipe, model: torch.nn.Module, bundle: DataBundle, device: torch.device, *,
@@ -217,6 +270,28 @@ def final_metrics(model: torch.nn.Module, bundle: DataBundle, task: Task, histor
     out = {f"test_{k}": v for k, v in evaluate(model, bundle.test, task, **kw).items()}
     if bundle.val is not None:
         out.update({f"val_{k}": v for k, v in evaluate(model, bundle.val, task, **kw).items()})
+    if bundle.novel is not None and bundle.attributes is not None:  # zero-shot on the unseen classes
+        from dltricks.train.zeroshot import zero_shot_metrics
+
+        t = recipe.train
+        zs = zero_shot_metrics(model, bundle, t.zero_shot, t.eszsl_gamma, t.eszsl_lambda, device=device)
+        out.update({f"test_{k}": v for k, v in zs.items()})
+    if bundle.novel is not None and recipe.train.zero_shot != "dap":  # few-shot episodes on the held-out classes
+        from dltricks.train.episodes import fewshot_metrics
+        from dltricks.train.metric import NORMALISED
+
+        e = recipe.eval
+        fs = fewshot_metrics(model, bundle.novel, embedding=bool(recipe.model.embedding_dim), n_way=e.n_way,
+                             shots=e.shots, queries=e.queries, episodes=e.episodes, seed=recipe.seed,
+                             normalise=recipe.train.metric_loss in NORMALISED, names=bundle.novel_names,
+                             device=device, head=e.episode_head)
+        out.update({f"test_{k}": v for k, v in fs.items()})
+    if bundle.test_tasks is not None:  # a task family: the error after a few steps on each test task
+        from dltricks.train.adaptation import post_update_mse
+
+        tasks = type(bundle.test_tasks)(*(t.to(device) for t in vars(bundle.test_tasks).values()))
+        adapted = post_update_mse(model, tasks, recipe.eval.adapt_steps, recipe.train.inner_lr)
+        out.update({f"test_{k}": v for k, v in adapted.items()})
     if bundle.target_test is not None:  # a [data.target] domain: its labels serve only here
         out.update({f"test_target_{k}": v for k, v in evaluate(model, bundle.target_test, task, **kw).items()})
     out.update({k: v[-1] for k, v in history.curves.items() if k.startswith("oracle_")})

@@ -68,3 +68,63 @@ trick("pcgrad", "multitask",
       conflicting tasks stop undoing each other's progress on the shared layers.""",
       {"train.pcgrad": True}, {"train.pcgrad": False},
       "Yu et al. 2020, Gradient Surgery for Multi-Task Learning (arXiv:2001.06782)")
+
+# ---- metric learning and few-shot (evaluated by N-way K-shot episodes on data.novel_classes) ----------
+_METRIC_OFF = {"model.embedding_dim": 0, "train.metric_loss": "none", "train.pk_samples": 0}
+
+trick("siamese", "fewshot",
+      """Learn an embedding in which two samples of one class are close and two of different classes are
+      at least a margin apart (contrastive loss on every pair of a P x K batch): new classes can then be
+      recognised from one example each, by distance, without retraining.""",
+      {"model.embedding_dim": 64, "train.metric_loss": "contrastive", "train.pk_samples": 4}, _METRIC_OFF,
+      "Hadsell, Chopra & LeCun 2006, Dimensionality Reduction by Learning an Invariant Mapping; Koch et al. "
+      "2015, Siamese Neural Networks for One-shot Image Recognition")
+
+trick("triplet", "fewshot",
+      """Triplet loss with batch-hard mining: for every anchor, its farthest same-class sample must be
+      closer than its nearest other-class sample by a margin; P x K batches guarantee both exist.""",
+      {"model.embedding_dim": 64, "train.metric_loss": "triplet", "train.pk_samples": 4}, _METRIC_OFF,
+      "Schroff et al. 2015, FaceNet (arXiv:1503.03832); Hermans, Beyer & Leibe 2017, In Defense of the "
+      "Triplet Loss for Person Re-Identification (arXiv:1703.07737)")
+
+trick("protonet", "fewshot",
+      """Prototypical networks: train on episodes the way the model is tested. Each P x K batch is a P-way
+      task; the mean embedding of half of each class's samples is its prototype, and the other half are
+      classified by distance to the prototypes.""",
+      {"model.embedding_dim": 64, "train.metric_loss": "protonet", "train.pk_samples": 4}, _METRIC_OFF,
+      "Snell, Swersky & Zemel 2017, Prototypical Networks for Few-shot Learning (arXiv:1703.05175)")
+
+# ---- meta-learning (a task family: data.name = "sinusoid") ---------------------------------------------
+_META_OFF = {"train.meta": "none", "train.inner_steps": 1}
+
+trick("maml", "meta",
+      """Learn an initialisation from which one or a few gradient steps on K examples of a new task already
+      fit it (MAML, second order: the meta-gradient flows through the inner step). Beats pretraining on
+      all tasks, whose average of many tasks adapts poorly to any one of them.""",
+      {"train.meta": "maml", "train.inner_steps": 1}, _META_OFF,
+      "Finn, Abbeel & Levine 2017, Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks "
+      "(arXiv:1703.03400)", applies_to=("data.name=sinusoid",))
+
+trick("fomaml", "meta",
+      """First-order MAML: the same meta-objective with the inner gradient treated as a constant, so no
+      second derivatives; the MAML paper found it nearly as good and much cheaper.""",
+      {"train.meta": "fomaml", "train.inner_steps": 1}, _META_OFF,
+      "Finn, Abbeel & Levine 2017 (arXiv:1703.03400), section 5.2", applies_to=("data.name=sinusoid",))
+
+trick("reptile", "meta",
+      """Reptile: train a few steps on a sampled task, then move the initial weights toward the adapted
+      ones. First order, no support/query split, and as simple as plain training.""",
+      {"train.meta": "reptile", "train.inner_steps": 5}, _META_OFF,
+      "Nichol, Achiam & Schulman 2018, On First-Order Meta-Learning Algorithms (arXiv:1803.02999)",
+      applies_to=("data.name=sinusoid",))
+
+# ---- zero-shot (classes described by attributes: data.attributes, or data.name = "zsl1d") ---------------
+trick("zero_shot_attributes", "zeroshot",
+      """Recognise classes never seen in training from a description: train the model to predict the
+      attributes of its input (DAP) instead of its class, then pick the unseen class whose attribute
+      vector is most likely. The baseline maps a classifier's features to attributes in closed form
+      (ESZSL); both are scored on unseen classes and on seen and unseen together (harmonic mean).""",
+      {"train.zero_shot": "dap"}, {"train.zero_shot": "eszsl"},
+      "Lampert, Nickisch & Harmeling 2014, Attribute-Based Classification for Zero-Shot Visual Object "
+      "Categorization; Romera-Paredes & Torr 2015, ESZSL; Xian et al. 2018, Zero-Shot Learning - A "
+      "Comprehensive Evaluation of the Good, the Bad and the Ugly (arXiv:1707.00600)")

@@ -43,6 +43,9 @@ def models() -> list[str]:
 
 
 def build_model(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The model ``spec`` names; with ``spec.embedding_dim`` its head outputs (N, embedding_dim)
+    embeddings instead of (N, num_classes) scores: the same backbone, a metric-learning head."""
     if spec.name not in _BUILDERS:
         raise unknown("model", spec.name, _BUILDERS)
-    return _BUILDERS[spec.name](spec, tuple(in_shape), num_classes)
+    width = spec.embedding_dim or num_classes
+    return _BUILDERS[spec.name](spec, tuple(in_shape), width)

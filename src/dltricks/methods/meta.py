@@ -1,0 +1,154 @@
+"""Meta-learning over a family of tasks (``train.meta``), with ``torch.func``: the inner loop is
+``grad`` on a ``functional_call``, ``vmap``-ed over the tasks of a meta-batch.
+
+- ``maml`` (Finn et al. 2017): adapt to each task by ``train.inner_steps`` gradient steps on its K
+  support points, take the loss of the adapted weights on its query points, and differentiate that
+  through the inner steps (second order) to update the initial weights.
+- ``fomaml``: the same with each inner gradient treated as a constant (first order; no Hessian).
+- ``reptile`` (Nichol et al. 2018): adapt on all of a task's points, then move the initial weights toward
+  the mean adapted weights (their difference is the meta-gradient the optimiser steps on).
+
+The learner owns its outer loop (meta-updates instead of epochs over a dataset) but goes through the same
+parts as :func:`dltricks.train.loop.fit`: the recipe's optimiser and schedule, a progress bar, a checkpoint
+(safetensors, with the task generator's state) after every epoch of ``train.meta_steps`` meta-updates and
+on Ctrl-C, and the runner records it in the ledger like any run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import vmap
+
+from dltricks.errors import DltricksError, RunFailed
+from dltricks.recipe import TrainSpec
+from dltricks.train.adaptation import adapt, post_update_mse, task_loss
+from dltricks.train.checkpoint import LoopState, find_checkpoint, load_checkpoint, save_checkpoint
+from dltricks.train.loop import History, TrainingInterrupted, _StopFlag, resolve_device
+from dltricks.train.method import Method
+from dltricks.train.optim import build_optimizer
+from dltricks.train.progress import TrainProgress
+from dltricks.train.schedules import build_scheduler
+from dltricks.train.tasks import Task
+
+__all__ = ["MetaLearner", "meta_loss"]
+
+
+def meta_loss(model: nn.Module, params: dict[str, torch.Tensor], batch, algo: str, steps: int,
+              lr: float) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+    """The meta-objective of one meta-batch (a :class:`~dltricks.data.sinusoid.TaskBatch`).
+
+    MAML / FOMAML: the mean query loss after adaptation (differentiable w.r.t. ``params``). Reptile:
+    the mean query loss after adaptation (for the curves) and the mean adapted weights."""
+    if algo in ("maml", "fomaml"):
+        def one(xs, ys, xq, yq):
+            return task_loss(model, adapt(model, params, xs, ys, steps, lr, first_order=algo == "fomaml"), xq, yq)
+
+        return vmap(one)(batch.xs, batch.ys, batch.xq, batch.yq).mean(), None
+    p0 = {k: v.detach() for k, v in params.items()}
+    x, y = torch.cat([batch.xs, batch.xq], 1), torch.cat([batch.ys, batch.yq], 1)
+    phis = vmap(lambda x_, y_: adapt(model, p0, x_, y_, steps, lr))(x, y)  # {name: (T, *shape)}
+    losses = vmap(lambda p, xq, yq: task_loss(model, p, xq, yq))(phis, batch.xq, batch.yq)
+    return losses.mean().detach(), {k: v.mean(0) for k, v in phis.items()}
+
+
+class MetaLearner(Method):
+    """MAML, first-order MAML or Reptile on the bundle's task family; it replaces the loop (``outer_loop``)."""
+
+    name = "meta"
+
+    def __init__(self, task: Task, bundle: Any, cfg: TrainSpec, steps: list[int]) -> None:
+        super().__init__(task)
+        if bundle.tasks is None:
+            raise DltricksError(f"train.meta = {cfg.meta!r} needs a family of tasks to sample; use "
+                                "data.name = 'sinusoid'")
+        self.family, self.cfg, self.eval_steps = bundle.tasks, cfg, steps
+
+    def outer_loop(self):
+        return self.fit
+
+    def fit(self, model: nn.Module, train: Any = None, val: Any = None, *, epochs: int, seed: int = 0,
+            device: str = "auto", progress: bool = True, checkpoint_dir: str | Path | None = None,
+            resume: bool = False, fingerprint: str = "", on_epoch: Any = None, **_: Any) -> History:
+        """Meta-train ``model`` in place for ``epochs`` x ``train.meta_steps`` meta-updates."""
+        cfg, dev = self.cfg, resolve_device(device)
+        model.to(dev)
+        opt = build_optimizer(model, cfg, self.param_groups(model, cfg))
+        scheduler = build_scheduler(opt, cfg, cfg.meta_steps)
+        ckpt = Path(checkpoint_dir) / "checkpoint" if checkpoint_dir else None
+        gen = torch.Generator().manual_seed(seed)
+        val_tasks = self.family.sample(25, torch.Generator().manual_seed(777_767 + seed))
+        torch.manual_seed(seed)
+        st = LoopState()
+        if resume:
+            if ckpt is None or find_checkpoint(ckpt) is None:
+                raise DltricksError(f"nothing to resume: no checkpoint under {checkpoint_dir}")
+            st, _ = load_checkpoint(ckpt, model, opt, scheduler, fingerprint)
+            gen.set_state(st.tensors["task_rng"])
+            torch.set_rng_state(st.tensors["torch_rng"])
+
+        def snapshot() -> None:
+            st.tensors.update(task_rng=gen.get_state(), torch_rng=torch.get_rng_state())
+            save_checkpoint(ckpt, model, opt, scheduler, st, None, fingerprint)
+
+        bar = TrainProgress(progress, epochs, cfg.meta_steps)
+        t0 = time.perf_counter() - st.elapsed
+        with _StopFlag() as stop, bar:
+            while st.epoch < epochs:
+                model.train()
+                bar.start_epoch(st.epoch, st.step)
+                while st.step < cfg.meta_steps:
+                    batch = self.family.sample(cfg.meta_batch, gen)
+                    batch = type(batch)(*(t.to(dev) for t in vars(batch).values()))
+                    params = dict(model.named_parameters())
+                    loss, mean_phi = meta_loss(model, params, batch, cfg.meta, cfg.inner_steps, cfg.inner_lr)
+                    lv = loss.item()
+                    if not math.isfinite(lv):
+                        raise RunFailed(f"meta-loss became NaN/Inf at epoch {st.epoch + 1}, step {st.step + 1}; "
+                                        f"try a lower train.inner_lr (now {cfg.inner_lr:g}) or train.lr")
+                    opt.zero_grad(set_to_none=True)
+                    if mean_phi is None:
+                        loss.backward()
+                    else:  # Reptile: the meta-gradient is theta - mean(phi)
+                        for k, p in params.items():
+                            p.grad = p.detach() - mean_phi[k]
+                    opt.step()
+                    if scheduler is not None:
+                        scheduler.step()
+                    st.loss_sum += lv
+                    st.seen += 1
+                    st.step += 1
+                    st.global_step += 1
+                    bar.step(lv)
+                    if stop.requested:
+                        break
+                st.elapsed = time.perf_counter() - t0
+                if stop.requested and st.step < cfg.meta_steps:
+                    if ckpt is not None:
+                        snapshot()
+                    raise TrainingInterrupted(ckpt, _history(st))
+                row = {"train_loss": st.loss_sum / max(st.seen, 1), "lr": opt.param_groups[0]["lr"]}
+                vm = post_update_mse(model, type(val_tasks)(*(t.to(dev) for t in vars(val_tasks).values())),
+                                     self.eval_steps[:1], cfg.inner_lr)
+                row.update({f"val_{k}": v for k, v in vm.items()})
+                for k, v in row.items():
+                    st.curves.setdefault(k, []).append(float(v))
+                st.epoch, st.step, st.loss_sum, st.seen = st.epoch + 1, 0, 0.0, 0
+                bar.end_epoch(row)
+                if on_epoch is not None:
+                    on_epoch(st.epoch, row)
+                st.elapsed = time.perf_counter() - t0
+                if ckpt is not None:
+                    snapshot()
+                if stop.requested:
+                    raise TrainingInterrupted(ckpt, _history(st))
+        return _history(st)
+
+
+def _history(st: LoopState) -> History:
+    return History(curves={k: list(v) for k, v in st.curves.items()}, epochs=st.epoch, wall_time=st.elapsed)

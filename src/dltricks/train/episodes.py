@@ -1,0 +1,143 @@
+"""Few-shot evaluation on classes held out of training (``data.novel_classes``).
+
+N-way K-shot episodes (Vinyals et al. 2016): draw N novel classes, K labelled "support" samples and
+``queries`` test samples of each; classify each query by its nearest class centroid (the mean support
+feature), or (``eval.episode_head = "linear"``) by a softmax classifier fitted to the support. Accuracy
+is averaged over many episodes, drawn from a generator fixed by the run's seed, with a 95% interval
+(1.96 standard errors) as the few-shot literature reports it. Retrieval recall@1 is the
+leave-one-out nearest-neighbour accuracy over every novel sample.
+
+Features: an embedding model's output (``model.embedding_dim``), or for a classifier the input of its
+last linear layer, i.e. the baseline of Chen et al. 2019 ("A closer look at few-shot classification"):
+train a classifier on the base classes, then nearest centroid on its penultimate features.
+
+Metrics (``test_`` prefixed by the runner): ``{N}way_{K}shot_accuracy`` and ``{N}way_{K}shot_ci95`` for
+each K in ``eval.shots``, and ``novel_recall_at_1``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dltricks.errors import DltricksError
+from dltricks.train.metric import recall_at_1
+
+__all__ = ["features", "episode_accuracy", "fewshot_metrics", "check_episodes"]
+
+
+@torch.no_grad()
+def features(model: nn.Module, x: torch.Tensor, embedding: bool, batch_size: int = 512,
+             device: torch.device | None = None) -> torch.Tensor:
+    """(N, D) features of ``x`` (N, C, *spatial): the model's output for an embedding model, else the
+    input of its last ``nn.Linear`` (the classifier's penultimate features). Returned on the host."""
+    device = device or next(model.parameters()).device
+    hook, grabbed = None, []
+    if not embedding:
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise DltricksError("few-shot episodes on a classifier need a final nn.Linear layer whose input "
+                                "is the feature; set model.embedding_dim for an embedding model")
+        hook = linears[-1].register_forward_hook(lambda m, inp, out: grabbed.append(inp[0].detach()))
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for i in range(0, len(x), batch_size):
+            y = model(x[i:i + batch_size].to(device))
+            out.append((grabbed.pop() if hook is not None else y).float().flatten(1).cpu())
+    finally:
+        if hook is not None:
+            hook.remove()
+        model.train(was_training)
+    return torch.cat(out)
+
+
+def check_episodes(y: torch.Tensor, n_way: int, shots: list[int], queries: int,
+                   names: list[str] | None = None) -> None:
+    """One-line errors for episodes the novel data cannot fill: too few classes or samples per class."""
+    counts = torch.bincount(y)
+    if len(counts) < n_way:
+        raise DltricksError(f"eval.n_way = {n_way} but data.novel_classes has only {len(counts)} classes; "
+                            f"use eval.n_way <= {len(counts)} or hold out more classes")
+    need = max(shots) + queries
+    small = int(counts.argmin())
+    if counts[small] < need:
+        name = names[small] if names else str(small)
+        raise DltricksError(f"eval.shots = {max(shots)} with eval.queries = {queries} needs {need} samples of "
+                            f"each novel class, but class {name!r} has {int(counts[small])}; use K + queries "
+                            f"<= {int(counts[small])}")
+
+
+def episode_accuracy(z: torch.Tensor, y: torch.Tensor, n_way: int, k_shot: int, queries: int, episodes: int,
+                     seed: int, normalise: bool = False, head: str = "centroid"
+                     ) -> tuple[float, float, list[float]]:
+    """Mean N-way K-shot accuracy over ``episodes`` episodes, its 95% half-interval and the per-episode
+    accuracies. ``z`` (M, D) features, ``y`` (M,) labels 0..n-1; ``seed`` fixes every episode's classes,
+    support and queries. ``head``: ``centroid`` (nearest class mean) or ``linear`` (a softmax classifier
+    fitted to each episode's support, Chen et al.'s fine-tuned head; all episodes at once)."""
+    if normalise:
+        z = F.normalize(z, dim=1)
+    g = torch.Generator().manual_seed(50_021 + seed)
+    by_class = [torch.nonzero(y == c).flatten() for c in range(int(y.max()) + 1)]
+    idx = []
+    for _ in range(episodes):
+        classes = torch.randperm(len(by_class), generator=g)[:n_way]
+        idx.append(torch.stack([by_class[c][torch.randperm(len(by_class[c]), generator=g)[:k_shot + queries]]
+                                for c in classes]))
+    idx = torch.stack(idx)  # (E, N, K + Q)
+    support, query = z[idx[:, :, :k_shot]], z[idx[:, :, k_shot:]]  # (E, N, K, D), (E, N, Q, D)
+    query = query.reshape(episodes, n_way * queries, -1)
+    if head == "centroid":
+        pred = torch.cdist(query, support.mean(2)).argmin(2)  # (E, N * Q)
+    elif head == "linear":
+        pred = _linear_head(support, query)
+    else:
+        raise DltricksError(f"eval.episode_head = {head!r}: use centroid or linear")
+    truth = torch.arange(n_way).repeat_interleave(queries)
+    accs = (pred == truth).float().mean(1).tolist()
+    mean = sum(accs) / len(accs)
+    sd = math.sqrt(sum((a - mean) ** 2 for a in accs) / max(len(accs) - 1, 1))
+    return mean, 1.96 * sd / math.sqrt(len(accs)), accs
+
+
+def _linear_head(support: torch.Tensor, query: torch.Tensor, steps: int = 100, lr: float = 0.1,
+                 weight_decay: float = 1e-3) -> torch.Tensor:
+    """Fit one softmax classifier per episode on its support (E, N, K, D) (Adam, full batch, a little L2)
+    and return its predictions for the queries (E, M, D) as (E, M). Features are standardised per episode."""
+    e, n, k, d = support.shape
+    xs = support.reshape(e, n * k, d)
+    mu, sd = xs.mean(1, keepdim=True), xs.std(1, keepdim=True).clamp(min=1e-6)  # n * k >= 2
+    xs, xq = (xs - mu) / sd, (query - mu) / sd
+    ys = torch.arange(n).repeat_interleave(k).expand(e, -1)
+    with torch.enable_grad():
+        w = torch.zeros(e, d, n, requires_grad=True)
+        b = torch.zeros(e, 1, n, requires_grad=True)
+        opt = torch.optim.Adam([w, b], lr=lr, weight_decay=weight_decay)
+        for _ in range(steps):
+            opt.zero_grad()
+            logits = torch.bmm(xs, w) + b
+            F.cross_entropy(logits.reshape(-1, n), ys.reshape(-1)).backward()
+            opt.step()
+    with torch.no_grad():
+        return (torch.bmm(xq, w) + b).argmax(2)
+
+
+def fewshot_metrics(model: nn.Module, novel: tuple[torch.Tensor, torch.Tensor], *, embedding: bool,
+                    n_way: int, shots: list[int], queries: int, episodes: int, seed: int,
+                    normalise: bool = False, names: list[str] | None = None,
+                    device: torch.device | None = None, head: str = "centroid") -> dict[str, float]:
+    """Few-shot accuracies (with 95% intervals) and recall@1 on the novel classes."""
+    x, y = novel
+    check_episodes(y, n_way, shots, queries, names)
+    z = features(model, x, embedding, device=device)
+    out: dict[str, float] = {}
+    for k in shots:
+        mean, ci, _ = episode_accuracy(z, y, n_way, k, queries, episodes, seed, normalise, head)
+        out[f"{n_way}way_{k}shot_accuracy"] = mean
+        out[f"{n_way}way_{k}shot_ci95"] = ci
+    out["novel_recall_at_1"] = recall_at_1(F.normalize(z, dim=1) if normalise else z, y)
+    return out
