@@ -11,7 +11,8 @@ the classes, every other column is a numeric feature. Labels may be integers or 
 
 Without a test set, ``test_fraction`` of the data is held out, stratified by class and fixed by
 ``split_seed`` (not by the run's seed: every run of a recipe is tested on the same samples). Relative
-paths in a recipe file are taken from that file's folder (from the working directory in ``-o``). Every problem with a file is one line that names it.
+paths in a recipe file are taken from that file's folder (from the working directory in ``-o``).
+Every problem with a file is one line that names it.
 """
 
 from __future__ import annotations
@@ -252,8 +253,9 @@ def load_npz(spec: NpzSpec, seed: int) -> DataBundle:
 
 # ---- csv ----------------------------------------------------------------------------------------------
 
-def _read_csv(path: Path, key: str, label_column: str) -> tuple[np.ndarray, np.ndarray, list[str], list[int]]:
-    """Features (N, F) float32, labels as strings, the feature column names and each row's line number."""
+def csv_rows(path: Path, key: str) -> list[tuple[int, list[str]]]:
+    """The non-blank rows of a CSV file with each row's line number; the delimiter (``,``, ``;`` or tab) is
+    sniffed from the start of the file. ``key`` names the recipe key in errors."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             sample = f.read(65536)
@@ -268,7 +270,12 @@ def _read_csv(path: Path, key: str, label_column: str) -> tuple[np.ndarray, np.n
         raise DltricksError(f"{key} = {str(path)!r} is not a UTF-8 text (CSV) file") from None
     except (OSError, csv.Error) as e:
         raise DltricksError(f"{key} = {str(path)!r} cannot be read as CSV ({e})") from None
-    numbered = [(n, r) for n, r in numbered if any(c.strip() for c in r)]  # blank lines
+    return [(n, r) for n, r in numbered if any(c.strip() for c in r)]  # blank lines
+
+
+def _read_csv(path: Path, key: str, label_column: str) -> tuple[np.ndarray, np.ndarray, list[str], list[int]]:
+    """Features (N, F) float32, labels as strings, the feature column names and each row's line number."""
+    numbered = csv_rows(path, key)
     rows = [r for _, r in numbered]
     lines = [n for n, _ in numbered[1:]]  # the file's line number of each data row
     if not rows:

@@ -31,23 +31,9 @@ def _numeric(values: list[str], where: str, lines: list[int]) -> np.ndarray:
 
 
 def _read_table(path: str, key: str) -> tuple[list[str], list[list[str]], list[int]]:
-    import csv
+    from dltricks.data.files import _existing, csv_rows
 
-    from dltricks.data.files import _existing
-
-    p = _existing(path, key)
-    try:
-        with open(p, newline="", encoding="utf-8-sig") as f:
-            sample = f.read(65536)
-            f.seek(0)
-            try:
-                dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
-            except csv.Error:
-                dialect = csv.excel
-            reader = csv.reader(f, dialect)
-            numbered = [(reader.line_num, r) for r in reader if any(c.strip() for c in r)]
-    except (UnicodeDecodeError, OSError, csv.Error) as e:
-        raise DltricksError(f"{key} = {path!r} cannot be read as CSV ({type(e).__name__})") from None
+    numbered = csv_rows(_existing(path, key), key)
     if len(numbered) < 2:
         raise DltricksError(f"{key} = {path!r} needs a header row and data rows")
     header = [h.strip() for h in numbered[0][1]]
