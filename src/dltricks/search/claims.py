@@ -14,7 +14,10 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, exc, func, insert, select, update
 from sqlalchemy.engine import Connection
@@ -25,6 +28,7 @@ from dltricks.ledger import Ledger
 HEARTBEAT_S = 5.0
 STALE_S = 90.0       # no heartbeat for this long: the worker is gone (another machine, say)
 MAX_ATTEMPTS = 3     # a cell whose worker died this often is given up as failed
+T = TypeVar("T")
 
 _md = MetaData()
 claims = Table(
@@ -166,3 +170,61 @@ def set_run_id(ledger: Ledger, c: Claim, run_id: str) -> None:
     ledger.transaction(lambda conn: conn.execute(
         update(claims).where(claims.c.study == c.study, claims.c.cell == c.cell, claims.c.attempt == c.attempt)
         .values(run_id=run_id, heartbeat=time.time())))
+
+
+# ---- the claiming loop every worker runs -----------------------------------------------------------
+
+def mark_dead(ledger: Ledger, run_id: str | None) -> None:
+    """Mark the run of a dead worker's claim failed (it stays 'running' in the ledger otherwise)."""
+    from dltricks.errors import DltricksError
+
+    if not run_id:
+        return
+    try:
+        if ledger.get(run_id).status == "running":
+            ledger.finish(run_id, "failed", failure="its worker process died (killed or crashed)")
+    except DltricksError:
+        pass  # the worker died before it recorded the run
+
+
+def claim_each(ledger: Ledger, study: str, cells: Iterable[tuple[str, T]],
+               done: Callable[[], set[str]]) -> Iterator[tuple[T, Claim, str]]:
+    """Claim, in order, each cell that is not done and not held by a live worker; yield ``(item, claim,
+    run_id)`` for the caller to run inside :func:`settle`.
+
+    ``done()`` reads the finished cells; it is read once, and again only after a won claim: a done cell
+    has a "done" claim, so :func:`try_claim` already refuses it, and the re-read catches a cell whose
+    worker recorded its result and died before marking the claim done. (Reading every result for every
+    cell made a worker's bookkeeping grow with the square of the study's size.)"""
+    from dltricks.ledger.record import new_run_id
+
+    finished = done()
+    for cell, item in cells:
+        if cell in finished:
+            continue
+        run_id = new_run_id()
+        claim = try_claim(ledger, study, cell, run_id)
+        if claim is None:
+            continue
+        finished = done()
+        if cell in finished:  # finished just before our claim
+            set_state(ledger, claim, "done")
+            continue
+        for dead in stale_runs(ledger, study):
+            mark_dead(ledger, dead)
+        yield item, claim, run_id
+
+
+@contextmanager
+def settle(ledger: Ledger, claim: Claim) -> Iterator[None]:
+    """Run a claimed cell: marked done when the block ends, released at once when it raises (Ctrl-C, a
+    lost database), so that the next worker need not wait for this live process to die."""
+    try:
+        yield
+    except BaseException:
+        try:
+            set_state(ledger, claim, "released")
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass
+        raise
+    set_state(ledger, claim, "done")

@@ -299,9 +299,6 @@ def work(ledger: Ledger, name: str, *, threads: int = 0, progress: bool = False,
     """Claim and run trials of a search until none is left to claim; return how many this worker ran."""
     import torch
 
-    from dltricks.ledger.record import new_run_id
-    from dltricks.search.worker import _mark_dead
-
     threads_before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -309,34 +306,17 @@ def work(ledger: Ledger, name: str, *, threads: int = 0, progress: bool = False,
         claims.ensure_table(ledger)
         study, d = load(ledger, name)
         ran = 0
-        done = {t.user_attrs["cell"] for t in finished(study)}
-        for cell in d.cells():
-            if cell in done:
-                continue
-            run_id = new_run_id()
-            claim = claims.try_claim(ledger, name, cell, run_id)
-            if claim is None:
-                continue
-            done = {t.user_attrs["cell"] for t in finished(study)}
-            if cell in done:  # finished just before our claim
-                claims.set_state(ledger, claim, "done")
-                continue
-            for dead in claims.stale_runs(ledger, name):
-                _mark_dead(ledger, dead)
-            try:
+        def done() -> set[str]:
+            return {t.user_attrs["cell"] for t in finished(study)}
+
+        for cell, claim, run_id in claims.claim_each(ledger, name, ((c, c) for c in d.cells()), done):
+            with claims.settle(ledger, claim):
                 if claim.gave_up:
                     _record_given_up(study, d, cell)
                 else:
                     with claims.Heartbeat(ledger, claim):
                         config, notes = proposal(study, d, cell)
                         run_trial(study, d, ledger, claim, cell, config, notes, run_id, progress)
-            except BaseException:
-                try:  # Ctrl-C or a lost database: free the cell at once for the next worker
-                    claims.set_state(ledger, claim, "released")
-                except Exception:  # noqa: BLE001 - the original error is the one to report
-                    pass
-                raise
-            claims.set_state(ledger, claim, "done")
             ran += 1
             if on_trial is not None:
                 on_trial()

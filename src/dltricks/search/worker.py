@@ -24,7 +24,6 @@ def work(ledger: Ledger, study_name: str, *, threads: int = 0, progress: bool = 
     import torch
 
     from dltricks.errors import RunFailed
-    from dltricks.ledger.record import new_run_id
     from dltricks.train.loop import TrainingInterrupted
     from dltricks.train.run import train
 
@@ -36,31 +35,18 @@ def work(ledger: Ledger, study_name: str, *, threads: int = 0, progress: bool = 
         optuna_study, definition = st.load(ledger, study_name)
         base = Recipe.from_dict(definition.recipe, source=f"study {study_name}")
         ran = 0
-        # Read the finished cells once, and again only after winning a claim: a cell that is done
-        # has a "done" claim, so try_claim already refuses it; the re-read catches a cell whose
-        # worker recorded its trial and died before marking the claim done. (Reading every trial
-        # for every cell made a worker's bookkeeping grow with the square of the study's size.)
-        done = st.results(optuna_study, definition).done
-        for cell, variant, seed in st.cells_to_run(optuna_study, definition):
-            if cell in done:
-                continue
-            run_id = new_run_id()
-            claim = claims.try_claim(ledger, study_name, cell, run_id)
-            if claim is None:
-                continue
-            done = st.results(optuna_study, definition).done
-            if cell in done:  # finished just before our claim
-                claims.set_state(ledger, claim, "done")
-                continue
-            for dead in claims.stale_runs(ledger, study_name):
-                _mark_dead(ledger, dead)
-            if claim.gave_up:
-                st.record(optuna_study, definition, cell, variant.name, seed, run_id=None,
-                          failure=f"its worker died {claims.MAX_ATTEMPTS} times")
-                claims.set_state(ledger, claim, "done")
-                continue
-            failure, metrics, started = None, None, False
-            try:
+        cells = ((cell, (cell, variant, seed)) for cell, variant, seed in st.cells_to_run(optuna_study, definition))
+
+        def finished() -> set[str]:
+            return st.results(optuna_study, definition).done
+
+        for (cell, variant, seed), claim, run_id in claims.claim_each(ledger, study_name, cells, finished):
+            with claims.settle(ledger, claim):
+                if claim.gave_up:
+                    st.record(optuna_study, definition, cell, variant.name, seed, run_id=None,
+                              failure=f"its worker died {claims.MAX_ATTEMPTS} times")
+                    continue
+                failure, metrics, started = None, None, False
                 with claims.Heartbeat(ledger, claim):
                     try:
                         recipe = base.patch({**variant.patch, "seed": seed})
@@ -77,15 +63,6 @@ def work(ledger: Ledger, study_name: str, *, threads: int = 0, progress: bool = 
                     # A bad patch never reaches the ledger: the trial then names no run.
                     st.record(optuna_study, definition, cell, variant.name, seed,
                               run_id=run_id if started else None, metrics=metrics, failure=failure)
-            except BaseException:
-                # Ctrl-C, or an error that is not the cell's (the database went away): free the cell at
-                # once for the next worker. Held by this live process, it would wait for its death.
-                try:
-                    claims.set_state(ledger, claim, "released")
-                except Exception:  # noqa: BLE001 - the original error is the one to report
-                    pass
-                raise
-            claims.set_state(ledger, claim, "done")
             ran += 1
             if on_cell is not None:
                 on_cell()
@@ -93,13 +70,3 @@ def work(ledger: Ledger, study_name: str, *, threads: int = 0, progress: bool = 
     finally:
         if threads:
             torch.set_num_threads(threads_before)  # the caller's process keeps its own setting
-
-
-def _mark_dead(ledger: Ledger, run_id: str | None) -> None:
-    if not run_id:
-        return
-    try:
-        if ledger.get(run_id).status == "running":
-            ledger.finish(run_id, "failed", failure="its worker process died (killed or crashed)")
-    except DltricksError:
-        pass  # the worker died before it recorded the run
