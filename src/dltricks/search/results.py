@@ -136,6 +136,24 @@ def write_best(d: tr.SearchDefinition, best: TrialRow, path: str | Path) -> Path
     return path
 
 
+def check_rerun_seeds(rerun_seeds: int | None) -> None:
+    if rerun_seeds is not None and rerun_seeds < 0:
+        raise DltricksError(f"--rerun-seeds must be 0 (no re-run) or more, got {rerun_seeds}")
+
+
+def run(ledger: Ledger | str | None, d: tr.SearchDefinition, *, workers: int, rerun_seeds: int,
+        best: str | Path | None, out: str | Path | None, progress: bool) -> SearchResult:
+    """Create (or join) the search's study, run local workers until no trial is left to claim, then
+    :func:`finish` it: what ``dltricks tune`` and ``dltricks nas`` share once their search is defined."""
+    from dltricks.search.claims import ensure_table
+
+    ledger = ledger if isinstance(ledger, Ledger) else Ledger(url=ledger)
+    ensure_table(ledger)
+    tr.create_or_load(ledger, d)
+    tr.run_workers(ledger, d, workers, progress)
+    return finish(ledger, d.name, best=best, out=out, workers=workers, rerun_seeds=rerun_seeds, progress=progress)
+
+
 def finish(ledger: Ledger, name: str, *, best: str | Path | None = None, out: str | Path | None = None,
            workers: int = 1, rerun_seeds: int = 6, progress: bool = True) -> SearchResult:
     """After the trials: best.toml, the re-run against the start recipe, and the report."""

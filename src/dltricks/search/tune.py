@@ -166,18 +166,11 @@ def tune(recipe: Recipe | str, *, space: list[str] | None = None, sampler: str |
     """Run (or resume) a tuning study, re-run its best against the start, write the report; see the module
     docstring. Returns a :class:`dltricks.search.results.SearchResult`."""
     from dltricks.search import results
-    from dltricks.search import trials as tr
-    from dltricks.search.claims import ensure_table
 
-    if rerun_seeds is not None and rerun_seeds < 0:
-        raise DltricksError(f"--rerun-seeds must be 0 (no re-run) or more, got {rerun_seeds}")
+    results.check_rerun_seeds(rerun_seeds)
     recipe = Recipe.load(recipe) if isinstance(recipe, str) else recipe
     d = define(recipe, space=space, sampler=sampler, trials=trials, seeds_per_trial=seeds_per_trial, metric=metric,
                objective=objective, pruner=pruner, search_seed=search_seed, study=study)
-    ledger = ledger if isinstance(ledger, Ledger) else Ledger(url=ledger)
-    ensure_table(ledger)
-    tr.create_or_load(ledger, d)
-    tr.run_workers(ledger, d, workers or recipe.tune.workers, progress)
-    return results.finish(ledger, d.name, best=best, out=out, workers=workers or recipe.tune.workers,
-                          rerun_seeds=recipe.tune.rerun_seeds if rerun_seeds is None else rerun_seeds,
-                          progress=progress)
+    settings = recipe.tune
+    return results.run(ledger, d, workers=workers or settings.workers, best=best, out=out, progress=progress,
+                       rerun_seeds=settings.rerun_seeds if rerun_seeds is None else rerun_seeds)
