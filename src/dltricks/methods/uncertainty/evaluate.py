@@ -42,7 +42,9 @@ def asked_methods(e: Any) -> list[str]:
 def _kind(bundle: Any, task: Any) -> str | None:
     from dltricks.train.targets import Targets
 
-    if bundle.task == "classification" and not isinstance(task, Targets):
+    # embeddings (metric learning) and attribute heads (DAP) give no class scores to calibrate
+    scores_classes = getattr(task, "counts_accuracy", True)
+    if bundle.task == "classification" and not isinstance(task, Targets) and scores_classes:
         return "classification"
     if isinstance(task, Targets) and len(task.targets) == 1 and task.targets[0].kind == "regression":
         return "regression"
