@@ -174,14 +174,15 @@ def _pick_curve(names: set[str], metric: str) -> str | None:
 # --------------------------------------------------------------------------- writing
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     """Write next to the target, then rename over it: readers see the old or the new file, never half."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
-def _save_figure(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
+    """Save a matplotlib figure as PNG beside the target, then rename over it (as :func:`atomic_write`)."""
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
     fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     os.replace(tmp, path)
@@ -194,7 +195,7 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> Path:
     writer.writerow(columns)
     for row in rows:
         writer.writerow([_csv_value(row.get(c)) for c in columns])
-    _atomic_write(path, buffer.getvalue())
+    atomic_write(path, buffer.getvalue())
     return path
 
 
@@ -243,7 +244,7 @@ def _plot_forest(path: Path, stats: Sequence[VariantStats], metric: str, higher_
     # Outside the axes: inside, it would hide a variant's interval.
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     ax.grid(axis="x", alpha=0.3)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def _plot_seeds(path: Path, order: Sequence[str], scores: dict[str, dict[int, float]], metric: str) -> Path:
@@ -273,7 +274,7 @@ def _plot_seeds(path: Path, order: Sequence[str], scores: dict[str, dict[int, fl
     ax.set_ylabel(_mpl_text(metric))
     ax.set_title("per-seed scores (lines join the same seed)", fontsize="medium")
     ax.grid(axis="y", alpha=0.3)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def _mean_curve(runs: list[list[float]]) -> list[float]:
@@ -317,7 +318,7 @@ def _plot_curves(
         ax.grid(alpha=0.3)
         if k == 0 and ax.get_legend_handles_labels()[0]:  # same colours in every panel: one legend
             ax.legend(fontsize="small", frameon=False)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- documents
@@ -585,7 +586,7 @@ def write_report(
     args = (title, header, sheet, seed_table, stats, metric, higher_is_better, failures, plots)
     more = {"evidence": _evidence_rows(rows, extra_columns), "notes": list(notes), "recipe": recipe}
     paths["md"] = out / "report.md"
-    _atomic_write(paths["md"], _markdown(*args, **more))
+    atomic_write(paths["md"], _markdown(*args, **more))
     paths["html"] = out / "report.html"
-    _atomic_write(paths["html"], _html(*args, **more))
+    atomic_write(paths["html"], _html(*args, **more))
     return {**paths, **plots}

@@ -19,10 +19,11 @@ import html
 import io
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from dltricks.ledger.report import atomic_write, save_figure
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; max-width: 1100px; color: #222; }
@@ -34,19 +35,6 @@ img { max-width: 100%; display: block; margin: 1em 0; }
 tr.best td { font-weight: bold; }
 .pruned, .failed { color: #8c8c8c; }
 """
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _save(fig: Any, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
 
 
 def _fmt(v: Any) -> str:
@@ -85,7 +73,7 @@ def _plot_history(path: Path, trials, metric: str, maximize: bool) -> Path:
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} by trial")
     ax.legend(loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _plot_importance(path: Path, importances: Mapping[str, float], metric: str) -> Path:
@@ -93,7 +81,7 @@ def _plot_importance(path: Path, importances: Mapping[str, float], metric: str) 
     items = sorted(importances.items(), key=lambda kv: kv[1])
     ax.barh([k for k, _ in items], [v for _, v in items], color="#4575b4")
     ax.set_xlabel(f"fANOVA importance for {metric}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _axis_values(trials, key: str) -> tuple[list[float], list[tuple[float, str]]]:
@@ -136,7 +124,7 @@ def _plot_parallel(path: Path, trials, keys: Sequence[str], metric: str, maximiz
     ax.set_xticks(range(len(keys) + 1), [*keys, metric], rotation=20, ha="right")
     ax.set_yticks([])
     ax.set_title("parallel coordinates (scaled per axis; colour: score)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _plot_front(path: Path, trials, x_name: str, x_of, y_name: str, directions: Sequence[str],
@@ -153,7 +141,7 @@ def _plot_front(path: Path, trials, x_name: str, x_of, y_name: str, directions: 
         ax.set_xscale("log")
     ax.legend(loc="best")
     ax.set_title(f"{y_name} against {x_name}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _front_of(points: list[tuple[float, float, int]], directions: Sequence[str]) -> set[int]:
@@ -214,7 +202,7 @@ def write_search_report(out: str | Path, *, title: str, header: Mapping[str, str
     for t in ordered:
         w.writerow(row(t))
     paths["csv"] = out / "trials.csv"
-    _atomic_write(paths["csv"], buf.getvalue())
+    atomic_write(paths["csv"], buf.getvalue())
 
     e = html.escape
     best_trial = header.get("best", "").split(":")[0].removeprefix("t")
@@ -231,5 +219,5 @@ def write_search_report(out: str | Path, *, title: str, header: Mapping[str, str
         parts.append(f'<tr class="{cls}">' + "".join(f"<td>{e(_fmt(v))}</td>" for v in row(t)) + "</tr>")
     parts.append("</table></body></html>")
     paths["html"] = out / "report.html"
-    _atomic_write(paths["html"], "\n".join(parts))
+    atomic_write(paths["html"], "\n".join(parts))
     return paths
