@@ -123,5 +123,141 @@ def test_study_recipe_runs_each_learner_into_the_ledger(home_ledger):
 
 def test_meta_needs_a_task_family(home_ledger):
     r = Recipe.load("mnist1d-cnn", ["train.meta=maml", "data.num_samples=600", "train.epochs=1"])
-    with pytest.raises(DltricksError, match="needs a family of tasks to sample; use data.name = 'sinusoid'"):
+    with pytest.raises(DltricksError, match="needs a family of tasks to sample: use data.name = .sinusoid., or hold classes out"):
         train(r, ledger=home_ledger, progress=False)
+
+
+# ---- few-shot classification episodes ---------------------------------------------------------------
+
+EPISODIC = ["data.num_samples=1000", "model.hidden=[32]", "train.epochs=2", "train.meta_steps=4",
+            "train.meta_batch=4", "eval.queries=5", "eval.episodes=40", "eval.adapt_steps=[1, 3]", "train.inner_lr=0.4"]
+
+
+def conv_bn(seed=0, classes=5):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv1d(1, 4, 3, padding=1), nn.BatchNorm1d(4), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 40, classes))
+
+
+def episodes(n=3, seed=0, k=1, q=3):
+    from dltricks.data.episodes import Episodes
+
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(60, 1, 40, generator=g), torch.arange(6).repeat(10)
+    return Episodes(x, y, n_way=5, k_shot=k, queries=q).sample(n, g), (x, y)
+
+
+def test_episodes_relabel_a_fresh_draw_of_classes_in_every_episode():
+    batch, (x, y) = episodes(n=50, k=2, q=3)
+    assert batch.xs.shape == (50, 10, 1, 40) and batch.xq.shape == (50, 15, 1, 40)
+    assert torch.equal(batch.ys[0], torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4]))
+    assert torch.equal(batch.yq[0], torch.arange(5).repeat_interleave(3))
+
+    def source_class(xi):  # the original label of a sample, found by its values
+        return int(y[(x == xi).flatten(1).all(1)][0])
+
+    mapping = {tuple(source_class(batch.xs[e, 2 * c]) for c in range(5)) for e in range(50)}
+    assert len(mapping) > 40  # label 0 means another class from episode to episode
+    for e in range(5):
+        sup = {batch.xs[e, i].sum().item() for i in range(10)}
+        assert not sup & {batch.xq[e, i].sum().item() for i in range(15)}  # support and queries are disjoint
+        for c in range(5):  # each episode label is one source class, in support and queries alike
+            assert len({source_class(batch.xs[e, 2 * c + j]) for j in range(2)} |
+                       {source_class(batch.xq[e, 3 * c + j]) for j in range(3)}) == 1
+
+
+def test_maml_on_episodes_matches_autograd_with_cross_entropy_and_batch_statistics():
+    from dltricks.train.adaptation import batch_statistics
+
+    model, (batch, _) = conv_bn(), episodes(n=3, k=2)
+    running = model[1].running_mean.clone()
+    params = dict(model.named_parameters())
+    with batch_statistics(model):
+        loss, _ = meta_loss(model, params, batch, "maml", steps=2, lr=0.3)
+    got = torch.autograd.grad(loss, list(params.values()))
+
+    def by_batch(w, x):  # the same network, normalised by the batch's own statistics
+        p = dict(zip(params, w))
+        h = F.conv1d(x, p["0.weight"], p["0.bias"], padding=1)
+        h = F.batch_norm(h, None, None, p["1.weight"], p["1.bias"], training=True)
+        return F.linear(F.relu(h).flatten(1), p["4.weight"], p["4.bias"])
+
+    total = 0.0
+    for i in range(3):
+        w = list(params.values())
+        for _ in range(2):
+            g = torch.autograd.grad(F.cross_entropy(by_batch(w, batch.xs[i]), batch.ys[i]), w, create_graph=True)
+            w = [a - 0.3 * b for a, b in zip(w, g)]
+        total = total + F.cross_entropy(by_batch(w, batch.xq[i]), batch.yq[i])
+    want = torch.autograd.grad(total / 3, list(params.values()))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(got, want))
+    assert torch.equal(model[1].running_mean, running) and model[1].track_running_stats  # put back untouched
+    assert "1.running_mean" in model.state_dict()
+
+
+def test_adapting_scores_each_episode_after_each_number_of_steps():
+    from dltricks.train.adaptation import post_update_scores
+
+    model, (batch, _) = conv_bn(), episodes(n=7, k=3, q=4)
+    scores = post_update_scores(model, batch, [1, 3], lr=0.5, chunk=3)  # chunks of 3, 3 and 1 episodes
+    assert set(scores) == {0, 1, 3} and all(v.shape == (7,) for v in scores.values())
+    for e in (0, 6):  # the same as adapting that one episode alone
+        alone = post_update_scores(model, type(batch)(*(t[e:e + 1] for t in vars(batch).values())), [3], 0.5)
+        assert alone[3].item() == pytest.approx(scores[3][e].item())
+    assert all(((v * 20).round() == v * 20).all() for v in scores.values())  # accuracies of 20 queries
+    assert model.training and model[1].track_running_stats
+
+
+@pytest.mark.parametrize("algo", ["maml", "reptile"])
+def test_meta_learner_on_episodes_of_the_base_classes_into_the_ledger(home_ledger, algo):
+    r = Recipe.load("mnist1d-meta", EPISODIC).patch(get(algo).on)
+    res = train(r, ledger=home_ledger, progress=False)
+    m = home_ledger.get(res.run_id).metrics
+    assert res.status == "completed" and res.history.epochs == 2
+    assert set(metric_names(res.recipe)) >= {k for k in m if k.startswith("test_")}
+    assert "test_accuracy" not in m  # the head's classes change with every episode
+    for k in (1, 5):
+        acc = m[f"test_5way_{k}shot_accuracy"]
+        assert acc == pytest.approx(m[f"test_5way_{k}shot_accuracy_3step"]) and 0.2 < acc < 1 and m[f"test_5way_{k}shot_ci95"] > 0
+    # adapted to five shots, better than chance (one in five) by more than the interval
+    assert m["test_5way_5shot_accuracy"] - m["test_5way_5shot_ci95"] > 0.2
+    assert {"val_pre_update_accuracy", "val_post_update_accuracy_1step"} <= set(res.history.curves)
+    assert res.history.curves["val_pre_update_accuracy"][-1] == pytest.approx(0.2, abs=0.08)  # chance before
+
+
+def test_meta_learner_on_episodes_resumes_bit_identically_after_ctrl_c(tmp_path, home_ledger):
+    r = Recipe.load("mnist1d-meta", EPISODIC + ["train.meta=fomaml", "train.epochs=3"])
+    from dltricks.train.run import build
+
+    bundle, _, task = build(r)
+
+    def run(at=0, resume=False, d="a"):
+        model = InterruptAt(conv_bn(), at)
+        learner = MetaLearner(task, bundle, r.train, [1], r.eval, seed=0)
+        h = learner.outer_loop()(model, epochs=3, seed=0, device="cpu", progress=False, checkpoint_dir=tmp_path / d,
+                                 resume=resume, fingerprint="f")
+        return model, h
+
+    full, h_full = run()
+    with pytest.raises(TrainingInterrupted, match="in epoch 2 of 3"):
+        run(at=11, d="b")
+    resumed, h = run(resume=True, d="b")
+    assert h.curves == h_full.curves and weights_equal(resumed, full)
+
+
+def test_meta_episodes_need_enough_base_classes(home_ledger):
+    r = Recipe.load("mnist1d-meta", EPISODIC + ["train.meta=maml", "data.novel_classes=[4, 5, 6, 7, 8, 9]"])
+    with pytest.raises(DltricksError, match=r"eval.n_way = 5 but the training \(base\) classes holds only 4"):
+        train(r, ledger=home_ledger, progress=False)
+
+
+def test_the_ablation_report_shows_each_variants_adaptation_figure(home_ledger):
+    from dltricks.search.ablate import ablate
+
+    result = ablate(Recipe.load("sinusoid-maml", SMALL + ["train.epochs=1"]), ["maml"], mode="add", seeds=3,
+                    workers=1, study="meta", ledger=home_ledger, progress=False)
+    html = result.report["html"].read_text()
+    for variant in ("baseline", "+maml"):
+        copied = result.report[f"{variant}: adaptation.png"]
+        assert copied.parent == result.report["html"].parent and copied.stat().st_size > 1000
+        assert f'src="{copied.name}"' in html and f'alt="{variant}: adaptation.png"' in html

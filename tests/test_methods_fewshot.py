@@ -127,14 +127,14 @@ def test_episodes_need_enough_novel_classes_and_samples(shared_data_cache, monke
     b = load_data(Recipe.load("mnist1d-oneshot", SMALL).data, 0)
     model = mlp(dim=40, classes=4)
     flat = (b.novel[0].flatten(1), b.novel[1])
-    with pytest.raises(DltricksError, match="eval.n_way = 6 but data.novel_classes has only 5"):
+    with pytest.raises(DltricksError, match="eval.n_way = 6 but data.novel_classes holds only 5"):
         fewshot_metrics(model, flat, embedding=False, n_way=6, shots=[1], queries=5, episodes=5, seed=0)
     with pytest.raises(DltricksError, match=r"eval.shots = 500 with eval.queries = 5 needs 505 samples"):
         fewshot_metrics(model, flat, embedding=False, n_way=5, shots=[500], queries=5, episodes=5, seed=0)
 
 
 def test_too_many_shots_fail_before_training_and_the_run_says_why(home_ledger):
-    with pytest.raises(DltricksError, match="needs 505 samples of each novel class"):
+    with pytest.raises(DltricksError, match="needs 505 samples of each class of data.novel_classes"):
         train(Recipe.load("mnist1d-oneshot", SMALL + ["eval.shots=[500]"]), ledger=home_ledger, progress=False)
     (run,) = home_ledger.runs()
     assert run.status == "failed" and "needs 505 samples" in run.failure and not run.curves

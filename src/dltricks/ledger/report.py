@@ -10,7 +10,9 @@ per-seed scores and learning curves, and writes into one folder:
 - ``forest.png``  paired difference to the baseline with its CI, per variant, and the ROPE band;
 - ``seeds.png``   every seed's score per variant, lines joining a seed across variants;
 - ``curves.png``  mean validation curve per variant over faint per-seed curves
-  (only when curves were given).
+  (only when curves were given);
+- ``run-*.png``    figures one run of each variant drew (a MAML run's pre/post-update curves, a
+  zero-shot run's accuracies), copied beside the report.
 
 It is called again and again while a study runs, so it accepts partial data (missing
 seeds, variants without stats yet, ragged curves) and replaces each file atomically:
@@ -25,6 +27,7 @@ import io
 import math
 import os
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -547,6 +550,7 @@ def write_report(
     notes: Sequence[str] = (),
     changes: Mapping[str, str] | None = None,
     recipe: str = "",
+    run_figures: Mapping[str, Path] | None = None,
 ) -> dict[str, Path]:
     """Write the report files into ``out_dir`` (created if needed) and return their paths.
 
@@ -558,7 +562,8 @@ def write_report(
     FLOPs...). ``failures`` lists {"variant", "seed", "reason"}. ``notes`` are shown above the
     answer (a partial study, a trick the baseline turns off); ``changes[variant]`` says which recipe
     keys it changes against the baseline; ``recipe`` (TOML) goes last, folded (the header's
-    "recipe" key is taken as well).
+    "recipe" key is taken as well). ``run_figures`` maps a caption to a PNG a run wrote (a MAML
+    run's adaptation.png): each is copied beside the report and shown with the plots.
     """
     # Plots use matplotlib.figure.Figure, never pyplot: PNGs are rendered by Agg whatever
     # backend the caller has (a notebook keeps its own), and no global figure state is touched.
@@ -577,6 +582,10 @@ def write_report(
     curve_path = _plot_curves(out / "curves.png", order, curves, metric) if curves else None
     if curve_path is not None:
         plots["curves"] = curve_path
+    for i, (caption, src) in enumerate((run_figures or {}).items()):
+        if Path(src).is_file():  # a run folder may have been cleaned away since
+            plots[caption] = out / f"run-{i}-{Path(src).name}"
+            shutil.copyfile(src, plots[caption])
 
     extra_columns = _extra_columns(extras)
     rows = _sheet_rows(stats, extras, changes)

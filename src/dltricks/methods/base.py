@@ -40,7 +40,7 @@ def build_method(recipe: Any, bundle: Any, model: nn.Module, task: Task, ledger:
             raise DltricksError(f"train.meta = {t.meta!r} owns its outer loop and cannot be combined with "
                                 "train.teacher, train.task_weighting/pcgrad, train.pk_samples, "
                                 "train.semi_supervised or train.domain_adaptation")
-        return meta.MetaLearner(task, bundle, t, recipe.eval.adapt_steps)
+        return meta.MetaLearner(task, bundle, t, recipe.eval.adapt_steps, recipe.eval, recipe.seed)
     if t.teacher:
         step: Method = distill.Distill.from_recipe(recipe, bundle, model, task, ledger, augmented)
     elif mtl:

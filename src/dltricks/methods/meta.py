@@ -8,6 +8,12 @@
 - ``reptile`` (Nichol et al. 2018): adapt on all of a task's points, then move the initial weights toward
   the mean adapted weights (their difference is the meta-gradient the optimiser steps on).
 
+Two task families: the sinusoid regression tasks of the MAML paper (``data.name = "sinusoid"``), and
+N-way K-shot classification episodes of the base classes when ``data.novel_classes`` holds classes out
+(``eval.n_way``, the smallest of ``eval.shots``, ``eval.queries``; the model's head has N outputs, and a
+label means another class in every episode). BatchNorm layers use each batch's own statistics while
+meta-learning and adapting (:func:`~dltricks.train.adaptation.batch_statistics`).
+
 The learner owns its outer loop (meta-updates instead of epochs over a dataset) but goes through the same
 parts as :func:`dltricks.train.loop.fit`: the recipe's optimiser and schedule, a progress bar, a checkpoint
 (safetensors, with the task generator's state) after every epoch of ``train.meta_steps`` meta-updates and
@@ -19,29 +25,33 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.func import vmap
 
 from dltricks.errors import DltricksError, RunFailed
-from dltricks.recipe import TrainSpec
-from dltricks.train.adaptation import adapt, post_update_mse, task_loss
+from dltricks.recipe import EvalSpec, TrainSpec
+from dltricks.train.adaptation import adapt, batch_statistics, post_update_metrics, task_loss
 from dltricks.train.checkpoint import LoopState, find_checkpoint, load_checkpoint, save_checkpoint
-from dltricks.train.loop import History, TrainingInterrupted, _StopFlag, resolve_device
+from dltricks.train.loop import History, StopFlag, TrainingInterrupted, resolve_device
 from dltricks.train.method import Method
 from dltricks.train.optim import build_optimizer
 from dltricks.train.progress import TrainProgress
 from dltricks.train.schedules import build_scheduler
 from dltricks.train.tasks import Task
 
-__all__ = ["MetaLearner", "meta_loss"]
+if TYPE_CHECKING:
+    from dltricks.data.episodes import EpisodeBatch, Episodes
+
+__all__ = ["MetaLearner", "meta_loss", "base_episodes"]
 
 
 def meta_loss(model: nn.Module, params: dict[str, torch.Tensor], batch, algo: str, steps: int,
               lr: float) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
-    """The meta-objective of one meta-batch (a :class:`~dltricks.data.sinusoid.TaskBatch`).
+    """The meta-objective of one meta-batch (a :class:`~dltricks.data.sinusoid.TaskBatch` or
+    :class:`~dltricks.data.episodes.EpisodeBatch`). Dropout draws differently in every task.
 
     MAML / FOMAML: the mean query loss after adaptation (differentiable w.r.t. ``params``). Reptile:
     the mean query loss after adaptation (for the curves) and the mean adapted weights."""
@@ -49,11 +59,11 @@ def meta_loss(model: nn.Module, params: dict[str, torch.Tensor], batch, algo: st
         def one(xs, ys, xq, yq):
             return task_loss(model, adapt(model, params, xs, ys, steps, lr, first_order=algo == "fomaml"), xq, yq)
 
-        return vmap(one)(batch.xs, batch.ys, batch.xq, batch.yq).mean(), None
+        return vmap(one, randomness="different")(batch.xs, batch.ys, batch.xq, batch.yq).mean(), None
     p0 = {k: v.detach() for k, v in params.items()}
     x, y = torch.cat([batch.xs, batch.xq], 1), torch.cat([batch.ys, batch.yq], 1)
-    phis = vmap(lambda x_, y_: adapt(model, p0, x_, y_, steps, lr))(x, y)  # {name: (T, *shape)}
-    losses = vmap(lambda p, xq, yq: task_loss(model, p, xq, yq))(phis, batch.xq, batch.yq)
+    phis = vmap(lambda x_, y_: adapt(model, p0, x_, y_, steps, lr), randomness="different")(x, y)  # {name: (T, *)}
+    losses = vmap(lambda p, xq, yq: task_loss(model, p, xq, yq), randomness="different")(phis, batch.xq, batch.yq)
     return losses.mean().detach(), {k: v.mean(0) for k, v in phis.items()}
 
 
@@ -62,12 +72,19 @@ class MetaLearner(Method):
 
     name = "meta"
 
-    def __init__(self, task: Task, bundle: Any, cfg: TrainSpec, steps: list[int]) -> None:
+    def __init__(self, task: Task, bundle: Any, cfg: TrainSpec, steps: list[int], episodes: EvalSpec | None = None,
+                 seed: int = 0) -> None:
         super().__init__(task)
-        if bundle.tasks is None:
-            raise DltricksError(f"train.meta = {cfg.meta!r} needs a family of tasks to sample; use "
-                                "data.name = 'sinusoid'")
-        self.family, self.cfg, self.eval_steps = bundle.tasks, cfg, steps
+        self.cfg, self.eval_steps = cfg, steps
+        if bundle.tasks is not None:
+            self.family = bundle.tasks
+            self.val_tasks = bundle.tasks.sample(25, torch.Generator().manual_seed(777_767 + seed))
+        elif bundle.novel is not None and episodes is not None:
+            self.family, self.val_tasks = base_episodes(bundle, episodes, seed)
+        else:
+            raise DltricksError(f"train.meta = {cfg.meta!r} needs a family of tasks to sample: use "
+                                "data.name = 'sinusoid', or hold classes out with data.novel_classes for "
+                                "few-shot episodes")
 
     def outer_loop(self):
         return self.fit
@@ -82,7 +99,6 @@ class MetaLearner(Method):
         scheduler = build_scheduler(opt, cfg, cfg.meta_steps)
         ckpt = Path(checkpoint_dir) / "checkpoint" if checkpoint_dir else None
         gen = torch.Generator().manual_seed(seed)
-        val_tasks = self.family.sample(25, torch.Generator().manual_seed(777_767 + seed))
         torch.manual_seed(seed)
         st = LoopState()
         if resume:
@@ -98,7 +114,7 @@ class MetaLearner(Method):
 
         bar = TrainProgress(progress, epochs, cfg.meta_steps)
         t0 = time.perf_counter() - st.elapsed
-        with _StopFlag() as stop, bar:
+        with StopFlag() as stop, bar:
             while st.epoch < epochs:
                 model.train()
                 bar.start_epoch(st.epoch, st.step)
@@ -106,7 +122,8 @@ class MetaLearner(Method):
                     batch = self.family.sample(cfg.meta_batch, gen)
                     batch = type(batch)(*(t.to(dev) for t in vars(batch).values()))
                     params = dict(model.named_parameters())
-                    loss, mean_phi = meta_loss(model, params, batch, cfg.meta, cfg.inner_steps, cfg.inner_lr)
+                    with batch_statistics(model):  # each task normalised by its own statistics
+                        loss, mean_phi = meta_loss(model, params, batch, cfg.meta, cfg.inner_steps, cfg.inner_lr)
                     lv = loss.item()
                     if not math.isfinite(lv):
                         raise RunFailed(f"meta-loss became NaN/Inf at epoch {st.epoch + 1}, step {st.step + 1}; "
@@ -117,6 +134,8 @@ class MetaLearner(Method):
                     else:  # Reptile: the meta-gradient is theta - mean(phi)
                         for k, p in params.items():
                             p.grad = p.detach() - mean_phi[k]
+                    if cfg.grad_clip > 0:
+                        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                     opt.step()
                     if scheduler is not None:
                         scheduler.step()
@@ -131,14 +150,13 @@ class MetaLearner(Method):
                 if stop.requested and st.step < cfg.meta_steps:
                     if ckpt is not None:
                         snapshot()
-                    raise TrainingInterrupted(ckpt, _history(st))
+                    raise TrainingInterrupted(ckpt, History.of(st), epoch=st.epoch, step=st.step, epochs=epochs,
+                                              steps=cfg.meta_steps)
                 row = {"train_loss": st.loss_sum / max(st.seen, 1), "lr": opt.param_groups[0]["lr"]}
-                vm = post_update_mse(model, type(val_tasks)(*(t.to(dev) for t in vars(val_tasks).values())),
-                                     self.eval_steps[:1], cfg.inner_lr)
-                row.update({f"val_{k}": v for k, v in vm.items()})
-                for k, v in row.items():
-                    st.curves.setdefault(k, []).append(float(v))
-                st.epoch, st.step, st.loss_sum, st.seen = st.epoch + 1, 0, 0.0, 0
+                if self.val_tasks is not None:
+                    vm = post_update_metrics(model, self.val_tasks, self.eval_steps[:1], cfg.inner_lr)
+                    row.update({f"val_{k}": v for k, v in vm.items()})
+                st.end_epoch(row)
                 bar.end_epoch(row)
                 if on_epoch is not None:
                     on_epoch(st.epoch, row)
@@ -146,9 +164,22 @@ class MetaLearner(Method):
                 if ckpt is not None:
                     snapshot()
                 if stop.requested:
-                    raise TrainingInterrupted(ckpt, _history(st))
-        return _history(st)
+                    raise TrainingInterrupted(ckpt, History.of(st), epoch=st.epoch, epochs=epochs)
+        return History.of(st)
 
 
-def _history(st: LoopState) -> History:
-    return History(curves={k: list(v) for k, v in st.curves.items()}, epochs=st.epoch, wall_time=st.elapsed)
+def base_episodes(bundle: Any, spec: EvalSpec, seed: int) -> tuple[Episodes, EpisodeBatch | None]:
+    """The episodes to meta-train on, of the base (training) classes, and fixed validation episodes of
+    the validation split (none without one); N-way with the fewest of ``eval.shots`` as in testing."""
+    from dltricks.data.episodes import Episodes
+    from dltricks.train.episodes import check_episodes
+
+    k = min(spec.shots)
+    (x, y), names = bundle.train, bundle.class_names
+    check_episodes(y, spec.n_way, [k], spec.queries, names, what="the training (base) classes")
+    family = Episodes(x, y, spec.n_way, k, spec.queries)
+    if bundle.val is None:
+        return family, None
+    check_episodes(bundle.val[1], spec.n_way, [k], spec.queries, names, what="the validation split")
+    val = Episodes(*bundle.val, spec.n_way, k, spec.queries).sample(50, torch.Generator().manual_seed(777_767 + seed))
+    return family, val

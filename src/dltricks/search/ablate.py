@@ -299,6 +299,10 @@ def _flops_per_variant(d: st.Definition) -> dict[str, float]:
     return out
 
 
+# figures a run writes into its folder that the study's report shows, one run per variant
+RUN_FIGURES = ("adaptation.png", "zero_shot.png")
+
+
 def report(study_name: str, *, ledger: Ledger | None = None, out: str | Path | None = None,
            rope: float | None = None) -> AblationResult:
     """Statistics and the report (CSV, Markdown, HTML with plots) from what the storage holds now.
@@ -321,16 +325,20 @@ def report(study_name: str, *, ledger: Ledger | None = None, out: str | Path | N
         remaining = len(d.cells()) - len(r.done)
     curves: dict[str, dict[int, dict[str, list[float]]]] = {}
     extras: dict[str, dict[str, float]] = {}
+    figures: dict[str, Path] = {}
     commits = set()
     for v, by_seed in r.run_ids.items():
         curves[v] = {}
-        for seed, run_id in by_seed.items():
+        for seed, run_id in sorted(by_seed.items()):
             try:
                 rec = ledger.get(run_id)
             except DltricksError:
                 continue
             curves[v][seed] = rec.curves
             commits.add(rec.git_short)
+            for name in RUN_FIGURES:  # the first seed's figures: what the set-up looks like, per variant
+                if f"{v}: {name}" not in figures and (ledger.run_dir(run_id) / name).is_file():
+                    figures[f"{v}: {name}"] = ledger.run_dir(run_id) / name
         ms = list(r.metrics[v].values())
         extras[v] = {k: sum(m[k] for m in ms) / len(ms) for k in ("wall_time_s", "params")
                      if ms and all(k in m for m in ms)}
@@ -365,7 +373,7 @@ def report(study_name: str, *, ledger: Ledger | None = None, out: str | Path | N
     paths = write_report(out, title=f"Ablation: {d.name}", stats=stats, scores=r.scores, metric=d.metric,
                          higher_is_better=d.higher_is_better, header=header, curves=curves, extras=extras,
                          failures=r.failures, notes=notes, changes=_changes(d),
-                         recipe=Recipe.from_dict(d.recipe).to_toml())
+                         recipe=Recipe.from_dict(d.recipe).to_toml(), run_figures=figures)
     return AblationResult(d.name, d.metric, d.reference, stats, r.scores, r.failures, paths, cells_done=done,
                           cells_total=total, notes=_switched_off(d), rope=rope)
 

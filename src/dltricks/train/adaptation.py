@@ -2,22 +2,35 @@
 can be vmapped over many tasks at once and differentiated through (MAML's inner loop), and the
 post-update error that scores every learner on a task family alike.
 
-``params`` is a dict of tensors named as ``model.named_parameters()``; ``xs, ys`` (K, 1) one task's support.
+``params`` is a dict of tensors named as ``model.named_parameters()``; ``xs, ys`` one task's support:
+regression points (K, 1) and targets (K, 1), or an episode's samples (N*K, C, *spatial) and labels (N*K,).
+The loss follows the targets: MSE for real values, cross-entropy for class labels.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-__all__ = ["task_loss", "adapt", "post_update_mse", "plot_adaptation"]
+__all__ = ["task_loss", "adapt", "batch_statistics", "post_update_scores", "post_update_metrics",
+           "plot_adaptation"]
 
 
 def task_loss(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """MSE of ``model`` with ``params`` on ``x`` (M, 1) against ``y`` (M, 1)."""
-    return F.mse_loss(functional_call(model, params, (x,)), y)
+    """MSE of ``model`` with ``params`` on ``x`` against real targets ``y``, or cross-entropy against labels."""
+    out = functional_call(model, params, (x,))
+    return F.mse_loss(out, y) if y.is_floating_point() else F.cross_entropy(out, y)
+
+
+def task_score(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """What a task reports: the MSE for real targets, the accuracy for labels."""
+    out = functional_call(model, params, (x,))
+    return F.mse_loss(out, y) if y.is_floating_point() else (out.argmax(-1) == y).float().mean()
 
 
 def adapt(model: nn.Module, params: dict[str, torch.Tensor], xs: torch.Tensor, ys: torch.Tensor, steps: int,
@@ -31,25 +44,72 @@ def adapt(model: nn.Module, params: dict[str, torch.Tensor], xs: torch.Tensor, y
     return params
 
 
+@contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside, every BatchNorm layer normalises by the statistics of the batch at hand, in training and
+    evaluation alike, and leaves its running statistics alone: ``vmap`` cannot update them in place, and
+    MAML normalises each task's support and queries by their own statistics (transductive, as Finn et
+    al.'s code does). The layers compute it from plain tensor ops because torch's fused batch norm gives
+    wrong second derivatives under ``vmap`` (torch 2.13: a conv bias before BatchNorm got a non-zero
+    meta-gradient; its true gradient is zero)."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in layers:
+        m.forward = _normalise_by_batch.__get__(m)  # an instance attribute shadows the class's forward
+    try:
+        yield model
+    finally:
+        for m in layers:
+            del m.forward
+
+
+def _normalise_by_batch(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """BatchNorm of ``x`` (N, C, *spatial) by its own mean and (biased) variance over all but C."""
+    dims = [0, *range(2, x.dim())]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    y = (x - x.mean(dims, keepdim=True)) * torch.rsqrt(x.var(dims, unbiased=False, keepdim=True) + self.eps)
+    return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+
+
 @torch.no_grad()
-def post_update_mse(model: nn.Module, tasks, steps: list[int], lr: float) -> dict[str, float]:
-    """Mean query MSE over the test ``tasks`` (a :class:`~dltricks.data.sinusoid.TaskBatch`) before and
-    after each number of ``steps`` on their support: ``pre_update_mse``, ``post_update_mse_{S}step``."""
+def post_update_scores(model: nn.Module, tasks, steps: list[int], lr: float, chunk: int = 50
+                       ) -> dict[int, torch.Tensor]:
+    """Each task's query score (MSE or accuracy, see :func:`task_score`) before adapting (key 0) and after
+    each number of ``steps`` of size ``lr`` on its support: {steps: (T,)}. ``tasks`` has ``xs, ys, xq, yq``
+    with the tasks first (a :class:`~dltricks.data.sinusoid.TaskBatch` or an
+    :class:`~dltricks.data.episodes.EpisodeBatch`); ``chunk`` tasks are vmapped at a time."""
+    was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     params = {k: v.detach() for k, v in model.named_parameters()}
-    xs, ys, xq, yq = (t.to(device) for t in (tasks.xs, tasks.ys, tasks.xq, tasks.yq))
+    marks = sorted({0, *steps})
 
-    def after(s: int):
-        def one(xs_, ys_, xq_, yq_):
-            p = adapt(model, params, xs_, ys_, s, lr) if s else params
-            return task_loss(model, p, xq_, yq_)
-        with torch.enable_grad():  # grad inside vmap needs autograd on, though nothing is kept
-            return vmap(one)(xs, ys, xq, yq).mean().item()
+    def one(xs_, ys_, xq_, yq_):  # adapt once, scoring at each mark on the way
+        p, done, scores = params, 0, []
+        for s in marks:
+            p, done = adapt(model, p, xs_, ys_, s - done, lr), s
+            scores.append(task_score(model, p, xq_, yq_))
+        return torch.stack(scores)
 
-    out = {"pre_update_mse": after(0)}
-    out.update({f"post_update_mse_{s}step": after(s) for s in steps})
-    return out
+    parts = []
+    try:
+        with batch_statistics(model), torch.enable_grad():  # grad inside vmap needs autograd on
+            for i in range(0, len(tasks.xs), chunk):
+                part = [t[i:i + chunk].to(device) for t in (tasks.xs, tasks.ys, tasks.xq, tasks.yq)]
+                parts.append(vmap(one)(*part).detach().cpu())
+    finally:
+        model.train(was_training)
+    scores = torch.cat(parts)  # (T, marks)
+    return {s: scores[:, j] for j, s in enumerate(marks)}
+
+
+def post_update_metrics(model: nn.Module, tasks, steps: list[int], lr: float) -> dict[str, float]:
+    """The mean of :func:`post_update_scores`: ``pre_update_mse`` and ``post_update_mse_{S}step`` for
+    regression tasks; ``pre_update_accuracy`` (chance: labels mean other classes in every episode) and
+    ``post_update_accuracy_{S}step`` for classification episodes."""
+    what = "mse" if tasks.ys.is_floating_point() else "accuracy"
+    scores = post_update_scores(model, tasks, steps, lr)
+    return {(f"post_update_{what}_{s}step" if s else f"pre_update_{what}"): v.mean().item()
+            for s, v in scores.items()}
 
 
 def plot_adaptation(model: nn.Module, family, tasks, steps: list[int], lr: float, path, n: int = 3) -> None:

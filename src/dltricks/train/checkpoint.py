@@ -47,6 +47,12 @@ class LoopState:
     method: dict[str, Any] = field(default_factory=dict)  # the method's JSON scalars (its tensors: tensors)
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # perm, rng states
 
+    def end_epoch(self, row: dict[str, float]) -> None:
+        """Append the finished epoch's ``row`` to the curves and start the next epoch's sums."""
+        for k, v in row.items():
+            self.curves.setdefault(k, []).append(float(v))
+        self.epoch, self.step, self.loss_sum, self.correct, self.seen, self.counted = self.epoch + 1, 0, 0.0, 0, 0, 0
+
 
 def _split_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, scalars = {}, {}

@@ -11,22 +11,29 @@ Features: an embedding model's output (``model.embedding_dim``), or for a classi
 last linear layer, i.e. the baseline of Chen et al. 2019 ("A closer look at few-shot classification"):
 train a classifier on the base classes, then nearest centroid on its penultimate features.
 
+A meta-learned model (``train.meta``) is scored on the same episodes by adapting to each support instead
+(:func:`dltricks.train.adaptation.post_update_scores`).
+
 Metrics (``test_`` prefixed by the runner): ``{N}way_{K}shot_accuracy`` and ``{N}way_{K}shot_ci95`` for
-each K in ``eval.shots``, and ``novel_recall_at_1``.
+each K in ``eval.shots`` (for a meta-learner also ``{N}way_{K}shot_accuracy_{S}step`` for each S in
+``eval.adapt_steps``), and ``novel_recall_at_1``.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dltricks.data.episodes import draw_episodes, gather
 from dltricks.errors import DltricksError
+from dltricks.train.adaptation import batch_statistics, post_update_scores
 from dltricks.train.metric import recall_at_1
 
-__all__ = ["features", "episode_accuracy", "fewshot_metrics", "check_episodes"]
+__all__ = ["features", "novel_episodes", "episode_accuracy", "fewshot_metrics", "check_episodes", "mean_ci95"]
 
 
 @torch.no_grad()
@@ -57,19 +64,25 @@ def features(model: nn.Module, x: torch.Tensor, embedding: bool, batch_size: int
 
 
 def check_episodes(y: torch.Tensor, n_way: int, shots: list[int], queries: int,
-                   names: list[str] | None = None) -> None:
-    """One-line errors for episodes the novel data cannot fill: too few classes or samples per class."""
+                   names: list[str] | None = None, what: str = "data.novel_classes") -> None:
+    """One-line errors for episodes the classes ``what`` cannot fill: too few classes or samples per class."""
     counts = torch.bincount(y)
     if len(counts) < n_way:
-        raise DltricksError(f"eval.n_way = {n_way} but data.novel_classes has only {len(counts)} classes; "
-                            f"use eval.n_way <= {len(counts)} or hold out more classes")
+        raise DltricksError(f"eval.n_way = {n_way} but {what} holds only {len(counts)} classes; "
+                            f"use eval.n_way <= {len(counts)}" + (" or hold out more classes" if "novel" in what else ""))
     need = max(shots) + queries
     small = int(counts.argmin())
     if counts[small] < need:
         name = names[small] if names else str(small)
         raise DltricksError(f"eval.shots = {max(shots)} with eval.queries = {queries} needs {need} samples of "
-                            f"each novel class, but class {name!r} has {int(counts[small])}; use K + queries "
+                            f"each class of {what}, but class {name!r} has {int(counts[small])}; use K + queries "
                             f"<= {int(counts[small])}")
+
+
+def novel_episodes(y: torch.Tensor, n_way: int, k_shot: int, queries: int, episodes: int, seed: int) -> torch.Tensor:
+    """(E, N, K + Q) indices into the novel samples of the test episodes of a run of ``seed``: the same for
+    every learner (nearest centroid, a fitted head, a meta-learner adapting), so that they pair."""
+    return draw_episodes(y, n_way, k_shot + queries, episodes, torch.Generator().manual_seed(50_021 + seed))
 
 
 def episode_accuracy(z: torch.Tensor, y: torch.Tensor, n_way: int, k_shot: int, queries: int, episodes: int,
@@ -81,14 +94,7 @@ def episode_accuracy(z: torch.Tensor, y: torch.Tensor, n_way: int, k_shot: int, 
     fitted to each episode's support, Chen et al.'s fine-tuned head; all episodes at once)."""
     if normalise:
         z = F.normalize(z, dim=1)
-    g = torch.Generator().manual_seed(50_021 + seed)
-    by_class = [torch.nonzero(y == c).flatten() for c in range(int(y.max()) + 1)]
-    idx = []
-    for _ in range(episodes):
-        classes = torch.randperm(len(by_class), generator=g)[:n_way]
-        idx.append(torch.stack([by_class[c][torch.randperm(len(by_class[c]), generator=g)[:k_shot + queries]]
-                                for c in classes]))
-    idx = torch.stack(idx)  # (E, N, K + Q)
+    idx = novel_episodes(y, n_way, k_shot, queries, episodes, seed)  # (E, N, K + Q)
     support, query = z[idx[:, :, :k_shot]], z[idx[:, :, k_shot:]]  # (E, N, K, D), (E, N, Q, D)
     query = query.reshape(episodes, n_way * queries, -1)
     if head == "centroid":
@@ -99,9 +105,14 @@ def episode_accuracy(z: torch.Tensor, y: torch.Tensor, n_way: int, k_shot: int, 
         raise DltricksError(f"eval.episode_head = {head!r}: use centroid or linear")
     truth = torch.arange(n_way).repeat_interleave(queries)
     accs = (pred == truth).float().mean(1).tolist()
+    return (*mean_ci95(accs), accs)
+
+
+def mean_ci95(accs: list[float]) -> tuple[float, float]:
+    """The mean of per-episode accuracies and its 95% half-interval (1.96 standard errors)."""
     mean = sum(accs) / len(accs)
     sd = math.sqrt(sum((a - mean) ** 2 for a in accs) / max(len(accs) - 1, 1))
-    return mean, 1.96 * sd / math.sqrt(len(accs)), accs
+    return mean, 1.96 * sd / math.sqrt(len(accs))
 
 
 def _linear_head(support: torch.Tensor, query: torch.Tensor, steps: int = 100, lr: float = 0.1,
@@ -129,15 +140,27 @@ def _linear_head(support: torch.Tensor, query: torch.Tensor, steps: int = 100, l
 def fewshot_metrics(model: nn.Module, novel: tuple[torch.Tensor, torch.Tensor], *, embedding: bool,
                     n_way: int, shots: list[int], queries: int, episodes: int, seed: int,
                     normalise: bool = False, names: list[str] | None = None,
-                    device: torch.device | None = None, head: str = "centroid") -> dict[str, float]:
-    """Few-shot accuracies (with 95% intervals) and recall@1 on the novel classes."""
+                    device: torch.device | None = None, head: str = "centroid",
+                    adapt_steps: list[int] | None = None, inner_lr: float = 0.0) -> dict[str, float]:
+    """Few-shot accuracies (with 95% intervals) and recall@1 on the novel classes.
+
+    With ``adapt_steps`` (a meta-learned model, whose head has ``n_way`` outputs) each episode is scored by
+    adapting the whole model to its support, ``S`` steps of size ``inner_lr``, and classifying its queries:
+    ``{N}way_{K}shot_accuracy_{S}step`` for each S, and ``{N}way_{K}shot_accuracy`` after the most steps.
+    The episodes are the same as the centroid's, so a meta-learner and a baseline pair episode by episode."""
     x, y = novel
     check_episodes(y, n_way, shots, queries, names)
-    z = features(model, x, embedding, device=device)
+    with batch_statistics(model) if adapt_steps else nullcontext():  # as the meta-learner trained
+        z = features(model, x, embedding, device=device)
     out: dict[str, float] = {}
     for k in shots:
-        mean, ci, _ = episode_accuracy(z, y, n_way, k, queries, episodes, seed, normalise, head)
-        out[f"{n_way}way_{k}shot_accuracy"] = mean
-        out[f"{n_way}way_{k}shot_ci95"] = ci
+        if adapt_steps:
+            batch = gather(x, novel_episodes(y, n_way, k, queries, episodes, seed), k)
+            scores = post_update_scores(model, batch, adapt_steps, inner_lr)
+            out.update({f"{n_way}way_{k}shot_accuracy_{s}step": v.mean().item() for s, v in scores.items() if s})
+            accs = scores[max(adapt_steps)].tolist()
+        else:
+            accs = episode_accuracy(z, y, n_way, k, queries, episodes, seed, normalise, head)[2]
+        out[f"{n_way}way_{k}shot_accuracy"], out[f"{n_way}way_{k}shot_ci95"] = mean_ci95(accs)
     out["novel_recall_at_1"] = recall_at_1(F.normalize(z, dim=1) if normalise else z, y)
     return out

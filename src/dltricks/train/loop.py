@@ -54,6 +54,12 @@ class History:
         """The last value of every curve."""
         return {k: v[-1] for k, v in self.curves.items() if v}
 
+    @classmethod
+    def of(cls, st: LoopState) -> History:
+        """The history so far of a loop that stands at ``st``."""
+        return cls(curves={k: list(v) for k, v in st.curves.items()}, epochs=st.epoch, best_epoch=st.best_epoch,
+                   stopped_early=st.stopped_early, wall_time=st.elapsed)
+
 
 class TrainingInterrupted(Exception):
     """Ctrl-C reached a safe point: the loop saved a checkpoint (if it had somewhere to) and stopped."""
@@ -124,14 +130,14 @@ def _autocast(dev: torch.device, precision: str):
 
 # ---- Ctrl-C ----------------------------------------------------------------------------------------
 
-class _StopFlag:
+class StopFlag:
     """Turns the first SIGINT into a request to stop at the next safe point; a second one aborts."""
 
     def __init__(self) -> None:
         self.requested = False
         self._old: Any = None
 
-    def __enter__(self) -> _StopFlag:
+    def __enter__(self) -> StopFlag:
         try:
             self._old = signal.signal(signal.SIGINT, self._handle)
         except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
@@ -224,7 +230,7 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
     bar = TrainProgress(progress, cfg.epochs, len(batches))
     t0 = time.perf_counter() - st.elapsed
     total_steps = cfg.epochs * len(batches)
-    with _StopFlag() as stop, bar:
+    with StopFlag() as stop, bar:
         while st.epoch < cfg.epochs and not st.stopped_early:
             model.train()
             method.start_epoch(model, st.epoch)
@@ -281,7 +287,7 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
             if stop.requested and st.step < len(batches):
                 if ckpt is not None:
                     snapshot()
-                raise TrainingInterrupted(ckpt, _history(st, best), epoch=st.epoch, step=st.step,
+                raise TrainingInterrupted(ckpt, History.of(st), epoch=st.epoch, step=st.step,
                                           epochs=cfg.epochs, steps=len(batches))
 
             # ---- end of epoch: metrics, early stopping, checkpoint
@@ -293,9 +299,7 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
                 vm = evaluate(model, val, task, batch_size=eval_batch_size(cfg.batch_size), device=dev,
                               precision=cfg.precision)
                 row.update({f"val_{k}": v for k, v in vm.items()})
-            for k, v in row.items():
-                st.curves.setdefault(k, []).append(float(v))
-            st.epoch, st.step, st.loss_sum, st.correct, st.seen, st.counted = st.epoch + 1, 0, 0.0, 0, 0, 0
+            st.end_epoch(row)
             if monitor in row:
                 value = row[monitor]
                 if st.best_value is None or better(value, st.best_value):
@@ -312,11 +316,11 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
             if ckpt is not None:
                 snapshot()
             if stop.requested:
-                raise TrainingInterrupted(ckpt, _history(st, best), epoch=st.epoch, epochs=cfg.epochs,
+                raise TrainingInterrupted(ckpt, History.of(st), epoch=st.epoch, epochs=cfg.epochs,
                                           steps=len(batches))
     if best is not None and cfg.restore_best:
         model.load_state_dict(best)
-    return _history(st, best)
+    return History.of(st)
 
 
 class _Hits:
@@ -341,11 +345,6 @@ class _Hits:
     def count(self) -> int:
         n = int((torch.cat(self.preds) == torch.cat(self.ys)).sum()) if self.preds else 0
         return n + (int(self.maps) if self.maps is not None else 0)
-
-
-def _history(st: LoopState, best: dict | None) -> History:
-    return History(curves={k: list(v) for k, v in st.curves.items()}, epochs=st.epoch,
-                   best_epoch=st.best_epoch, stopped_early=st.stopped_early, wall_time=st.elapsed)
 
 
 def _better(monitor: str) -> Callable[[float, float], bool]:

@@ -88,10 +88,19 @@ def build(recipe: Recipe) -> tuple[DataBundle, torch.nn.Module, Task]:
         # DAP's head predicts the attributes, one logit each, instead of the classes
         dap = recipe.train.zero_shot == "dap" and bundle.attributes is not None
         width = len(next(iter(bundle.attributes.values()))) if dap else bundle.num_classes
+        if meta_episodes(recipe, bundle):  # one output per class of an episode, whichever classes it holds
+            width = recipe.eval.n_way
         model = build_model(recipe.model, bundle.in_shape, width)
     except (ValueError, TypeError) as e:
         raise DltricksError(f"model {recipe.model.name!r} cannot be built for input {bundle.in_shape}: {e}") from None
     return bundle, model, make_task(recipe, bundle)
+
+
+def meta_episodes(recipe: Recipe, bundle: DataBundle) -> bool:
+    """A meta-learner on few-shot episodes (``train.meta`` with ``data.novel_classes``): its head has
+    ``eval.n_way`` outputs whose meaning changes with every episode, so it has no plain test accuracy;
+    it is scored by adapting to the novel classes' episodes."""
+    return recipe.train.meta != "none" and bundle.tasks is None and bundle.novel is not None
 
 
 def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool = True,
@@ -216,12 +225,14 @@ def metric_names(recipe: Recipe) -> list[str]:
     bundle, model, task = build(recipe)
     x, y = bundle.test
     few = (x[:4], y[:4])
-    names = [f"test_{k}" for k in evaluate(model, few, task, batch_size=4, device="cpu")]
+    names = [] if meta_episodes(recipe, bundle) else \
+        [f"test_{k}" for k in evaluate(model, few, task, batch_size=4, device="cpu")]
     if bundle.val is not None:
         names += [f"val_{k.removeprefix('test_')}" for k in names]
     from dltricks.train.predictive import uncertainty_names
 
-    names += [k for k in uncertainty_names(recipe, bundle, task) if k not in names]
+    if not meta_episodes(recipe, bundle):
+        names += [k for k in uncertainty_names(recipe, bundle, task) if k not in names]
     return names + setup_metric_names(recipe, bundle) + list(RUN_METRICS)
 
 
@@ -232,8 +243,10 @@ def setup_metric_names(recipe: Recipe, bundle: DataBundle) -> list[str]:
     if bundle.novel is not None and bundle.attributes is not None:
         names += [f"test_{k}" for k in ("zsl_accuracy", "gzsl_seen", "gzsl_unseen", "gzsl_h")]
     if bundle.novel is not None and recipe.train.zero_shot != "dap":
+        steps = e.adapt_steps if meta_episodes(recipe, bundle) else []
         for k in e.shots:
             names += [f"test_{e.n_way}way_{k}shot_accuracy", f"test_{e.n_way}way_{k}shot_ci95"]
+            names += [f"test_{e.n_way}way_{k}shot_accuracy_{s}step" for s in steps]
         names.append("test_novel_recall_at_1")
     if bundle.test_tasks is not None:
         names += ["test_pre_update_mse"] + [f"test_post_update_mse_{s}step" for s in e.adapt_steps]
@@ -267,8 +280,9 @@ def final_metrics(model: torch.nn.Module, bundle: DataBundle, task: Task, histor
     from dltricks.train.predictive import uncertainty_metrics
 
     kw = dict(batch_size=eval_batch_size(recipe.train.batch_size), device=device, precision=recipe.train.precision)
-    out = {f"test_{k}": v for k, v in evaluate(model, bundle.test, task, **kw).items()}
-    if bundle.val is not None:
+    episodic = meta_episodes(recipe, bundle)
+    out = {} if episodic else {f"test_{k}": v for k, v in evaluate(model, bundle.test, task, **kw).items()}
+    if bundle.val is not None and not episodic:
         out.update({f"val_{k}": v for k, v in evaluate(model, bundle.val, task, **kw).items()})
     if bundle.novel is not None and bundle.attributes is not None:  # zero-shot on the unseen classes
         from dltricks.train.zeroshot import zero_shot_metrics
@@ -284,19 +298,20 @@ def final_metrics(model: torch.nn.Module, bundle: DataBundle, task: Task, histor
         fs = fewshot_metrics(model, bundle.novel, embedding=bool(recipe.model.embedding_dim), n_way=e.n_way,
                              shots=e.shots, queries=e.queries, episodes=e.episodes, seed=recipe.seed,
                              normalise=recipe.train.metric_loss in NORMALISED, names=bundle.novel_names,
-                             device=device, head=e.episode_head)
+                             device=device, head=e.episode_head,
+                             adapt_steps=e.adapt_steps if episodic else None, inner_lr=recipe.train.inner_lr)
         out.update({f"test_{k}": v for k, v in fs.items()})
     if bundle.test_tasks is not None:  # a task family: the error after a few steps on each test task
-        from dltricks.train.adaptation import post_update_mse
+        from dltricks.train.adaptation import post_update_metrics
 
-        tasks = type(bundle.test_tasks)(*(t.to(device) for t in vars(bundle.test_tasks).values()))
-        adapted = post_update_mse(model, tasks, recipe.eval.adapt_steps, recipe.train.inner_lr)
+        adapted = post_update_metrics(model, bundle.test_tasks, recipe.eval.adapt_steps, recipe.train.inner_lr)
         out.update({f"test_{k}": v for k, v in adapted.items()})
     if bundle.target_test is not None:  # a [data.target] domain: its labels serve only here
         out.update({f"test_target_{k}": v for k, v in evaluate(model, bundle.target_test, task, **kw).items()})
     out.update({k: v[-1] for k, v in history.curves.items() if k.startswith("oracle_")})
-    out.update(uncertainty_metrics(recipe, bundle, model, task, device, run_dir=run_dir, ledger=ledger,
-                                   progress=progress))
+    if not episodic:  # the head's classes change with every episode: nothing to calibrate
+        out.update(uncertainty_metrics(recipe, bundle, model, task, device, run_dir=run_dir, ledger=ledger,
+                                       progress=progress))
     out["train_loss"] = history.curves["train_loss"][-1]
     out["epochs"] = float(history.epochs)
     out["wall_time_s"] = history.wall_time

@@ -94,8 +94,9 @@ trick("protonet", "fewshot",
       {"model.embedding_dim": 64, "train.metric_loss": "protonet", "train.pk_samples": 4}, _METRIC_OFF,
       "Snell, Swersky & Zemel 2017, Prototypical Networks for Few-shot Learning (arXiv:1703.05175)")
 
-# ---- meta-learning (a task family: data.name = "sinusoid") ---------------------------------------------
+# ---- meta-learning (a task family: data.name = "sinusoid", or few-shot episodes of data.novel_classes) ----
 _META_OFF = {"train.meta": "none", "train.inner_steps": 1}
+_TASKS = ("data.name=sinusoid", "data.novel_classes")
 
 trick("maml", "meta",
       """Learn an initialisation from which one or a few gradient steps on K examples of a new task already
@@ -103,20 +104,20 @@ trick("maml", "meta",
       all tasks, whose average of many tasks adapts poorly to any one of them.""",
       {"train.meta": "maml", "train.inner_steps": 1}, _META_OFF,
       "Finn, Abbeel & Levine 2017, Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks "
-      "(arXiv:1703.03400)", applies_to=("data.name=sinusoid",))
+      "(arXiv:1703.03400)", applies_to=_TASKS)
 
 trick("fomaml", "meta",
       """First-order MAML: the same meta-objective with the inner gradient treated as a constant, so no
       second derivatives; the MAML paper found it nearly as good and much cheaper.""",
       {"train.meta": "fomaml", "train.inner_steps": 1}, _META_OFF,
-      "Finn, Abbeel & Levine 2017 (arXiv:1703.03400), section 5.2", applies_to=("data.name=sinusoid",))
+      "Finn, Abbeel & Levine 2017 (arXiv:1703.03400), section 5.2", applies_to=_TASKS)
 
 trick("reptile", "meta",
       """Reptile: train a few steps on a sampled task, then move the initial weights toward the adapted
       ones. First order, no support/query split, and as simple as plain training.""",
       {"train.meta": "reptile", "train.inner_steps": 5}, _META_OFF,
       "Nichol, Achiam & Schulman 2018, On First-Order Meta-Learning Algorithms (arXiv:1803.02999)",
-      applies_to=("data.name=sinusoid",))
+      applies_to=_TASKS)
 
 # ---- zero-shot (classes described by attributes: data.attributes, or data.name = "zsl1d") ---------------
 trick("zero_shot_attributes", "zeroshot",
