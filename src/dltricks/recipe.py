@@ -17,7 +17,7 @@ import json
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import pydantic
 import tomli_w
@@ -227,7 +227,8 @@ class TrainSpec(Section):
     eszsl_gamma: float = Field(1.0, gt=0.0, description="ESZSL ridge on the feature side")
     eszsl_lambda: float = Field(1.0, gt=0.0, description="ESZSL ridge on the attribute side")
     meta: Literal["none", "maml", "fomaml", "reptile"] = Field(
-        "none", description="meta-learning outer loop over tasks (data.name = 'sinusoid'); none = plain training")
+        "none", description="meta-learning outer loop over tasks (data.name = 'sinusoid', or few-shot episodes "
+                             "of the base classes with data.novel_classes); none = plain training")
     inner_lr: float = Field(0.01, gt=0.0, description="step size of the inner (task) gradient steps")
     inner_steps: int = Field(1, ge=1, description="inner gradient steps per task while meta-training")
     meta_batch: int = Field(25, ge=1, description="tasks per meta-update")
@@ -291,13 +292,16 @@ class EvalSpec(Section):
                                            "predictive intervals) as PNGs beside the run")
     # few-shot episodes on data.novel_classes (dltricks.train.episodes)
     n_way: int = Field(5, ge=2, description="classes per few-shot episode")
-    shots: list[int] = Field(default_factory=lambda: [1, 5], description="K of the N-way K-shot episodes")
+    shots: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 5], min_length=1,
+                                                     description="K of the N-way K-shot episodes")
     queries: int = Field(15, ge=1, description="query samples per class and episode")
     episodes: int = Field(600, ge=1, description="episodes per N-way K-shot accuracy (fixed by seed)")
     episode_head: Literal["centroid", "linear"] = Field("centroid", description="classify an episode's "
                                                         "queries by nearest centroid or a head fitted to its support")
-    adapt_steps: list[int] = Field(default_factory=lambda: [1, 10], description="gradient steps (at "
-                                   "train.inner_lr) on each test task's support before its post-update error")
+    adapt_steps: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 10], min_length=1,
+                                   description="gradient steps (at "
+                                   "train.inner_lr) on each test task's support before its post-update score "
+                                   "(a meta-learner's episode accuracy: after train.inner_steps)")
 
 
 class CompressSpec(Section):

@@ -27,6 +27,7 @@ from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
 from dltricks.recipe import CompressSpec, Recipe
 from dltricks.train.from_run import completed_run, model_from_run
+from dltricks.train.run import register_compressor
 
 __all__ = ["CompressResult", "compress_run", "compress_trained", "compressed_model", "variant_specs"]
 
@@ -116,6 +117,7 @@ def compress_run(ledger: Ledger, run_id: str, specs: list[CompressSpec], *, prog
     return result
 
 
+@register_compressor
 def compress_trained(model: nn.Module, recipe: Recipe, bundle, task, run_dir: Path, *, progress: bool = False
                      ) -> tuple[nn.Module, Path, dict[str, float], dict[str, list[float]]]:
     """The recipe route (``[compress]`` in a recipe): compress a model just trained by

@@ -141,12 +141,14 @@ def fewshot_metrics(model: nn.Module, novel: tuple[torch.Tensor, torch.Tensor], 
                     n_way: int, shots: list[int], queries: int, episodes: int, seed: int,
                     normalise: bool = False, names: list[str] | None = None,
                     device: torch.device | None = None, head: str = "centroid",
-                    adapt_steps: list[int] | None = None, inner_lr: float = 0.0) -> dict[str, float]:
+                    adapt_steps: list[int] | None = None, inner_steps: int = 1, inner_lr: float = 0.0
+                    ) -> dict[str, float]:
     """Few-shot accuracies (with 95% intervals) and recall@1 on the novel classes.
 
     With ``adapt_steps`` (a meta-learned model, whose head has ``n_way`` outputs) each episode is scored by
     adapting the whole model to its support, ``S`` steps of size ``inner_lr``, and classifying its queries:
-    ``{N}way_{K}shot_accuracy_{S}step`` for each S, and ``{N}way_{K}shot_accuracy`` after the most steps.
+    ``{N}way_{K}shot_accuracy_{S}step`` for each S, and ``{N}way_{K}shot_accuracy`` after ``inner_steps``,
+    the steps it was meta-trained to take (more can overshoot: MAML's initialisation is tuned to them).
     The episodes are the same as the centroid's, so a meta-learner and a baseline pair episode by episode."""
     x, y = novel
     check_episodes(y, n_way, shots, queries, names)
@@ -156,9 +158,9 @@ def fewshot_metrics(model: nn.Module, novel: tuple[torch.Tensor, torch.Tensor], 
     for k in shots:
         if adapt_steps:
             batch = gather(x, novel_episodes(y, n_way, k, queries, episodes, seed), k)
-            scores = post_update_scores(model, batch, adapt_steps, inner_lr)
-            out.update({f"{n_way}way_{k}shot_accuracy_{s}step": v.mean().item() for s, v in scores.items() if s})
-            accs = scores[max(adapt_steps)].tolist()
+            scores = post_update_scores(model, batch, [*adapt_steps, inner_steps], inner_lr)
+            out.update({f"{n_way}way_{k}shot_accuracy_{s}step": scores[s].mean().item() for s in adapt_steps})
+            accs = scores[inner_steps].tolist()
         else:
             accs = episode_accuracy(z, y, n_way, k, queries, episodes, seed, normalise, head)[2]
         out[f"{n_way}way_{k}shot_accuracy"], out[f"{n_way}way_{k}shot_ci95"] = mean_ci95(accs)

@@ -6,9 +6,12 @@
 
 from __future__ import annotations
 
+import importlib
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -96,6 +99,23 @@ def build(recipe: Recipe) -> tuple[DataBundle, torch.nn.Module, Task]:
     return bundle, model, make_task(recipe, bundle)
 
 
+_COMPRESSOR: list[Callable[..., Any]] = []
+
+
+def register_compressor(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``dltricks.compress`` registers the function that applies a recipe's ``[compress]`` section to a
+    trained model: ``fn(model, recipe, bundle, task, run_dir, progress=...)`` returns the compressed
+    model, its weights file, extra metrics and curves."""
+    _COMPRESSOR[:] = [fn]
+    return fn
+
+
+def compressor() -> Callable[..., Any]:
+    if not _COMPRESSOR:
+        importlib.import_module("dltricks.compress")  # registers; a name, not an upward import
+    return _COMPRESSOR[0]
+
+
 def meta_episodes(recipe: Recipe, bundle: DataBundle) -> bool:
     """A meta-learner on few-shot episodes (``train.meta`` with ``data.novel_classes``): its head has
     ``eval.n_way`` outputs whose meaning changes with every episode, so it has no plain test accuracy;
@@ -148,10 +168,7 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
                          method=method, on_epoch=on_epoch)
         weights = None
         if recipe.compress.active:  # [compress]: prune/quantize the trained model, then test what is left
-            # the one call from train up into compress, made only when a recipe asks for it
-            from dltricks.compress.runs import compress_trained
-
-            model, weights, extra, curves = compress_trained(model, recipe, bundle, task, run_dir, progress=progress)
+            model, weights, extra, curves = compressor()(model, recipe, bundle, task, run_dir, progress=progress)
             history.curves.update(curves)
             device = torch.device("cpu")  # int8 kernels run on the CPU only
         metrics = final_metrics(model, bundle, task, history, recipe, device, run_dir=run_dir, ledger=ledger,
@@ -299,7 +316,8 @@ def final_metrics(model: torch.nn.Module, bundle: DataBundle, task: Task, histor
                              shots=e.shots, queries=e.queries, episodes=e.episodes, seed=recipe.seed,
                              normalise=recipe.train.metric_loss in NORMALISED, names=bundle.novel_names,
                              device=device, head=e.episode_head,
-                             adapt_steps=e.adapt_steps if episodic else None, inner_lr=recipe.train.inner_lr)
+                             adapt_steps=e.adapt_steps if episodic else None,
+                             inner_steps=recipe.train.inner_steps, inner_lr=recipe.train.inner_lr)
         out.update({f"test_{k}": v for k, v in fs.items()})
     if bundle.test_tasks is not None:  # a task family: the error after a few steps on each test task
         from dltricks.train.adaptation import post_update_metrics

@@ -1,0 +1,55 @@
+"""DESIGN.md's arrows: cli -> search/compress -> methods -> train -> nn/data -> torch, nothing below
+importing from above (at module level or inside a function). Registries are loaded by name instead."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import dltricks
+
+SHARED = {"errors", "recipe", "__version__"}  # what every package may use
+ALLOWED = {
+    "recipe": set(),
+    "tricks": set(),
+    "nn": set(),
+    "data": set(),
+    "ledger": set(),
+    "analysis": {"nn", "data"},
+    "train": {"data", "nn", "ledger"},
+    "methods": {"train", "data", "nn", "ledger"},
+    "search": {"train", "ledger", "nn", "data", "analysis", "tricks"},
+    "compress": {"train", "ledger", "nn", "data", "analysis"},
+}
+
+
+def imports(path: Path) -> set[str]:
+    """The dltricks packages a module imports, anywhere in it."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{a.name}" for a in node.names] if node.module == "dltricks" else [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        out |= {n.split(".")[1] for n in names if n.startswith("dltricks.")}
+    return out
+
+
+def test_no_package_imports_from_above_it():
+    root = Path(dltricks.__file__).parent
+    wrong = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        pkg = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        if pkg not in ALLOWED:  # cli.py and the package's own __init__ may use everything
+            continue
+        for target in imports(path) - ALLOWED[pkg] - SHARED - {pkg}:
+            wrong.append(f"{rel} imports dltricks.{target}")
+    assert not wrong, wrong
+
+
+def test_the_check_sees_an_import_inside_a_function(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("def f():\n    from dltricks.compress.runs import compress_trained\n")
+    assert imports(f) == {"compress"}
