@@ -12,7 +12,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,6 +20,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 from sqlalchemy import select
+from sweeps import CLI, as_cli, overrides, small_recipe
 
 from dltricks.cli import main as cli_main
 from dltricks.errors import DltricksError
@@ -33,16 +33,15 @@ from dltricks.search.plan import MAX_FACTORIAL, plan_variants
 from dltricks.tricks import get as get_trick
 from dltricks.tricks import parse_trick
 
-SMALL = ["data.num_samples=1200", "train.epochs=3", "model.channels=[8, 16]", "train.schedule=constant"]
-CLI = [sys.executable, "-m", "dltricks.cli"]
+SMALL = overrides(epochs=3)
 
 
 def small(*more: str) -> Recipe:
-    return Recipe.load("mnist1d-cnn", [*SMALL, *more])
+    return small_recipe(*more, epochs=3)
 
 
 def cli_overrides(*more: str) -> list[str]:
-    return [a for o in [*SMALL, *more] for a in ("-o", o)]
+    return as_cli([*SMALL, *more])
 
 
 def trial_counts(ledger: Ledger, study: str) -> tuple[Counter, Counter]:

@@ -8,6 +8,7 @@ import statistics
 
 import pytest
 from optuna.trial import create_trial
+from sweeps import as_cli, overrides, small_recipe
 
 from dltricks.cli import main as cli_main
 from dltricks.errors import DltricksError
@@ -18,11 +19,11 @@ from dltricks.search import trials as tr
 from dltricks.search.space import Dim, default_nas_space, distributions, to_params
 from dltricks.search.trials import SearchDefinition
 
-SMALL = ["data.num_samples=1200", "train.epochs=1", "model.channels=[8, 16]", "train.schedule=constant"]
+SMALL = overrides(epochs=1)
 
 
 def small(*more: str) -> Recipe:
-    return Recipe.load("mnist1d-cnn", [*SMALL, *more])
+    return small_recipe(*more, epochs=1)
 
 
 # ---- strategies on a synthetic objective (no training) ----------------------------------------------------
@@ -76,7 +77,7 @@ def test_default_space_comes_from_the_models_keys():
 def test_budget_no_candidate_meets_is_refused_before_training(ledger_home, capsys):
     with pytest.raises(DltricksError, match="no candidate meets the budget \\(--max-params 10\\)"):
         ns.define(small(), max_params=10)
-    assert cli_main(["nas", "mnist1d-cnn", *[a for o in SMALL for a in ("-o", o)], "--max-flops", "5", "--quiet"]) == 2
+    assert cli_main(["nas", "mnist1d-cnn", *as_cli(SMALL), "--max-flops", "5", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "no candidate meets the budget" in err and "\n" not in err
     with pytest.raises(DltricksError, match="float range"):
@@ -97,7 +98,7 @@ def test_every_proposal_is_within_budget():
 
 @pytest.mark.slow
 def test_cli_nas_end_to_end(ledger_home, capsys):
-    args = ["nas", "mnist1d-cnn", *[a for o in SMALL for a in ("-o", o)], "--strategy", "evolution", "--trials", "4",
+    args = ["nas", "mnist1d-cnn", *as_cli(SMALL), "--strategy", "evolution", "--trials", "4",
             "--space", "model.channels=[[8], [8, 16], [16, 32]]", "--space", "model.kernel_size=[3, 5]",
             "--space", "model.se=[false, true]", "--max-params", "8000", "--rerun-seeds", "2",
             "--best", "arch.toml", "--study", "arch", "--quiet"]

@@ -9,7 +9,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
+from sweeps import CLI, as_cli, overrides, small_recipe
 
 from dltricks.cli import main as cli_main
 from dltricks.errors import DltricksError
@@ -27,16 +27,15 @@ from dltricks.search import tune as tn
 from dltricks.search.space import Dim, default_tune_space, distributions, parse_space, parse_spec_arg, to_params
 from dltricks.search.trials import SearchDefinition
 
-SMALL = ["data.num_samples=1200", "train.epochs=1", "model.channels=[8, 16]", "train.schedule=constant"]
-CLI = [sys.executable, "-m", "dltricks.cli"]
+SMALL = overrides(epochs=1)
 
 
 def small(*more: str) -> Recipe:
-    return Recipe.load("mnist1d-cnn", [*SMALL, *more])
+    return small_recipe(*more, epochs=1)
 
 
 def cli_overrides(*more: str) -> list[str]:
-    return [a for o in [*SMALL, *more] for a in ("-o", o)]
+    return as_cli([*SMALL, *more])
 
 
 # ---- samplers on Branin (no training) ----------------------------------------------------------------

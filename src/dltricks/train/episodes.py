@@ -68,8 +68,9 @@ def check_episodes(y: torch.Tensor, n_way: int, shots: list[int], queries: int,
     """One-line errors for episodes the classes ``what`` cannot fill: too few classes or samples per class."""
     counts = torch.bincount(y)
     if len(counts) < n_way:
+        more = " or hold out more classes" if "novel" in what else ""
         raise DltricksError(f"eval.n_way = {n_way} but {what} holds only {len(counts)} classes; "
-                            f"use eval.n_way <= {len(counts)}" + (" or hold out more classes" if "novel" in what else ""))
+                            f"use eval.n_way <= {len(counts)}{more}")
     need = max(shots) + queries
     small = int(counts.argmin())
     if counts[small] < need:
