@@ -216,7 +216,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         from dltricks.search.results import rewrite_report
 
         return _print_search(rewrite_report(ledger, args.study, out=args.out))
-    return _print_study(report(args.study, ledger=ledger, out=args.out, rope=args.rope))
+    result = report(args.study, ledger=ledger, out=args.out, rope=args.rope)
+    _print_study(result)
+    return 1 if result.failures else 0  # as ablate: a script must see that cells failed
 
 
 # ---- tuning and architecture search -----------------------------------------------------------------
