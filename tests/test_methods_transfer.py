@@ -49,14 +49,16 @@ def test_load_matching_reinitialises_a_head_of_other_classes_and_refuses_other_s
         load_matching(cnn(5), {"other.weight": torch.zeros(3)}, "test")
 
 
-def test_init_from_run_file_and_recipe_reference(home_ledger, tmp_path):
+def test_init_from_run_file_and_recipe_reference(home_ledger, tmp_path, capsys):
     pre = train(Recipe.load("mnist1d-cnn", SMALL + ["data.classes=[0, 1, 2, 3, 4]"]), ledger=home_ledger,
                 progress=False)
     src = pre.run_dir / "model.safetensors"
     weights = load_file(str(src))
     ft = Recipe.load("mnist1d-cnn", SMALL + ["data.classes=[5, 6, 7, 8, 9]", "data.labels_per_class=10",
                                              f"model.init_from={pre.run_id}", "train.freeze=['backbone']"])
+    capsys.readouterr()
     res = train(ft, ledger=home_ledger, progress=False)
+    assert "loaded" not in capsys.readouterr().err  # quiet runs say nothing
     out = load_file(str(res.run_dir / "model.safetensors"))
     # backbone frozen: identical to the pretrained one, BatchNorm statistics included; the new head trained
     body = [k for k in weights if not k.startswith("1.3.")]
@@ -65,8 +67,9 @@ def test_init_from_run_file_and_recipe_reference(home_ledger, tmp_path):
     assert out["1.3.weight"].shape == (5, 8)
     # a .safetensors path works the same
     save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp_path / "w.safetensors"))
-    again = train(ft.patch({"model.init_from": str(tmp_path / "w.safetensors")}), ledger=home_ledger, progress=False)
+    again = train(ft.patch({"model.init_from": str(tmp_path / "w.safetensors")}), ledger=home_ledger, progress=True)
     assert again.metrics["test_accuracy"] == res.metrics["test_accuracy"]
+    assert "w.safetensors': loaded 14 tensors" in capsys.readouterr().err  # others say what they loaded
     # recipe:NAME trains the named recipe once, then finds it in the ledger
     path = tmp_path / "pre.toml"
     path.write_text(Recipe.load("mnist1d-cnn", SMALL + ["data.classes=[0, 1, 2, 3, 4]", "name=pre"]).to_toml())

@@ -21,7 +21,7 @@ from dltricks.train.tasks import Task
 
 @register_method_factory
 def build_method(recipe: Any, bundle: Any, model: nn.Module, task: Task, ledger: Any = None,
-                 augmented: bool = False) -> Method:
+                 augmented: bool = False, quiet: bool = False) -> Method:
     """The method for ``recipe``; may load weights into ``model`` (``model.init_from``)."""
     from dltricks.methods import distill, fewshot, meta, multitask, transfer
 
@@ -34,7 +34,7 @@ def build_method(recipe: Any, bundle: Any, model: nn.Module, task: Task, ledger:
         raise DltricksError("train.task_weighting/train.pcgrad need a dataset with several targets "
                             "(e.g. data.name = 'mnist1d_tasks')")
     if recipe.model.init_from:
-        transfer.init_from(model, recipe.model.init_from, ledger, bundle)
+        transfer.init_from(model, recipe.model.init_from, ledger, bundle, quiet=quiet)
     if t.meta != "none":
         if t.teacher or mtl or t.pk_samples or t.semi_supervised != "none" or t.domain_adaptation != "none":
             raise DltricksError(f"train.meta = {t.meta!r} owns its outer loop and cannot be combined with "

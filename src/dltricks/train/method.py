@@ -173,9 +173,10 @@ def register_method_factory(factory: MethodFactory) -> MethodFactory:
 
 
 def method_for(recipe: Any, bundle: Any, model: nn.Module, task: Task, ledger: Any = None,
-               augmented: bool = False) -> Method:
+               augmented: bool = False, quiet: bool = False) -> Method:
     """The method a recipe's keys ask for (the supervised step when none does). It may load weights
-    into ``model`` (``model.init_from``); ``augmented`` says whether training batches are augmented."""
+    into ``model`` (``model.init_from``, said on stderr unless ``quiet``); ``augmented`` says whether
+    training batches are augmented."""
     if not _FACTORY:
         importlib.import_module("dltricks.methods")  # registers; a name, not an upward import
-    return _FACTORY[0](recipe, bundle, model, task, ledger, augmented)
+    return _FACTORY[0](recipe, bundle, model, task, ledger, augmented, quiet)

@@ -156,7 +156,7 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
     try:
         bundle, model, task = build(recipe)
         augment = make_augment(recipe, bundle)
-        method = method_for(recipe, bundle, model, task, ledger, augmented=augment is not None)
+        method = method_for(recipe, bundle, model, task, ledger, augmented=augment is not None, quiet=not progress)
         from dltricks.train.predictive import check_uncertainty
 
         check_uncertainty(recipe, bundle, model, task)

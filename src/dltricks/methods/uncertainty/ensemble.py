@@ -44,7 +44,7 @@ def train_members(recipe: Any, bundle: Any, task: Any, device: torch.device, n: 
         seed = member_seed(recipe.seed, k)
         torch.manual_seed(seed)
         model = build_model(recipe.model, bundle.in_shape, bundle.num_classes)
-        method = method_for(recipe, bundle, model, task, ledger, augmented=augment is not None)
+        method = method_for(recipe, bundle, model, task, ledger, augmented=augment is not None, quiet=not progress)
         fit(model, bundle.train_source or bundle.train, bundle.val, **fit_options(recipe), seed=seed,
             device=str(device), progress=progress, task=task, augment=augment, method=method)
         if run_dir is not None:
