@@ -179,7 +179,8 @@ class PiModel(StreamStep):
 
 class MeanTeacher(StreamStep):
     """The teacher (a frozen copy, in eval mode) follows the student by EMA after every step, with the
-    decay warmed up as ``min(1 - 1/(step + 1), ema_decay)``; buffers (BatchNorm statistics) are copied."""
+    decay warmed up as ``min(1 - 1/(step + 1), ema_decay)``; buffers (BatchNorm statistics) are copied.
+    When training ends the model takes the teacher's weights, so that the run tests and keeps them."""
 
     name = "mean_teacher"
 
@@ -210,6 +211,10 @@ class MeanTeacher(StreamStep):
             t.mul_(d).add_(s.detach(), alpha=1 - d)
         for t, s in zip(self.teacher.buffers(), model.buffers()):
             t.copy_(s)
+
+    def finish(self, model: nn.Module) -> None:
+        """The teacher is the answer (Tarvainen & Valpola report the EMA model): tested and saved."""
+        model.load_state_dict(self.teacher.state_dict())
 
     def extra_state(self) -> dict[str, Any]:
         return {**super().extra_state(), "steps": self.steps}

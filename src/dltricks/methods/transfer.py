@@ -183,6 +183,9 @@ class FineTune(Method):
     def end_epoch(self) -> dict[str, float]:
         return self.inner.end_epoch()
 
+    def finish(self, model: nn.Module) -> None:
+        self.inner.finish(model)
+
     def to(self, device: torch.device) -> None:
         self.inner.to(device)
 

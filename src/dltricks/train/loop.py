@@ -320,6 +320,7 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
                                           steps=len(batches))
     if best is not None and cfg.restore_best:
         model.load_state_dict(best)
+    method.finish(model)
     return History.of(st)
 
 

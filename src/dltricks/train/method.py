@@ -105,6 +105,10 @@ class Method:
         """Extra values for this epoch's curves (e.g. learnt task weights)."""
         return {}
 
+    def finish(self, model: nn.Module) -> None:
+        """Called once training is over, before the model is tested and saved: a method whose answer is
+        another set of weights (the mean teacher's EMA) puts them into ``model`` here."""
+
     # ---- checkpoint ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors to checkpoint; by default the extra modules' states as ``NAME.KEY``."""
