@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import time
 
+# the validation figure the bar shows, the first of these an epoch's row has (a meta-learner's: after 1 step)
+SHOWN = ("val_accuracy", "val_dice", "val_loss", "val_post_update_accuracy_1step", "val_post_update_mse_1step")
+
 
 class TrainProgress:
     """A rich bar per run: epoch, step, loss, the validation metric and ETA. Silent when disabled."""
@@ -53,7 +56,7 @@ class TrainProgress:
     def end_epoch(self, row: dict[str, float]) -> None:
         if self.enabled:
             self._flush()
-            key = next((k for k in ("val_accuracy", "val_dice", "val_loss") if k in row), None)
+            key = next((k for k in SHOWN if k in row), None)
             metric = f"{key} {row[key]:.4f}" if key else ""
             self.p.update(self.task, metric=metric)
 
