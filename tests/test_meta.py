@@ -227,6 +227,7 @@ def test_meta_learner_on_episodes_of_the_base_classes_into_the_ledger(home_ledge
     res = train(r, ledger=home_ledger, progress=False)
     m = home_ledger.get(res.run_id).metrics
     assert res.status == "completed" and res.history.epochs == 2
+    assert (res.run_dir / "adaptation.png").stat().st_size > 1000  # accuracy against adaptation steps
     assert set(metric_names(res.recipe)) >= {k for k in m if k.startswith("test_")}
     assert "test_accuracy" not in m  # the head's classes change with every episode
     for k in (1, 5):

@@ -206,6 +206,17 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
 
         plot_adaptation(model, bundle.tasks, bundle.test_tasks, recipe.eval.adapt_steps, recipe.train.inner_lr,
                         run_dir / "adaptation.png")
+    if meta_episodes(recipe, bundle):  # accuracy against adaptation steps, on 200 of the test episodes
+        from dltricks.data.episodes import gather
+        from dltricks.train.adaptation import plot_episode_adaptation
+        from dltricks.train.episodes import novel_episodes
+
+        e, t = recipe.eval, recipe.train
+        x, y = bundle.novel
+        batches = {k: gather(x, novel_episodes(y, e.n_way, k, e.queries, min(e.episodes, 200), recipe.seed), k)
+                   for k in e.shots}
+        plot_episode_adaptation(model, batches, max(*e.adapt_steps, t.inner_steps), t.inner_lr,
+                                run_dir / "adaptation.png", t.inner_steps, f"{recipe.name}: train.meta = {t.meta}")
     if "test_gzsl_h" in metrics:
         from dltricks.train.zeroshot import plot_zero_shot
 
