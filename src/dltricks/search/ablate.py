@@ -159,6 +159,7 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
     a = recipe.ablate
     if rope is not None and not (rope >= 0 and rope != float("inf")):
         raise DltricksError(f"--rope is a half-width in metric units, a number >= 0; got {rope}")
+    local.warm_up()  # this process trains cells too
     processes, threads = local.plan(workers or a.workers)
     # the other workers start now, and warm up while this process defines the study
     with local.LocalWorkers(processes - 1, threads) as children:
