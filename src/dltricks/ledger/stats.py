@@ -25,7 +25,7 @@ import numpy as np
 
 # The t, normal and noncentral t distributions as scipy.special's functions (what scipy.stats.t and
 # friends call inside): scipy.stats itself takes 1-2 s to import, a tenth of a small study.
-from scipy.special import ndtri, nctdtr, stdtr, stdtrit
+from scipy.special import nctdtr, ndtri, stdtr, stdtrit
 
 from dltricks.errors import DltricksError, did_you_mean, one_of
 from dltricks.ledger.looks import MIN_SEEDS, auto_schedule  # noqa: F401 - auto_schedule is part of this API
