@@ -159,7 +159,6 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
     a = recipe.ablate
     if rope is not None and not (rope >= 0 and rope != float("inf")):
         raise DltricksError(f"--rope is a half-width in metric units, a number >= 0; got {rope}")
-    local.warm_up()  # this process trains cells too
     processes, threads = local.plan(workers or a.workers)
     # the other workers start now, and warm up while this process defines the study
     with local.LocalWorkers(processes - 1, threads) as children:
@@ -168,6 +167,7 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
                             rope=(None if a.rope == "auto" else float(a.rope)) if rope is None else rope,
                             max_seeds=max_seeds or a.max_seeds)
         _check_variants(recipe, definition)
+        local.warm_up()  # this process trains cells too (a no-op where forked children made it warm up)
         ledger = ledger if isinstance(ledger, Ledger) else Ledger(url=ledger)
         claims.ensure_table(ledger)
         st.create_or_load(ledger, definition)
