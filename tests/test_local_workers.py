@@ -49,12 +49,42 @@ def test_a_child_gets_the_study_through_stdin_and_runs_its_cells(ledger_home) ->
         st.create_or_load(ledger, d)
         children.hand_over(ledger, d.name)
         assert ledger.url not in " ".join(children.procs[0].args)  # never on a command line (`ps`)
+        assert isinstance(children.procs[0], local._Forked) == local.can_fork(1)  # forked where that is safe
         children.wait(ledger, d, on_tick=lambda: None)  # this process does no cell itself
     assert children.procs[0].returncode is not None  # done, or stopped once every cell was recorded
     runs = ledger.runs(study="handed")
     assert len(runs) == 2 and {r.status for r in runs} == {"completed"}
     assert {r.pid for r in runs} == {children.procs[0].pid} and os.getpid() not in {r.pid for r in runs}
     assert {r.metrics["threads"] for r in runs} == {1.0}  # the split the parent chose
+
+
+def test_children_are_forked_only_where_that_is_safe() -> None:
+    import threading
+
+    if not sys.platform.startswith("linux") or threading.active_count() > 1:
+        pytest.skip("forking needs Linux and a single Python thread")
+    assert local.can_fork(1)
+    assert not local.can_fork(2)  # a child with 2 threads would enter OpenMP regions: it starts fresh
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert not local.can_fork(1)  # another thread might hold a lock the child would inherit
+    finally:
+        stop.set()
+        other.join()
+
+
+def test_a_forked_child_reports_its_error_in_one_line(ledger_home) -> None:
+    if not local.can_fork(1):
+        pytest.skip("this platform or process starts fresh children")
+    ledger = Ledger()
+    with pytest.raises(DltricksError, match="a worker stopped with an error: error: no study 'nowhere'"):
+        with local.LocalWorkers(1, threads=1) as children:
+            assert isinstance(children.procs[0], local._Forked)
+            children.hand_over(ledger, "nowhere")
+            children.procs[0].wait(timeout=60)
+    assert children.procs[0].returncode not in (0, None)
 
 
 def test_plan_splits_the_free_cores(monkeypatch) -> None:

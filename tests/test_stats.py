@@ -325,3 +325,37 @@ def test_sequential_compare_agrees_with_the_vectorised_rule_and_waits_for_a_look
                                               higher_is_better=True, metric="test_accuracy")
     assert _row(rows, "same").verdict == "equivalent" and _row(rows, "same").look == 3
     assert open_ == {"noisy"} and waiting == 5 and "waiting for the look at 5" in _row(rows, "noisy").reason
+
+
+def test_the_light_distribution_functions_give_scipy_stats_numbers() -> None:
+    """stats.py computes its t, normal and noncentral t figures with scipy.special (scipy.stats takes
+    seconds to import): the same p-values, intervals, posteriors and power as scipy.stats gives."""
+    from dltricks.ledger import stats as S
+
+    rng = np.random.default_rng(3)
+    for n in range(2, 17):
+        diffs = rng.normal(rng.normal(0, 0.02), rng.uniform(0.001, 0.05), n)
+        p, test = S._paired_p(diffs, "t")
+        assert test == "t" and p == pytest.approx(sps.ttest_1samp(diffs, 0.0).pvalue, rel=1e-9, abs=1e-15)
+        exact = sps.permutation_test((diffs,), lambda x, axis: np.mean(x, axis=axis), permutation_type="samples",
+                                     vectorized=True, n_resamples=np.inf, alternative="two-sided").pvalue
+        assert S._permutation_p(diffs) == pytest.approx(min(1.0, exact), abs=1e-12)
+        se = diffs.std(ddof=1) / math.sqrt(n)
+        assert S._confidence_interval(diffs) == pytest.approx(sps.t.interval(0.95, n - 1, diffs.mean(), se))
+        up, down, equiv = S.rope_tests(diffs.mean(), diffs.std(ddof=1), n, 0.005)
+        assert up == pytest.approx(sps.t.cdf((0.005 - diffs.mean()) / se, n - 1))
+        assert down == pytest.approx(sps.t.cdf((diffs.mean() + 0.005) / se, n - 1))
+        assert equiv == pytest.approx(max(sps.t.cdf((-0.005 - diffs.mean()) / se, n - 1),
+                                          sps.t.sf((0.005 - diffs.mean()) / se, n - 1)))
+        d, crit = 0.8, sps.t.ppf(0.975, n - 1)
+        reference = sps.nct.sf(crit, n - 1, d * math.sqrt(n)) + sps.nct.cdf(-crit, n - 1, d * math.sqrt(n))
+        assert S._t_power(d, n, 0.05) == pytest.approx(reference, rel=1e-9)
+
+
+def test_the_statistics_do_not_import_scipy_stats() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, dltricks.ledger.stats, dltricks.train.calibration; print('scipy.stats' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -30,6 +30,38 @@ def test_free_cores_are_within_the_affinity() -> None:
     assert th.candidates(1) == [1] and th.candidates(6) == [1, 2, 4, 6] and th.candidates(4) == [1, 2, 4]
 
 
+def test_a_recent_look_at_the_cores_saves_the_wait_and_leaves_out_this_process(monkeypatch) -> None:
+    """busy_cores() measures over the window since its last look when that is recent enough: no sleep, and
+    the CPU this process used meanwhile (a cell it trained) is not counted as another process's."""
+    clock = {"t": 100.0, "cpu": 10.0}
+    jiffies = {"busy": 0.0, "total": 0.0}
+    monkeypatch.setattr(th.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(th, "_cpu_times", lambda: (jiffies["busy"], jiffies["total"]))
+    monkeypatch.setattr(th.time, "monotonic", lambda: clock["t"])
+    monkeypatch.setattr(th.time, "process_time", lambda: clock["cpu"])
+    slept = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        clock["t"] += s
+        jiffies["busy"] += 100 * s * 0.5  # 2 cores x 100 jiffies/s, one of them busy
+        jiffies["total"] += 200 * s
+
+    monkeypatch.setattr(th.time, "sleep", sleep)
+    monkeypatch.setattr(th, "_last_look", None)
+    assert th.busy_cores() == pytest.approx(0.5) and slept == [th.SAMPLE_S]  # nothing earlier: it waits
+    # 4 s later: both cores were busy, one of them with this process (4 CPU seconds)
+    clock["t"] += 4.0
+    clock["cpu"] += 4.0
+    jiffies["busy"] += 200 * 4.0
+    jiffies["total"] += 200 * 4.0
+    assert th.busy_cores() == pytest.approx(1.0) and len(slept) == 1  # no new wait
+    clock["t"] += th.REUSE_S + 1  # too old to stand for now: it waits again
+    jiffies["total"] += 200 * (th.REUSE_S + 1)
+    th.busy_cores()
+    assert len(slept) == 2
+
+
 def _net() -> nn.Module:
     return nn.Sequential(nn.Conv1d(1, 8, 3, padding=1), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.2),
                          nn.Flatten(), nn.Linear(8 * 40, 10))

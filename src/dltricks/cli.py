@@ -577,6 +577,27 @@ def _non_negative(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; ``argv=None`` is the process's own command line (the ``dltricks`` script,
+    ``python -m dltricks.cli``), after which the process exits."""
+    try:
+        return _main(argv)
+    finally:
+        if argv is None:
+            _before_exit()
+
+
+def _before_exit() -> None:
+    """Move every object into the permanent generation (:func:`gc.freeze`), so that the interpreter's
+    final garbage collections skip them. With torch and torch._dynamo loaded they walk some 300 000
+    objects, several times over: 1-2 s of CPU at the end of every command (and of every local worker)
+    on a 2-core machine, measured. Nothing is lost: the process is about to exit, and exit handlers
+    still run."""
+    import gc
+
+    gc.freeze()
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

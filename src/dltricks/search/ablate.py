@@ -167,6 +167,7 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
                             rope=(None if a.rope == "auto" else float(a.rope)) if rope is None else rope,
                             max_seeds=max_seeds or a.max_seeds)
         _check_variants(recipe, definition)
+        local.warm_up()  # this process trains cells too (a no-op where forked children made it warm up)
         ledger = ledger if isinstance(ledger, Ledger) else Ledger(url=ledger)
         claims.ensure_table(ledger)
         st.create_or_load(ledger, definition)

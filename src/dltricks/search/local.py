@@ -1,21 +1,31 @@
 """Local worker processes of a sweep: started first, told the study once it exists.
 
 A new process needs seconds before it can train (Python, torch, and torch._dynamo, which every
-torch optimiser imports). `dltricks ablate --workers N` therefore starts its N - 1 `dltricks worker
---study -` children before it has even defined the study: they warm up while this process does the
-same, and read the study, the ledger's URL and its home from their stdin (not the command line, where
-any user of the machine could read a password in the URL). If the sweep never starts (a mistyped trick),
-their stdin closes empty and they exit without touching anything.
+torch optimiser imports). `dltricks ablate --workers N` therefore starts its N - 1 children before it
+has even defined the study, and they read the study, the ledger's URL and its home from a pipe (not the
+command line, where any user of the machine could read a password in the URL). If the sweep never
+starts (a mistyped trick), the pipe closes empty and they exit without touching anything.
+
+On Linux, where each child trains with one thread (on 2 cores, 2 workers), the children are forked from
+this process once it has imported torch and the training code: they start warm, in milliseconds,
+instead of importing for seconds on a core the sweep needs. A forked child must never enter an OpenMP
+parallel region (GNU OpenMP hangs there when the parent had started its thread pool), and with one
+thread torch, MKL and oneDNN run every operator inline (the rule torch's own DataLoader workers
+follow). With more threads per child, or other Python threads running here, the children are fresh
+`dltricks worker --study -` processes that warm up on their own.
 """
 
 from __future__ import annotations
 
+import gc
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,17 +53,115 @@ def plan(workers: int) -> tuple[int, int]:
     return n, max(1, min(torch.get_num_threads(), free // n))
 
 
+def warm_up() -> None:
+    """Import what every worker of a sweep needs: torch, the training code, torch._dynamo (every torch
+    optimiser imports it on first use) and Optuna's storage with the Alembic modules it opens a database
+    with, all with the garbage collector paused. The imports create some 300 000 objects that live as long
+    as the process; the collections they would trigger walk them again and again (about a second of CPU
+    on a 2-core machine, measured) and find nothing to free."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        import alembic.migration  # noqa: F401
+        import alembic.script  # noqa: F401
+        import optuna  # noqa: F401
+        import torch  # noqa: F401
+
+        import dltricks.train.run  # noqa: F401
+
+        try:
+            import torch._dynamo  # noqa: F401
+        except ImportError:  # pragma: no cover - a torch without dynamo trains all the same
+            pass
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def can_fork(threads: int) -> bool:
+    """True where children that train with ``threads`` threads may be forked from this process: Linux,
+    one thread each (see the module docstring), and no other Python thread here that a child could
+    inherit in the middle of holding a lock."""
+    return (sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+            and threads == 1 and threading.active_count() == 1)
+
+
+class _Forked:
+    """A worker forked from this process, with the part of :class:`subprocess.Popen`'s interface that
+    :class:`LocalWorkers` uses (``stdin`` is the pipe it reads the study from)."""
+
+    def __init__(self, threads: int, log: Any, inherited: list[int]):
+        read, write = os.pipe()
+        self.process = multiprocessing.get_context("fork").Process(
+            target=_forked_worker, args=(read, [write, *inherited], threads, log.fileno()), daemon=False)
+        self.process.start()
+        os.close(read)
+        self.stdin = os.fdopen(write, "w")
+        self.pid = self.process.pid
+        self.args = ["dltricks worker (forked)", "--threads", str(threads)]
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.exitcode
+
+    def poll(self) -> int | None:
+        return self.process.exitcode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.process.exitcode
+
+    def send_signal(self, sig: int) -> None:
+        if self.process.exitcode is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _forked_worker(read: int, close: list[int], threads: int, log: int) -> None:
+    """In a forked child: the parent's pipes to other children closed (or they would never see the end of
+    their study line), output to the log, then the cells of the study the parent writes to ``read``."""
+    for fd in close:
+        os.close(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(log, 2)
+    # Python's streams too: the parent's may be anything (pytest's capture, a notebook's)
+    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - lives as long as the process
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    os.environ["DLTRICKS_NO_PROGRESS"] = "1"
+    with os.fdopen(read) as f:
+        job = _job(f.readline())
+    if job is None:
+        return
+    ledger, study = job
+    try:
+        work(ledger, study, threads=threads)
+    except DltricksError as e:  # one line, as the `dltricks worker` command prints it
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+
+
 class LocalWorkers:
     """``n`` child workers, warming up; :meth:`hand_over` gives them the study, leaving the block stops them."""
 
     def __init__(self, n: int, threads: int):
         self.threads = threads
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[subprocess.Popen | _Forked] = []
         self.logs: list[Any] = []
         self.stopped: set[int] = set()
         self.handed_over = False
         if n < 1:
             return
+        fork = can_fork(threads)
+        if fork:
+            warm_up()  # here, once: the children inherit it (a no-op where the caller warmed up already)
         env = {**os.environ, "DLTRICKS_NO_PROGRESS": "1", "OMP_NUM_THREADS": str(threads)}
         cmd = [sys.executable, "-m", "dltricks.cli", "worker", "--study", "-", "--threads", str(threads), "--quiet"]
         for _ in range(n):
@@ -61,8 +169,12 @@ class LocalWorkers:
             # that filled one (warnings) would block forever
             log = tempfile.TemporaryFile(mode="w+", prefix="dltricks-worker-")  # noqa: SIM115 - closed in __exit__
             self.logs.append(log)
-            self.procs.append(subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdin=subprocess.PIPE,
-                                               stdout=subprocess.DEVNULL, stderr=log, text=True))
+            if fork:
+                inherited = [p.stdin.fileno() for p in self.procs]
+                self.procs.append(_Forked(threads, log, inherited))
+            else:
+                self.procs.append(subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdin=subprocess.PIPE,
+                                                   stdout=subprocess.DEVNULL, stderr=log, text=True))
 
     def __enter__(self) -> LocalWorkers:
         return self
@@ -142,18 +254,14 @@ def run(ledger: Ledger, definition: st.Definition, children: LocalWorkers, on_ce
 
 
 def receive() -> tuple[Ledger, str] | None:
-    """In a child: warm up (torch, the training code, torch._dynamo), then read the study from stdin.
+    """In a `dltricks worker --study -` child: warm up (:func:`warm_up`), then read the study from stdin.
     Returns the ledger and the study's name, or None when the parent closed stdin without one (the
     sweep was never started)."""
-    import torch  # noqa: F401
+    warm_up()
+    return _job(sys.stdin.readline())
 
-    import dltricks.train.run  # noqa: F401
 
-    try:
-        import torch._dynamo  # noqa: F401  - every torch optimiser imports it on first use: pay it now
-    except ImportError:  # pragma: no cover - a torch without dynamo trains all the same
-        pass
-    line = sys.stdin.readline()
+def _job(line: str) -> tuple[Ledger, str] | None:
     if not line.strip():
         return None
     job = json.loads(line)

@@ -46,15 +46,46 @@ def _cpu_times() -> tuple[float, float] | None:
     return total - idle, total
 
 
+REUSE_S = 30.0  # a reading of /proc/stat this recent starts the next window: no need to wait again
+
+# (monotonic time, (busy, total) jiffies, this process's CPU seconds) of the last look at /proc/stat
+_last_look: tuple[float, tuple[float, float], float] | None = None
+
+
+def _look() -> tuple[float, tuple[float, float], float] | None:
+    global _last_look
+    times = _cpu_times()
+    if times is None:
+        return None
+    _last_look = (time.monotonic(), times, time.process_time())
+    return _last_look
+
+
+def _forget_last_look() -> None:
+    global _last_look
+    _last_look = None
+
+
+if hasattr(os, "register_at_fork"):  # a forked child's CPU time starts at 0: the parent's look is no base
+    os.register_at_fork(after_in_child=_forget_last_look)
+
+
 def busy_cores(sample_s: float = SAMPLE_S) -> float:
-    """How many cores other processes keep busy now: /proc/stat over ``sample_s`` (this process is idle
-    while it waits), else the 1-minute load average."""
-    a = _cpu_times()
+    """How many cores other processes keep busy now: /proc/stat over the window since the last look, if
+    that was between ``sample_s`` and REUSE_S seconds ago, less what this process used meanwhile (a
+    sweep's worker looks once per cell: waiting each time cost 0.15 s a cell); else over ``sample_s``
+    (this process is idle while it waits); else the 1-minute load average."""
+    before = _last_look
+    a = _look()
     if a is not None:
+        if before is not None and sample_s <= a[0] - before[0] <= REUSE_S and a[1][1] > before[1][1]:
+            share = (a[1][0] - before[1][0]) / (a[1][1] - before[1][1]) * (os.cpu_count() or 1)
+            mine = (a[2] - before[2]) / (a[0] - before[0])  # cores this process kept busy meanwhile
+            return max(0.0, share - mine)
         time.sleep(sample_s)
-        b = _cpu_times()
-        if b is not None and b[1] > a[1]:
-            return (b[0] - a[0]) / (b[1] - a[1]) * (os.cpu_count() or 1)
+        b = _look()
+        if b is not None and b[1][1] > a[1][1]:
+            return (b[1][0] - a[1][0]) / (b[1][1] - a[1][1]) * (os.cpu_count() or 1)
     try:
         return os.getloadavg()[0]
     except OSError:
