@@ -161,9 +161,9 @@ def fewshot_metrics(model: nn.Module, novel: tuple[torch.Tensor, torch.Tensor], 
             batch = gather(x, novel_episodes(y, n_way, k, queries, episodes, seed), k)
             scores = post_update_scores(model, batch, [*adapt_steps, inner_steps], inner_lr)
             out.update({f"{n_way}way_{k}shot_accuracy_{s}step": scores[s].mean().item() for s in adapt_steps})
-            accs = scores[inner_steps].tolist()
+            mean, ci = mean_ci95(scores[inner_steps].tolist())
         else:
-            accs = episode_accuracy(z, y, n_way, k, queries, episodes, seed, normalise, head)[2]
-        out[f"{n_way}way_{k}shot_accuracy"], out[f"{n_way}way_{k}shot_ci95"] = mean_ci95(accs)
+            mean, ci, _ = episode_accuracy(z, y, n_way, k, queries, episodes, seed, normalise, head)
+        out[f"{n_way}way_{k}shot_accuracy"], out[f"{n_way}way_{k}shot_ci95"] = mean, ci
     out["novel_recall_at_1"] = recall_at_1(F.normalize(z, dim=1) if normalise else z, y)
     return out
