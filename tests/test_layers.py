@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dltricks
 
-SHARED = {"errors", "recipe", "__version__"}  # what every package may use
+SHARED = {"errors", "recipe", "cores", "__version__"}  # what every package may use
 ALLOWED = {
     "recipe": set(),
     "tricks": set(),
@@ -16,9 +16,9 @@ ALLOWED = {
     "data": set(),
     "ledger": set(),
     "analysis": {"nn", "data"},
-    "train": {"data", "nn", "ledger"},
+    "train": {"data", "nn", "ledger", "analysis"},
     "methods": {"train", "data", "nn", "ledger"},
-    "search": {"train", "ledger", "nn", "data", "analysis", "tricks"},
+    "search": {"train", "methods", "ledger", "nn", "data", "analysis", "tricks"},
     "compress": {"train", "ledger", "nn", "data", "analysis"},
 }
 

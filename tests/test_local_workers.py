@@ -90,10 +90,10 @@ def test_a_forked_child_reports_its_error_in_one_line(ledger_home) -> None:
 def test_plan_splits_the_free_cores(monkeypatch) -> None:
     import torch
 
-    from dltricks.train import threads as th
+    from dltricks import cores
 
     free = 4
-    monkeypatch.setattr(th, "free_cores", lambda sample_s=th.SAMPLE_S: free)
+    monkeypatch.setattr(cores, "free_cores", lambda sample_s=cores.SAMPLE_S: free)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(4)

@@ -10,6 +10,7 @@ from torch import nn
 
 from dltricks.errors import DltricksError
 from dltricks.recipe import Recipe
+from dltricks import cores
 from dltricks.train import threads as th
 
 
@@ -25,8 +26,8 @@ def test_recipe_accepts_auto_and_numbers_and_refuses_the_rest() -> None:
 
 
 def test_free_cores_are_within_the_affinity() -> None:
-    free = th.free_cores(sample_s=0.05)
-    assert 1 <= free <= th.allowed_cores()
+    free = cores.free_cores(sample_s=0.05)
+    assert 1 <= free <= cores.allowed_cores()
     assert th.candidates(1) == [1] and th.candidates(6) == [1, 2, 4, 6] and th.candidates(4) == [1, 2, 4]
 
 
@@ -35,10 +36,10 @@ def test_a_recent_look_at_the_cores_saves_the_wait_and_leaves_out_this_process(m
     the CPU this process used meanwhile (a cell it trained) is not counted as another process's."""
     clock = {"t": 100.0, "cpu": 10.0}
     jiffies = {"busy": 0.0, "total": 0.0}
-    monkeypatch.setattr(th.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(th, "_cpu_times", lambda: (jiffies["busy"], jiffies["total"]))
-    monkeypatch.setattr(th.time, "monotonic", lambda: clock["t"])
-    monkeypatch.setattr(th.time, "process_time", lambda: clock["cpu"])
+    monkeypatch.setattr(cores.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(cores, "_cpu_times", lambda: (jiffies["busy"], jiffies["total"]))
+    monkeypatch.setattr(cores.time, "monotonic", lambda: clock["t"])
+    monkeypatch.setattr(cores.time, "process_time", lambda: clock["cpu"])
     slept = []
 
     def sleep(s: float) -> None:
@@ -47,18 +48,18 @@ def test_a_recent_look_at_the_cores_saves_the_wait_and_leaves_out_this_process(m
         jiffies["busy"] += 100 * s * 0.5  # 2 cores x 100 jiffies/s, one of them busy
         jiffies["total"] += 200 * s
 
-    monkeypatch.setattr(th.time, "sleep", sleep)
-    monkeypatch.setattr(th, "_last_look", None)
-    assert th.busy_cores() == pytest.approx(0.5) and slept == [th.SAMPLE_S]  # nothing earlier: it waits
+    monkeypatch.setattr(cores.time, "sleep", sleep)
+    monkeypatch.setattr(cores, "_last_look", None)
+    assert cores.busy_cores() == pytest.approx(0.5) and slept == [cores.SAMPLE_S]  # nothing earlier: it waits
     # 4 s later: both cores were busy, one of them with this process (4 CPU seconds)
     clock["t"] += 4.0
     clock["cpu"] += 4.0
     jiffies["busy"] += 200 * 4.0
     jiffies["total"] += 200 * 4.0
-    assert th.busy_cores() == pytest.approx(1.0) and len(slept) == 1  # no new wait
-    clock["t"] += th.REUSE_S + 1  # too old to stand for now: it waits again
-    jiffies["total"] += 200 * (th.REUSE_S + 1)
-    th.busy_cores()
+    assert cores.busy_cores() == pytest.approx(1.0) and len(slept) == 1  # no new wait
+    clock["t"] += cores.REUSE_S + 1  # too old to stand for now: it waits again
+    jiffies["total"] += 200 * (cores.REUSE_S + 1)
+    cores.busy_cores()
     assert len(slept) == 2
 
 
@@ -69,7 +70,7 @@ def _net() -> nn.Module:
 
 def test_auto_times_the_model_and_picks_a_count_within_free_cores(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(th, "allowed_cores", lambda: 2)
-    monkeypatch.setattr(th, "free_cores", lambda sample_s=th.SAMPLE_S: 2)
+    monkeypatch.setattr(th, "free_cores", lambda sample_s=cores.SAMPLE_S: 2)
     model, x = _net(), torch.randn(16, 1, 40)
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     before, rng = torch.get_num_threads(), torch.get_rng_state()
@@ -93,7 +94,7 @@ def test_auto_times_the_model_and_picks_a_count_within_free_cores(monkeypatch, t
     th.resolve("auto", model=model, batch=x, device=torch.device("cpu"), cap=4, cache=cache, key={"m": 2})
     assert len(timed) == 2  # another model is timed again
     # one free core, or a cap of one: nothing to time
-    monkeypatch.setattr(th, "free_cores", lambda sample_s=th.SAMPLE_S: 1)
+    monkeypatch.setattr(th, "free_cores", lambda sample_s=cores.SAMPLE_S: 1)
     assert th.resolve("auto", model=model, batch=x, device=torch.device("cpu"), cap=4) == 1
     assert th.resolve("auto", model=model, batch=x, device=torch.device("cpu"), cap=1) == 1
     assert th.resolve(3, model=model, batch=x, device=torch.device("cpu"), cap=1) == 3  # a number is a number

@@ -162,7 +162,11 @@ def _write(text: str) -> None:
 
 @command
 def cmd_ablate(args: argparse.Namespace) -> int:
+    from dltricks.search import local
     from dltricks.search.ablate import ablate
+
+    if _process_entry:  # this command is the process: torch imported, nothing run, no thread pool started
+        local.mark_fresh()
 
     recipe = args.recipe or "mnist1d-ablate-demo"
     if not args.recipe:
@@ -579,11 +583,18 @@ def _non_negative(text: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; ``argv=None`` is the process's own command line (the ``dltricks`` script,
     ``python -m dltricks.cli``), after which the process exits."""
+    global _process_entry
+    _process_entry = argv is None
     try:
         return _main(argv)
     finally:
         if argv is None:
             _before_exit()
+
+
+# True in a process started as `dltricks ...`; False where main() is called from Python (a test, a
+# notebook) that may have run torch already
+_process_entry = False
 
 
 def _before_exit() -> None:
@@ -598,6 +609,9 @@ def _before_exit() -> None:
 
 
 def _main(argv: list[str] | None) -> int:
+    from dltricks import cores
+
+    cores.look()  # before torch is imported: its seconds become the window that sizes the workers
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

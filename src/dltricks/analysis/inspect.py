@@ -51,13 +51,18 @@ def data_info(recipe) -> DataInfo:
     from dltricks.data import load_data
 
     bundle = load_data(recipe.data, recipe.seed)
-    in_shape = tuple(bundle.in_shape)
+    return DataInfo(bundle.task, net_input_shape(bundle), bundle.num_classes, bundle)
+
+
+def net_input_shape(bundle) -> tuple[int, ...]:
+    """(C, *spatial) of what the net sees in training: the data's shape, or a patch's where it trains on
+    patches."""
     if getattr(bundle, "train_source", None) is not None:
         try:
-            in_shape = tuple(bundle.train_source[0][0].shape)  # patch training: the net sees patches
+            return tuple(bundle.train_source[0][0].shape)
         except (IndexError, TypeError, KeyError):
             pass
-    return DataInfo(bundle.task, in_shape, bundle.num_classes, bundle)
+    return tuple(bundle.in_shape)
 
 
 def weighted_depth(t: Trace) -> int:

@@ -160,17 +160,22 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
     if rope is not None and not (rope >= 0 and rope != float("inf")):
         raise DltricksError(f"--rope is a half-width in metric units, a number >= 0; got {rope}")
     processes, threads = local.plan(workers or a.workers)
-    # the other workers start now, and warm up while this process defines the study
-    with local.LocalWorkers(processes - 1, threads) as children:
+    # The other workers start now, and warm up while this process defines the study. A fresh process
+    # (the command line) leaves every cell to its workers and only coordinates.
+    coordinate = local.can_fork(threads) and local.still_fresh()
+    with local.LocalWorkers(processes if coordinate else processes - 1, threads, coordinate=coordinate) as children:
         definition = define(recipe, resolve_tricks(recipe, tricks), mode=mode or a.mode,
                             seeds=seeds or a.seeds, metric=metric or a.metric, study=study or a.study,
                             rope=(None if a.rope == "auto" else float(a.rope)) if rope is None else rope,
                             max_seeds=max_seeds or a.max_seeds)
         _check_variants(recipe, definition)
-        local.warm_up()  # this process trains cells too (a no-op where forked children made it warm up)
+        if not coordinate:
+            local.warm_up()  # this process trains cells too (a no-op where forked children made it warm up)
         ledger = ledger if isinstance(ledger, Ledger) else Ledger(url=ledger)
         claims.ensure_table(ledger)
         st.create_or_load(ledger, definition)
+        if coordinate:
+            local.load_report_modules()  # while the workers still import torch._dynamo
         children.hand_over(ledger, definition.name)
         _run_workers(ledger, definition, children, progress)
     return report(definition.name, ledger=ledger, out=out)
@@ -279,8 +284,9 @@ def _switched_off(d: st.Definition) -> list[str]:
     return out
 
 
-def _flops_per_variant(d: st.Definition) -> dict[str, float]:
-    """FLOPs of one forward pass per sample, for each variant whose model can be built and counted."""
+def _flops_per_variant(d: st.Definition, names: set[str]) -> dict[str, float]:
+    """FLOPs of one forward pass per sample, for each variant in ``names`` whose model can be built and
+    counted."""
     from dltricks.analysis import cost
     from dltricks.analysis.inspect import data_info
     from dltricks.nn import build_model
@@ -289,6 +295,8 @@ def _flops_per_variant(d: st.Definition) -> dict[str, float]:
     infos: dict[str, object] = {}
     out = {}
     for v in d.variants:
+        if v.name not in names:
+            continue
         try:
             recipe = base.patch(v.patch)
             key = json.dumps(recipe.to_dict()["data"], sort_keys=True)
@@ -341,10 +349,12 @@ def report(study_name: str, *, ledger: Ledger | None = None, out: str | Path | N
                 if f"{v}: {name}" not in figures and (ledger.run_dir(run_id) / name).is_file():
                     figures[f"{v}: {name}"] = ledger.run_dir(run_id) / name
         ms = list(r.metrics[v].values())
-        extras[v] = {k: sum(m[k] for m in ms) / len(ms) for k in ("wall_time_s", "params")
+        extras[v] = {k: sum(m[k] for m in ms) / len(ms) for k in ("wall_time_s", "params", "flops")
                      if ms and all(k in m for m in ms)}
-    for v, flops in _flops_per_variant(d).items():
-        extras.setdefault(v, {})["flops"] = flops
+    uncounted = {v.name for v in d.variants if "flops" not in extras.get(v.name, {})}
+    if uncounted:  # runs recorded before runs counted their FLOPs, or none yet
+        for v, flops in _flops_per_variant(d, uncounted).items():
+            extras.setdefault(v, {})["flops"] = flops
     from dltricks.ledger.store import versions
 
     rope = next((row.rope for row in stats if row.rope == row.rope), float("nan"))

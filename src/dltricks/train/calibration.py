@@ -19,9 +19,9 @@ intervals' mean width.
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import torch
-from scipy.special import ndtri  # the normal quantile; scipy.stats takes 1-2 s to import
 
 from dltricks.train.metrics import ece
 
@@ -109,7 +109,7 @@ def interval_metrics(mean: torch.Tensor, var: torch.Tensor, y: torch.Tensor,
     sd = var.double().cpu().clamp_min(_EPS).sqrt()
     out = {"nll": gaussian_nll(mean, sd.pow(2), y)}
     for level in levels:
-        z = float(ndtri(0.5 + level / 2))
+        z = NormalDist().inv_cdf(0.5 + level / 2)  # the standard library's: scipy costs every run 0.2 s
         inside = (y - mean).abs() <= z * sd
         pct = round(level * 100)
         out[f"coverage_{pct}"] = inside.double().mean().item()

@@ -345,4 +345,20 @@ def final_metrics(model: torch.nn.Module, bundle: DataBundle, task: Task, histor
     out["epochs"] = float(history.epochs)
     out["wall_time_s"] = history.wall_time
     out["params"] = float(sum(p.numel() for p in model.parameters()))
+    flops = forward_flops(model, bundle)
+    if flops is not None:
+        out["flops"] = flops
     return out
+
+
+def forward_flops(model: torch.nn.Module, bundle: DataBundle) -> float | None:
+    """FLOPs of one forward pass per sample of what the net sees in training, counted on meta tensors
+    (milliseconds); None for a model the counter cannot trace (an int8 one, say). Recorded with each run,
+    so that a study's report need not count them again."""
+    from dltricks.analysis import cost
+    from dltricks.analysis.inspect import net_input_shape
+
+    try:
+        return float(cost(model, net_input_shape(bundle), latency=False).flops)
+    except Exception:  # noqa: BLE001 - "where known": a model the counter cannot trace just has no FLOPs
+        return None
