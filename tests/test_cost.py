@@ -104,3 +104,16 @@ def test_human_uses_si_prefixes_and_a_space_before_the_unit():
     assert human(747_520, "FLOPs") == "747.5 kFLOPs"
     assert human(1_234_567) == "1.235M" and human(999) == "999" and human(12_000_000_000, "FLOPs") == "12 GFLOPs"
     assert human(3 * 1024 ** 2, "B") == "3.00 MiB"
+
+
+def test_a_run_records_the_flops_of_its_trained_model(ledger_home) -> None:
+    """Each run counts its model's FLOPs (one forward pass per sample, on meta tensors): what a study's
+    report shows, without the report counting them again."""
+    from dltricks.analysis.inspect import data_info
+    from dltricks.train.run import train
+
+    recipe = Recipe.load("mnist1d-cnn", ["data.num_samples=300", "train.epochs=1", "model.channels=[4, 8]"])
+    m = train(recipe, progress=False).metrics
+    info = data_info(recipe)
+    assert m["flops"] == cost(build_model(recipe.model, info.in_shape, info.num_classes), info.in_shape,
+                              latency=False).flops > 0

@@ -105,3 +105,61 @@ def test_plan_splits_the_free_cores(monkeypatch) -> None:
         assert local.plan(1) == (1, 1)
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_process_marked_fresh_stays_so_until_it_starts_a_thread(monkeypatch) -> None:
+    """Where a process has started no thread since it was marked fresh, no OpenMP pool can exist that a
+    child with several threads would hang on; one new thread (a pool's, a Python one) ends it."""
+    import threading
+
+    if local._os_threads() is None:
+        pytest.skip("the OS does not list this process's threads")
+    monkeypatch.setattr(local, "_fresh_threads", None)
+    assert not local.still_fresh()  # never marked: a test or a notebook may have run torch already
+    local.mark_fresh()
+    assert local.still_fresh()
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert not local.still_fresh() and not local.can_fork(2)
+    finally:
+        stop.set()
+        other.join()
+
+
+@pytest.mark.slow
+def test_the_command_coordinates_and_its_one_worker_trains_with_the_free_cores(tmp_path) -> None:
+    """`dltricks ablate --workers 1` started as a process: one forked worker does every cell (with as many
+    threads as free cores, up to what its own timing picks) while the command defines the study, opens
+    the storage and writes the report."""
+    env = {**os.environ, "DLTRICKS_HOME": str(tmp_path)}
+    env.pop("DLTRICKS_LEDGER", None)
+    env.pop("OMP_NUM_THREADS", None)  # the suite's one-thread setting would make the worker's split trivial
+    cmd = [sys.executable, "-m", "dltricks.cli", "ablate", "mnist1d-cnn", *[a for o in SMALL for a in ("-o", o)],
+           "--trick", "ls:train.label_smoothing=0.1", "--seeds", "1", "--workers", "1", "--study", "coord",
+           "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    runs = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}", root=tmp_path).runs(study="coord")
+    assert len(runs) == 2 and {r.status for r in runs} == {"completed"}
+    assert len({r.pid for r in runs}) == 1 and proc.pid not in {r.pid for r in runs}
+    assert all(r.metrics["flops"] > 0 for r in runs)  # counted by the worker: the report need not
+    assert "report:" in out and (tmp_path / "reports" / "coord" / "report.html").is_file()
+
+
+def test_a_worker_is_told_when_its_storage_was_checked_a_moment_ago(ledger_home, monkeypatch) -> None:
+    """The command that hands a study over has opened its storage (tables made, schema version checked):
+    its workers skip doing that again; a worker told nothing checks for itself."""
+    import json
+
+    monkeypatch.setattr(st, "CHECKED", set())
+    ledger = Ledger()
+    st.storage(ledger)
+    assert st.CHECKED == {ledger.url}
+    monkeypatch.setattr(st, "CHECKED", set())
+    job = {"study": "s", "url": ledger.url, "home": str(ledger.root)}
+    assert local._job(json.dumps(job))[1] == "s" and st.CHECKED == set()
+    local._job(json.dumps({**job, "checked": True}))
+    assert st.CHECKED == {ledger.url}
