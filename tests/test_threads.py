@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from dltricks import cores
 from dltricks.errors import DltricksError
 from dltricks.recipe import Recipe
-from dltricks import cores
 from dltricks.train import threads as th
 
 
