@@ -17,6 +17,9 @@ storage, report included), as a user runs it.
   1-worker sweep, which may use both cores, over that of the 2-worker sweep, whose workers have 1 each).
 
 Threads are left to `train.threads = "auto"` and the sweep's split (a single worker may use both cores).
+Its timed choice is cached per machine and model, in a cache folder of this run's own: the first study
+times the model's steps (a few tenths of a second), the others find the answer, as every study after the
+first does on a user's machine.
 On a machine that other jobs share, every figure is skewed by them: the load average is printed with
 each measurement, and the ratios, measured side by side, are what to read.
 """
@@ -88,6 +91,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3, help="repetitions of the fixed-cost measurement")
     p.add_argument("--no-fixed", action="store_true", help="skip the fixed-cost measurement")
     args = p.parse_args()
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="dltricks-bench-cache-")  # see the docstring
     print(f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}, recipe {RECIPE}", flush=True)
 
     if not args.no_fixed:

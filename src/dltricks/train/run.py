@@ -160,7 +160,7 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         from dltricks.train.predictive import check_uncertainty
 
         check_uncertainty(recipe, bundle, model, task)
-        threads = use_threads(recipe, model, bundle, device, cap=threads_before, cache=ledger.root / "threads.json")
+        threads = use_threads(recipe, model, bundle, device, cap=threads_before)
         runner = method.outer_loop() or fit  # episodic learners (MAML) own their outer loop
         history = runner(model, bundle.train_source or bundle.train, bundle.val, **fit_options(recipe),
                          seed=recipe.seed, device=str(device), progress=progress, task=task, augment=augment,
@@ -290,6 +290,7 @@ def use_threads(recipe: Recipe, model: torch.nn.Module, bundle: DataBundle, devi
 
     n = recipe.train.threads
     if n == "auto":
+        cache = cache or th.cache_path()
         with torch.random.fork_rng(devices=[]):  # a Dataset may draw its patches from torch's RNG
             source = Batches(bundle.train_source or bundle.train, recipe.train.batch_size, recipe.seed, device)
             x, _ = next(source.epoch(0, torch.arange(source.n)))

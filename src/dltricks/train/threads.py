@@ -70,6 +70,14 @@ def training_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
+def cache_path() -> Path:
+    """Where the timed choices are kept: one file per user and machine (``$XDG_CACHE_HOME/dltricks``, by
+    default ``~/.cache/dltricks``), not per ledger, since the answer depends on the machine and the model
+    only: a study in a new project folder need not time the same model again."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "dltricks" / "threads.json"
+
+
 def resolve(threads: int | str, *, model: nn.Module, batch: torch.Tensor, device: torch.device,
             cap: int | None = None, cache: Path | None = None, key: dict | None = None) -> int:
     """The thread count to train with: ``threads`` itself when it is a number, else the fastest for
