@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 import torch
 
+from dltricks import cores
 from dltricks.recipe import Recipe, bundled_recipes
 from dltricks.train import threads as th
 from dltricks.train.batches import Batches
@@ -74,7 +75,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="timed training steps per measurement")
     args = p.parse_args()
     names = args.recipes or [n for n in bundled_recipes() if "ablate" not in n]
-    n = th.allowed_cores()
+    n = cores.allowed_cores()
     print(f"cpus {os.cpu_count()}, allowed {n}, torch {torch.__version__}; 1 vs {n} threads, "
           f"{args.steps} steps each; load average {os.getloadavg()[0]:.2f}")
     if n < 2:
