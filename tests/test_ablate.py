@@ -536,6 +536,32 @@ def test_seeds_auto_asks_for_more_seeds_only_for_inconclusive_variants(ledger_ho
     assert {s.variant: s.look for s in done.stats[1:]} == {"+big": 3, "+small": None}
 
 
+def test_with_seeds_auto_a_worker_waits_for_the_look_instead_of_leaving_it_to_fewer(ledger_home, monkeypatch):
+    """The last cell of a look is another worker's: this one waits for it, offering it again each time it
+    looks (a dead holder's cell is taken over that way), then goes on with the next look's cells."""
+    ledger = Ledger()
+    study, d = _fake_study(ledger, "wait", small(), ["small:train.weight_decay=1e-4"], seeds="auto")
+    for seed in range(3):
+        _record(study, d, "baseline", seed, 0.90 + 0.01 * seed)
+        if seed < 2:
+            _record(study, d, "+small", seed, 0.90 + 0.01 * seed + (0.004, -0.003)[seed])
+    waits = []
+
+    def sleep(s: float) -> None:  # meanwhile the other worker records its cell: the look at 3 is in
+        waits.append(s)
+        if len(waits) == 2:
+            _record(study, d, "+small", 2, 0.926)
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    cells = st.cells_to_run(study, d)
+    held = next(cells)
+    assert (held[1].name, held[2]) == ("+small", 2)  # offered; a live holder's claim refuses it
+    again = next(cells)
+    assert again[0] == held[0] and waits == [st.LOOK_WAIT_S]  # not done yet: offered again after a wait
+    following = next(cells)
+    assert len(waits) == 2 and following[2] in (3, 4)  # the next look, not the end of this worker
+
+
 def test_result_prints_as_text_partial_and_notes_in_terminal_and_report(ledger_home, capsys):
     ledger = Ledger()
     # mnist1d-cnn has one_cycle on; --trick one_cycle makes the baseline a constant schedule.

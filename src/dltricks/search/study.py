@@ -221,18 +221,32 @@ def todo(study, definition: Definition, r: Results | None = None) -> list[tuple[
     return [c for c in definition.cells() if c[1].name in wanted and c[2] in seeds and c[0] not in r.done]
 
 
+LOOK_WAIT_S = 0.25  # how often a worker with nothing to claim asks whether the look it waits for is in
+
+
 def cells_to_run(study, definition: Definition):
     """What a worker walks through: every cell (fixed seeds), or look after look while the sequential
     rule asks for more (it is asked again after each pass, so workers anywhere move to the next look
-    as soon as the storage holds the last one)."""
+    as soon as the storage holds the last one).
+
+    With seeds = "auto", a worker whose every remaining cell of the look is held by others waits for
+    them rather than leaving: the next look's cells would otherwise fall to fewer workers. It offers
+    those cells again each time it looks, so that one whose worker died is taken over."""
     if not definition.schedule:
         yield from definition.cells()
         return
+    import time
+
     seen: set[str] = set()
     while True:
-        fresh = [c for c in todo(study, definition) if c[0] not in seen]
-        if not fresh:
+        needed = todo(study, definition)
+        if not needed:
             return
+        fresh = [c for c in needed if c[0] not in seen]
+        if not fresh:  # all held by other workers (claiming refuses a live holder's cell)
+            time.sleep(LOOK_WAIT_S)
+            seen.clear()
+            continue
         for c in fresh:
             seen.add(c[0])
             yield c
