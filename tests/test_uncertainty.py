@@ -162,8 +162,24 @@ def test_one_line_errors_come_before_training(home_ledger):
               progress=False)
     with pytest.raises(DltricksError, match="calibrates class probabilities"):
         train(Recipe.load("cubic1d-mlp", ["eval.temperature_scaling=true"]), ledger=home_ledger, progress=False)
+    with pytest.raises(DltricksError, match=r"eval.ood = 'target' .* no \[data.target\]; add one"):
+        train(tiny("eval.ood='target'"), ledger=home_ledger, progress=False)
     failed = home_ledger.runs(status="failed")
-    assert len(failed) == 3 and all(not r.curves for r in failed)  # refused before the first epoch
+    assert len(failed) == 4 and all(not r.curves for r in failed)  # refused before the first epoch
+
+
+def test_a_shifted_target_domain_is_told_apart_the_more_the_further_it_shifts(home_ledger):
+    """eval.ood = 'target': the [data.target] domain's test inputs are the OOD set. Noise that barely moves
+    the signal cannot be told apart (AUROC ~0.5); noise that swamps it can, by the same model (the same
+    seed: only the OOD set differs). A plain ReLU MLP tells it apart the wrong way round: it is *more*
+    confident on the swamped inputs (large inputs, large logits: Hein et al. 2019), AUROC well below 0.5."""
+    auroc = {}
+    for noise in (0.05, 3.0):
+        m = train(tiny("train.epochs=6", "eval.ood='target'", f"data.target.noise={noise}"), ledger=home_ledger,
+                  progress=False).metrics
+        auroc[noise] = m["test_ood_auroc"]
+        assert "test_target_accuracy" in m
+    assert abs(auroc[0.05] - 0.5) < 0.15 and abs(auroc[3.0] - 0.5) > 0.3, auroc
 
 
 @pytest.mark.slow

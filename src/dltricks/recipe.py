@@ -285,9 +285,10 @@ class EvalSpec(Section):
     gp_inducing: int = Field(64, ge=4, description="inducing points of the variational GP (classification)")
     gp_max_points: int = Field(3000, ge=10, description="exact GP (regression): at most this many training "
                                                         "points, drawn by seed")
-    ood: Literal["", "noise", "shuffle"] = Field("", description="OOD inputs for test_ood_auroc: 'noise' "
-                                                                 "(Gaussian, the training inputs' mean/std) or "
-                                                                 "'shuffle' (test inputs with positions permuted)")
+    ood: Literal["", "noise", "shuffle", "target"] = Field(
+        "", description="OOD inputs for test_ood_auroc: 'noise' (Gaussian, the training inputs' mean/std), "
+                        "'shuffle' (test inputs with positions permuted) or 'target' (the [data.target] "
+                        "domain's test inputs: a shift of the data)")
     plots: bool = Field(False, description="write the reliability diagram (and, for 1D inputs, the "
                                            "predictive intervals) as PNGs beside the run")
     # few-shot episodes on data.novel_classes (dltricks.train.episodes)

@@ -59,10 +59,15 @@ def predict(pred: Predictive, x: torch.Tensor, device: torch.device, batch_size:
     return torch.cat([p.cpu() for p in outs])
 
 
-def ood_inputs(kind: str, x_train: torch.Tensor, x_test: torch.Tensor, seed: int) -> torch.Tensor:
-    """Out-of-distribution inputs shaped like ``x_test``: ``noise`` draws each input value from a Gaussian
-    with the training inputs' per-position mean and std; ``shuffle`` permutes the positions (time steps,
-    pixels) of each test input, which keeps its values but destroys its structure."""
+def ood_inputs(kind: str, bundle: Any, x_test: torch.Tensor, seed: int) -> torch.Tensor:
+    """Out-of-distribution inputs: ``noise`` draws each input value from a Gaussian with the training
+    inputs' per-position mean and std; ``shuffle`` permutes the positions (time steps, pixels) of each
+    test input, which keeps its values but destroys its structure (both shaped like ``x_test``);
+    ``target`` takes the test inputs of the recipe's ``[data.target]`` domain, a shift of the data itself
+    (MNIST-1D's generator keys, corruptions), which is what a deployed model meets."""
+    if kind == "target":
+        return bundle.target_test[0]
+    x_train = bundle.train[0]
     g = torch.Generator().manual_seed(seed)
     if kind == "noise":
         return x_train.mean(0) + x_train.std(0) * torch.randn(x_test.shape, generator=g)
@@ -147,6 +152,10 @@ def check_recipe(recipe: Any, bundle: Any, model: nn.Module, task: Any, members:
             raise DltricksError(f"{asked[0]} works on classification or single-target regression data, not on "
                                 f"{bundle.task} data")
         return
+    if e.ood == "target" and getattr(bundle, "target_test", None) is None:
+        raise DltricksError("eval.ood = 'target' scores the [data.target] domain's test inputs as out of "
+                            "distribution, but this recipe has no [data.target]; add one (e.g. "
+                            "data.target.noise=0.5) or use eval.ood = 'noise' or 'shuffle'")
     if e.ensemble_runs and not members:
         raise DltricksError("eval.ensemble_runs is written by `dltricks ensemble RUN...`; to train an ensemble "
                             "in one run set eval.ensemble = N")
@@ -205,7 +214,7 @@ def _classification(pred, recipe, bundle, device, bs, run_dir) -> dict[str, floa
     m = cal.classification_metrics(p, y, e.ece_bins)
     out.update({f"test_{k}": v for k, v in m.items()})
     if e.ood:
-        p_ood = predict(pred, ood_inputs(e.ood, bundle.train[0], x, recipe.seed), device, bs)
+        p_ood = predict(pred, ood_inputs(e.ood, bundle, x, recipe.seed), device, bs)
         out["test_ood_auroc"] = cal.ood_auroc(cal.entropy(p.double()), cal.entropy(p_ood.double()))
     if e.plots and run_dir is not None:
         from dltricks.methods.uncertainty.plots import reliability_diagram
@@ -240,7 +249,7 @@ def _regression(pred, recipe, bundle, task, device, bs, run_dir) -> dict[str, fl
     out.update(test_mae=err.abs().mean().item(), test_rmse=err.pow(2).mean().sqrt().item(),
                noise_std=noise ** 0.5 * units.s)
     if e.ood:
-        _, var_ood = gaussian(ood_inputs(e.ood, bundle.train[0], x, recipe.seed))
+        _, var_ood = gaussian(ood_inputs(e.ood, bundle, x, recipe.seed))
         out["test_ood_auroc"] = cal.ood_auroc(var.float(), var_ood.float())
     if e.plots and run_dir is not None and x[0].numel() == 1:
         from dltricks.methods.uncertainty.plots import interval_plot
