@@ -224,3 +224,40 @@ def test_catalogue_has_the_uncertainty_tricks_and_their_metrics_point_the_right_
     names = metric_names(tiny("eval.ood='noise'", "eval.temperature_scaling=true"))
     assert {"test_nll", "test_brier", "test_ece_adaptive", "test_ood_auroc", "temperature"} <= set(names)
     assert "test_coverage_90" in metric_names(Recipe.load("cubic1d-mlp"))
+
+
+def test_ctrl_c_in_an_ensemble_member_resumes_there_to_the_same_result(home_ledger, monkeypatch):
+    """A real SIGINT while member 2 of 3 trains: the run is interrupted with its own curves, member 1 kept;
+    resuming loads member 1, continues member 2 from its checkpoint, and ends where a run never stopped
+    ends. Nothing of the members' checkpoints is left behind."""
+    import os
+    import signal
+
+    from dltricks.methods.uncertainty import ensemble
+    from dltricks.train import loop
+    from dltricks.train.loop import TrainingInterrupted
+
+    recipe = tiny("train.epochs=3", "eval.ensemble=4")
+    whole = train(recipe, ledger=home_ledger, progress=False)
+    real_fit, calls = loop.fit, []
+
+    def fit(*a, **kw):  # member 2's first epoch ends with a Ctrl-C
+        calls.append(kw["seed"])
+        if kw["seed"] == ensemble.member_seed(recipe.seed, 2) and not kw["resume"]:
+            kw["on_epoch"] = lambda epoch, row: os.kill(os.getpid(), signal.SIGINT) if epoch == 1 else None
+        return real_fit(*a, **kw)
+
+    monkeypatch.setattr(loop, "fit", fit)  # the members' fit (the run's own was bound at import)
+    with pytest.raises(TrainingInterrupted) as e:
+        train(recipe, ledger=home_ledger, progress=False)
+    assert e.value.where == "in ensemble member 2 of 3, after epoch 1 of 3"
+    stopped = home_ledger.runs(status="interrupted")[0]
+    assert stopped.curves["train_loss"] == whole.history.curves["train_loss"]  # the run's, not the member's
+    members = home_ledger.run_dir(stopped.id) / "members"
+    assert (members / "member1.safetensors").is_file() and (members / "member2" / "checkpoint").is_dir()
+    calls.clear()
+    resumed = train(recipe, ledger=home_ledger, progress=False, resume=stopped.id)
+    assert calls == [ensemble.member_seed(recipe.seed, k) for k in (2, 3)]  # member 1 was not trained again
+    for k in ("test_accuracy", "test_nll", "test_ece"):
+        assert resumed.metrics[k] == whole.metrics[k]
+    assert sorted(p.name for p in members.iterdir()) == [f"member{k}.safetensors" for k in (1, 2, 3)]

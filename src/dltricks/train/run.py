@@ -177,7 +177,9 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
             metrics.update(extra)
         metrics["threads"] = float(threads)
     except TrainingInterrupted as e:
-        ledger.update(run_id, status="interrupted", curves=e.history.curves,
+        # no history of its own: it stopped after the run's training (in an ensemble member)
+        h = e.history if e.history is not None else history
+        ledger.update(run_id, status="interrupted", curves=h.curves,
                       checkpoint=str(e.checkpoint) if e.checkpoint else None)
         e.run_id = run_id  # type: ignore[attr-defined]
         raise

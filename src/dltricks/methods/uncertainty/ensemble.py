@@ -31,25 +31,46 @@ def member_seed(seed: int, k: int) -> int:
 
 def train_members(recipe: Any, bundle: Any, task: Any, device: torch.device, n: int, *, ledger: Any = None,
                   run_dir: Path | None = None, progress: bool = False) -> list[nn.Module]:
-    """Train members 1..n-1 of ``recipe`` (fresh init and data order per member, same split)."""
+    """Train members 1..n-1 of ``recipe`` (fresh init and data order per member, same split).
+
+    Beside a run, each member checkpoints in ``members/member{k}/`` as it trains, and its weights are kept
+    once it is done: a run interrupted while it trains member k resumes with members 1..k-1 as saved and
+    member k from its checkpoint, with the same result as a run never stopped."""
+    import shutil
+
     from dltricks.nn import build_model
-    from dltricks.train.checkpoint import save_weights
-    from dltricks.train.loop import fit
+    from dltricks.train.checkpoint import find_checkpoint, load_weights, save_weights
+    from dltricks.train.loop import TrainingInterrupted, fit
     from dltricks.train.method import method_for
     from dltricks.train.run import fit_options, make_augment
 
     members = []
     augment = make_augment(recipe, bundle)
+    folder = run_dir / "members" if run_dir is not None else None
     for k in range(1, n):
         seed = member_seed(recipe.seed, k)
         torch.manual_seed(seed)
         model = build_model(recipe.model, bundle.in_shape, bundle.num_classes)
+        weights = folder / f"member{k}.safetensors" if folder is not None else None
+        if weights is not None and weights.is_file():  # trained before an interruption: as it was saved
+            members.append(load_weights(weights, model).eval())
+            continue
+        ckpt = folder / f"member{k}" if folder is not None else None
         method = method_for(recipe, bundle, model, task, ledger, augmented=augment is not None, quiet=not progress)
-        fit(model, bundle.train_source or bundle.train, bundle.val, **fit_options(recipe), seed=seed,
-            device=str(device), progress=progress, task=task, augment=augment, method=method)
-        if run_dir is not None:
-            (run_dir / "members").mkdir(exist_ok=True)
-            save_weights(run_dir / "members" / f"member{k}.safetensors", model)
+        try:
+            fit(model, bundle.train_source or bundle.train, bundle.val, **fit_options(recipe), seed=seed,
+                device=str(device), progress=progress, task=task, augment=augment, method=method,
+                checkpoint_dir=ckpt, resume=ckpt is not None and find_checkpoint(ckpt / "checkpoint") is not None)
+        except TrainingInterrupted as e:  # the run's own curves stand; the run resumes where it points
+            stopped = TrainingInterrupted(find_checkpoint(run_dir / "checkpoint") if run_dir else None, None,
+                                          epoch=e.epoch, step=e.step, epochs=e.epochs, steps=e.steps)
+            stopped.where = f"in ensemble member {k} of {n - 1}, {e.where}" if e.where else \
+                f"in ensemble member {k} of {n - 1}"
+            raise stopped from None
+        if folder is not None:
+            folder.mkdir(exist_ok=True)
+            save_weights(weights, model)
+            shutil.rmtree(ckpt, ignore_errors=True)
         members.append(model.eval())
     return members
 
