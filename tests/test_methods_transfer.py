@@ -156,3 +156,27 @@ def test_learning_setup_tricks_are_catalogued_and_patch_their_study_recipe(recip
         on, off = base.patch(t.on), base.patch(t.off)
         assert all(on.get(k) == v for k, v in t.on.items()) and on.digest() != off.digest()
     assert base.ablate.tricks == tricks[:1]
+
+
+def test_two_workers_that_need_the_same_recipe_run_at_once_train_it_once(ledger_home, tmp_path):
+    """`recipe:NAME` started in two processes at the same moment (the workers of a sweep, at its start):
+    one trains it while the other waits, then both use that one run."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "pre.toml"
+    path.write_text(Recipe.load("mnist1d-cnn", SMALL + ["train.epochs=3", "name=pre"]).to_toml())
+    code = ("from dltricks.ledger import Ledger; from dltricks.train.from_run import resolve_run_ref; "
+            f"print(resolve_run_ref(Ledger(), 'recipe:{path}'))")
+    env = {**os.environ, "DLTRICKS_HOME": str(ledger_home)}
+    env.pop("DLTRICKS_LEDGER", None)
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ledger_home, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+    from dltricks.ledger import Ledger
+
+    runs = Ledger().runs(name="pre")
+    assert len(runs) == 1 and runs[0].status == "completed"
+    assert {out.strip() for out, _ in outs} == {runs[0].id}

@@ -9,6 +9,8 @@ wrote when it completed. Nothing here unpickles anything.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -39,6 +41,14 @@ def resolve_run_ref(ledger: Ledger, ref: str, *, progress: bool = False) -> str:
 
     recipe = Recipe.load(ref[len(RECIPE_REF):])
     digest = recipe.digest()
+    # The workers of a sweep on this machine all want it at the start: one trains it, the others wait
+    # for it. The weights live in this machine's run folders, so a lock here is the scope that matters.
+    with _machine_lock(ledger.root / ".locks" / f"recipe-{digest[:16]}.lock"):
+        found = _completed_run_of(ledger, recipe, digest)
+        return found or train(recipe, ledger=ledger, progress=progress).run_id
+
+
+def _completed_run_of(ledger: Ledger, recipe: Recipe, digest: str) -> str | None:
     for rec in ledger.runs(name=recipe.name, status="completed"):
         try:
             same = Recipe.from_dict(rec.recipe, source=f"run {rec.id}").digest() == digest
@@ -46,7 +56,25 @@ def resolve_run_ref(ledger: Ledger, ref: str, *, progress: bool = False) -> str:
             continue
         if same and rec.checkpoint and Path(rec.checkpoint).is_file():
             return rec.id
-    return train(recipe, ledger=ledger, progress=progress).run_id
+    return None
+
+
+@contextmanager
+def _machine_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` among the processes of this machine (flock; released if the holder
+    dies); none where the OS has no flock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: at worst two workers train the same run
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def completed_run(ledger: Ledger, run_id: str, *, why: str = "its weights are used") -> RunRecord:
