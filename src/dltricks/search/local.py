@@ -196,8 +196,8 @@ def _forked_worker(read: int, close: list[int], threads: int, log: int) -> None:
 class LocalWorkers:
     """``n`` child workers, warming up; :meth:`hand_over` gives them the study, leaving the block stops them.
 
-    ``coordinate``: the children do every cell and this process only waits for them (:func:`run`); asked
-    for where this process is still fresh, they are forked cold and warm up on their own cores."""
+    ``coordinate``: the children do every cell and this process only waits for them (:func:`run`); they are
+    forked cold and warm up on their own cores (`ablate` asks for it where this process is still fresh)."""
 
     def __init__(self, n: int, threads: int, *, coordinate: bool = False):
         self.threads = threads
@@ -209,7 +209,7 @@ class LocalWorkers:
         if n < 1:
             return
         fork = can_fork(threads)
-        if fork and not (coordinate and still_fresh()):
+        if fork and not coordinate:
             warm_up()  # here, once: the children inherit it (a no-op where the caller warmed up already)
         env = {**os.environ, "DLTRICKS_NO_PROGRESS": "1", "OMP_NUM_THREADS": str(threads)}
         cmd = [sys.executable, "-m", "dltricks.cli", "worker", "--study", "-", "--threads", str(threads), "--quiet"]

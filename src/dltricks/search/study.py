@@ -8,6 +8,7 @@ The ledger's database holds the study too: one URL shares runs, claims and trial
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -235,8 +236,6 @@ def cells_to_run(study, definition: Definition):
     if not definition.schedule:
         yield from definition.cells()
         return
-    import time
-
     seen: set[str] = set()
     while True:
         needed = todo(study, definition)
