@@ -33,7 +33,7 @@ def measure(name: str, threads: int, epochs: int | None, ledger) -> dict:
     from dltricks.analysis.inspect import data_info
     from dltricks.nn import build_model
     from dltricks.recipe import Recipe
-    from dltricks.train.run import train
+    from dltricks.runner.run import train
 
     overrides = [f"train.threads={threads}"] + ([f"train.epochs={epochs}"] if epochs else [])
     recipe = Recipe.load(name, overrides)

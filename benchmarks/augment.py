@@ -29,7 +29,7 @@ from dltricks.data import load_data
 from dltricks.data.augment import Augment, from_spec
 from dltricks.nn import build_model
 from dltricks.recipe import AugmentSpec, Recipe
-from dltricks.train.run import make_task
+from dltricks.runner.run import make_task
 
 HEAVY = AugmentSpec(flip=0.5, rotate=15.0, scale=0.15, elastic=0.02, gamma=0.3, noise=0.1)
 

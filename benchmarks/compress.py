@@ -26,7 +26,7 @@ import tempfile
 from dltricks.compress import compress_run, variant_specs
 from dltricks.ledger import Ledger
 from dltricks.recipe import Recipe
-from dltricks.train.run import train
+from dltricks.runner.run import train
 
 
 def _check(row: dict, *, smaller: float | None, faster: float, max_drop: float) -> str:

@@ -64,7 +64,7 @@ def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, b
 
 def fit_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int, lr: float,
              seed: int, progress: bool, device: str) -> int:
-    from dltricks.train.loop import fit
+    from dltricks.loop.training import fit
 
     h = fit(model, (x, y), epochs=epochs, batch_size=batch_size, lr=lr, optimizer="adamw", seed=seed,
             device=device, progress=progress)

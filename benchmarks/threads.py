@@ -23,11 +23,11 @@ from contextlib import contextmanager
 import torch
 
 from dltricks import cores
+from dltricks.loop import threads as th
+from dltricks.loop.batches import Batches
+from dltricks.loop.optim import build_optimizer
 from dltricks.recipe import Recipe, bundled_recipes
-from dltricks.train import threads as th
-from dltricks.train.batches import Batches
-from dltricks.train.optim import build_optimizer
-from dltricks.train.run import build
+from dltricks.runner.run import build
 
 
 @contextmanager

@@ -23,7 +23,7 @@ import pytest
 
 # Tests run on 2 shared cores: one thread per process keeps parallel workers from thrashing.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# The per-machine cache of timed thread counts (dltricks.train.threads): the suite's own, not the user's
+# The per-machine cache of timed thread counts (dltricks.loop.threads): the suite's own, not the user's
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="dltricks-test-cache-")
 try:
     import torch

@@ -20,9 +20,9 @@ from dltricks.compress.sparse import SparseLinear
 from dltricks.compress.store import flatten_state, unflatten_state
 from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
+from dltricks.loop.from_run import model_from_run
 from dltricks.recipe import CompressSpec, Recipe
-from dltricks.train.from_run import model_from_run
-from dltricks.train.run import make_task, train
+from dltricks.runner.run import make_task, train
 
 SMALL = ["data.train_limit=400", "train.epochs=1", "train.batch_size=64", "train.device='cpu'"]
 

@@ -110,7 +110,7 @@ def test_a_run_records_the_flops_of_its_trained_model(ledger_home) -> None:
     """Each run counts its model's FLOPs (one forward pass per sample, on meta tensors): what a study's
     report shows, without the report counting them again."""
     from dltricks.analysis.inspect import data_info
-    from dltricks.train.run import train
+    from dltricks.runner.run import train
 
     recipe = Recipe.load("mnist1d-cnn", ["data.num_samples=300", "train.epochs=1", "model.channels=[4, 8]"])
     m = train(recipe, progress=False).metrics

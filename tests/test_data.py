@@ -312,7 +312,7 @@ def test_csv_errors(tmp_path):
 
 def test_user_files_train_end_to_end(tmp_path, ledger_home):
     from dltricks.ledger import Ledger
-    from dltricks.train.run import train
+    from dltricks.runner.run import train
 
     rng = np.random.default_rng(0)
     y = np.arange(90) % 3

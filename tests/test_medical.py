@@ -69,7 +69,7 @@ def test_nifti_folder_loads_with_split_and_normalisation(tmp_path: Path) -> None
 
 
 def test_nifti_folder_trains_end_to_end(tmp_path: Path, monkeypatch) -> None:
-    from dltricks.train import train
+    from dltricks.runner import train
 
     monkeypatch.setenv("DLTRICKS_HOME", str(tmp_path / "runs"))
     root = _nifti_folder(tmp_path / "ds", n=6, test=2)

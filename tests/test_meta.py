@@ -13,11 +13,11 @@ from torch import nn
 
 from dltricks.data import load_data
 from dltricks.errors import DltricksError
+from dltricks.loop.targets import make_targets_task
+from dltricks.loop.training import TrainingInterrupted
 from dltricks.methods.meta import MetaLearner, meta_loss
 from dltricks.recipe import Recipe
-from dltricks.train.loop import TrainingInterrupted
-from dltricks.train.run import metric_names, train
-from dltricks.train.targets import make_targets_task
+from dltricks.runner.run import metric_names, train
 from dltricks.tricks.catalogue import get
 
 SMALL = ["train.epochs=2", "train.meta_steps=5", "train.meta_batch=4", "data.train_tasks=20", "data.test_tasks=8",
@@ -167,7 +167,7 @@ def test_episodes_relabel_a_fresh_draw_of_classes_in_every_episode():
 
 
 def test_maml_on_episodes_matches_autograd_with_cross_entropy_and_batch_statistics():
-    from dltricks.train.adaptation import batch_statistics
+    from dltricks.loop.adaptation import batch_statistics
 
     model, (batch, _) = conv_bn(), episodes(n=3, k=2)
     running = model[1].running_mean.clone()
@@ -209,7 +209,7 @@ def test_maml_on_episodes_matches_autograd_with_cross_entropy_and_batch_statisti
 
 
 def test_adapting_scores_each_episode_after_each_number_of_steps():
-    from dltricks.train.adaptation import post_update_scores
+    from dltricks.loop.adaptation import post_update_scores
 
     model, (batch, _) = conv_bn(), episodes(n=7, k=3, q=4)
     scores = post_update_scores(model, batch, [1, 3], lr=0.5, chunk=3)  # chunks of 3, 3 and 1 episodes
@@ -242,7 +242,7 @@ def test_meta_learner_on_episodes_of_the_base_classes_into_the_ledger(home_ledge
 
 def test_meta_learner_on_episodes_resumes_bit_identically_after_ctrl_c(tmp_path, home_ledger):
     r = Recipe.load("mnist1d-meta", EPISODIC + ["train.meta=fomaml", "train.epochs=3"])
-    from dltricks.train.run import build
+    from dltricks.runner.run import build
 
     bundle, _, task = build(r)
 

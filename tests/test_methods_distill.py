@@ -10,12 +10,12 @@ from test_methods_transfer import SMALL
 from test_train import RESUME_KW, InterruptAt, blobs, mlp, weights_equal
 
 from dltricks.errors import DltricksError
+from dltricks.loop.method import Batch
+from dltricks.loop.tasks import Classification
+from dltricks.loop.training import TrainingInterrupted, fit
 from dltricks.methods.distill import Distill, kd_loss
 from dltricks.recipe import Recipe
-from dltricks.train.loop import TrainingInterrupted, fit
-from dltricks.train.method import Batch
-from dltricks.train.run import train
-from dltricks.train.tasks import Classification
+from dltricks.runner.run import train
 
 
 def test_kd_loss_is_t_squared_kl_and_works_per_pixel():
@@ -45,7 +45,7 @@ def test_distil_a_teacher_run_into_a_smaller_student(home_ledger):
     assert plain.history["train_loss"] != res.history["train_loss"]
 
     # logits are cached once when the data are not augmented, computed per batch when they are
-    from dltricks.train.run import build
+    from dltricks.runner.run import build
 
     bundle, model, task = build(student)
     cached = Distill.from_recipe(student, bundle, model, task, home_ledger, augmented=False)
@@ -95,7 +95,7 @@ def test_segmentation_is_distilled_per_pixel_with_a_conv_hint(home_ledger):
     teacher = train(Recipe.load("seg2d-unet", small + ["model.channels=[8, 16]"]), ledger=home_ledger, progress=False)
     student = Recipe.load("seg2d-unet", small + ["model.channels=[4, 8]", f"train.teacher={teacher.run_id}",
                                                  "train.hint_weight=1.0"])
-    from dltricks.train.run import build
+    from dltricks.runner.run import build
 
     bundle, model, task = build(student)
     method = Distill.from_recipe(student, bundle, model, task, home_ledger, augmented=False)

@@ -13,10 +13,10 @@ from test_train import RESUME_KW, InterruptAt, blobs, mlp, weights_equal
 from dltricks.data import load_data
 from dltricks.data.domains import corrupt
 from dltricks.errors import DltricksError
+from dltricks.loop.tasks import Classification
+from dltricks.loop.training import TrainingInterrupted, fit
 from dltricks.methods.domain import CORAL, DANN, GradReverse, SelfTraining, coral_loss, dann_lambda
 from dltricks.recipe import DomainSpec, Recipe
-from dltricks.train.loop import TrainingInterrupted, fit
-from dltricks.train.tasks import Classification
 
 SMALL_DA = ["data.num_samples=300", "model.channels=[4, 8]", "train.epochs=2", "train.batch_size=32",
             "train.mu=1", "data.target.shear_scale=1.5", "data.target.corr_noise_scale=0.5"]
@@ -105,7 +105,7 @@ def test_target_labels_are_never_read_and_metrics_are_named(home_ledger, monkeyp
     """Corrupt every label of the target's training split (what adaptation sees): training is identical;
     only the target's own validation and test labels reach the (oracle and test_target) figures."""
     from dltricks.data import registry
-    from dltricks.train.run import train
+    from dltricks.runner.run import train
 
     recipe = Recipe.load("mnist1d-cnn", SMALL_DA + ["train.domain_adaptation=self_training",
                                                     "train.confidence_threshold=0.0"])
@@ -134,7 +134,7 @@ def test_target_labels_are_never_read_and_metrics_are_named(home_ledger, monkeyp
 
 
 def test_one_line_errors(home_ledger):
-    from dltricks.train.run import train
+    from dltricks.runner.run import train
 
     with pytest.raises(DltricksError, match=r"dataset 'shapes' cannot shift.*target domains work on.*digits"):
         Recipe.load("seg2d-unet", ["data.target.noise=0.1"])

@@ -9,13 +9,13 @@ from test_train import RESUME_KW, InterruptAt, blobs, mlp, weights_equal
 
 from dltricks.data import load_data
 from dltricks.errors import DltricksError
+from dltricks.loop.batches import Batches
+from dltricks.loop.episodes import episode_accuracy, features, fewshot_metrics
+from dltricks.loop.metric import MetricTask, prototypical_loss, recall_at_1
+from dltricks.loop.training import TrainingInterrupted, fit
 from dltricks.methods.fewshot import ClassBalanced
 from dltricks.recipe import Recipe
-from dltricks.train.batches import Batches
-from dltricks.train.episodes import episode_accuracy, features, fewshot_metrics
-from dltricks.train.loop import TrainingInterrupted, fit
-from dltricks.train.metric import MetricTask, prototypical_loss, recall_at_1
-from dltricks.train.run import metric_names, train
+from dltricks.runner.run import metric_names, train
 from dltricks.tricks.catalogue import get
 
 SMALL = ["data.num_samples=600", "model.channels=[8, 8]", "train.epochs=1", "eval.episodes=50",

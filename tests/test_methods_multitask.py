@@ -9,11 +9,11 @@ from test_train import RESUME_KW, InterruptAt, weights_equal
 from torch import nn
 
 from dltricks.data import Target
+from dltricks.loop.targets import Targets, target_stats
+from dltricks.loop.training import TrainingInterrupted, fit
 from dltricks.methods.multitask import MultiTask, _pcgrad_surrogate
 from dltricks.recipe import Recipe
-from dltricks.train.loop import TrainingInterrupted, fit
-from dltricks.train.run import train
-from dltricks.train.targets import Targets, target_stats
+from dltricks.runner.run import train
 
 TARGETS = [Target("kind", "classification", 3), Target("size", "regression")]
 

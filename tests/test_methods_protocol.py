@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from test_train import RESUME_KW, InterruptAt, blobs, mlp, weights_equal
 
-from dltricks.train.loop import TrainingInterrupted, fit
-from dltricks.train.method import Batch, Method, Stream
-from dltricks.train.tasks import Classification
+from dltricks.loop.method import Batch, Method, Stream
+from dltricks.loop.tasks import Classification
+from dltricks.loop.training import TrainingInterrupted, fit
 
 
 class EntropyWithEMA(Method):

@@ -11,6 +11,8 @@ from test_train import RESUME_KW, InterruptAt, blobs, weights_equal
 from torch import nn
 
 from dltricks.errors import DltricksError
+from dltricks.loop.tasks import Classification
+from dltricks.loop.training import TrainingInterrupted, fit
 from dltricks.methods.ssl import (
     FixMatch,
     MeanTeacher,
@@ -22,8 +24,6 @@ from dltricks.methods.ssl import (
     views,
 )
 from dltricks.recipe import Recipe
-from dltricks.train.loop import TrainingInterrupted, fit
-from dltricks.train.tasks import Classification
 
 SMALL_SSL = ["data.num_samples=400", "data.labels_per_class=4", "data.val_fraction=0.0", "model.channels=[4, 8]",
              "train.epochs=2", "train.batch_size=8", "train.mu=2", "train.semi_supervised=pseudo_label",
@@ -119,7 +119,7 @@ def _corrupting_loader(original, seed, per_class):
 
 def test_the_labels_of_unlabelled_data_are_never_read(home_ledger, monkeypatch):
     from dltricks.data import registry
-    from dltricks.train.run import build, train
+    from dltricks.runner.run import build, train
 
     recipe = Recipe.load("mnist1d-cnn", SMALL_SSL)
     clean = train(recipe, ledger=home_ledger, progress=False)
@@ -140,7 +140,7 @@ def test_the_labels_of_unlabelled_data_are_never_read(home_ledger, monkeypatch):
 
 
 def test_one_line_errors(home_ledger):
-    from dltricks.train.run import train
+    from dltricks.runner.run import train
 
     with pytest.raises(DltricksError, match=r"needs unlabelled data; set data.labels_per_class = N"):
         train(Recipe.load("mnist1d-cnn", ["train.semi_supervised=fixmatch", "data.num_samples=100"]),

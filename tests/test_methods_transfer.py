@@ -9,12 +9,12 @@ from safetensors.torch import load_file, save_file
 from test_train import RESUME_KW, InterruptAt, blobs, weights_equal
 
 from dltricks.errors import DltricksError
+from dltricks.loop.method import Method
+from dltricks.loop.tasks import Classification
+from dltricks.loop.training import TrainingInterrupted, fit
 from dltricks.methods.transfer import FineTune, head_name, layer_groups, load_matching
 from dltricks.recipe import Recipe, TrainSpec
-from dltricks.train.loop import TrainingInterrupted, fit
-from dltricks.train.method import Method
-from dltricks.train.run import train
-from dltricks.train.tasks import Classification
+from dltricks.runner.run import train
 
 SMALL = ["data.num_samples=300", "model.channels=[4, 8]", "train.epochs=1", "train.batch_size=32"]
 
@@ -100,8 +100,8 @@ def _fine_tune(model, **cfg):
 def test_layer_lr_decay_gives_each_group_its_rate_and_one_cycle_keeps_them():
     model = cnn(3)
     method, spec = _fine_tune(model, layer_lr_decay=0.5, schedule="one_cycle")
-    from dltricks.train.optim import build_optimizer
-    from dltricks.train.schedules import build_scheduler
+    from dltricks.loop.optim import build_optimizer
+    from dltricks.loop.schedules import build_scheduler
 
     opt = build_optimizer(model, spec, method.param_groups(model, spec))
     assert [g["lr"] for g in opt.param_groups] == [0.01, 0.005, 0.0025]  # head, conv 2, conv 1
@@ -167,7 +167,7 @@ def test_two_workers_that_need_the_same_recipe_run_at_once_train_it_once(ledger_
 
     path = tmp_path / "pre.toml"
     path.write_text(Recipe.load("mnist1d-cnn", SMALL + ["train.epochs=3", "name=pre"]).to_toml())
-    code = ("from dltricks.ledger import Ledger; from dltricks.train.from_run import resolve_run_ref; "
+    code = ("from dltricks.ledger import Ledger; from dltricks.loop.from_run import resolve_run_ref; "
             f"print(resolve_run_ref(Ledger(), 'recipe:{path}'))")
     env = {**os.environ, "DLTRICKS_HOME": str(ledger_home)}
     env.pop("DLTRICKS_LEDGER", None)

@@ -115,7 +115,7 @@ def test_cli_nas_end_to_end(ledger_home, capsys):
     best = max(done, key=lambda t: t.value)
     recipe = Recipe.load("arch.toml")
     assert recipe.get("model.channels") == best.user_attrs["config"]["model.channels"]
-    from dltricks.train.run import train
+    from dltricks.runner.run import train
 
     assert train(recipe, ledger=ledger, progress=False).status == "completed"
     assert (ledger_home / "reports" / "arch" / "front.png").exists()  # accuracy against FLOPs

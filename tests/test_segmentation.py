@@ -12,7 +12,7 @@ from torch import nn
 
 from dltricks.data.patches import PatchDataset
 from dltricks.errors import DltricksError
-from dltricks.train.segmentation import (
+from dltricks.loop.segmentation import (
     Segmentation,
     SegmentationMeter,
     confusion,
@@ -267,7 +267,7 @@ def test_make_segmentation_task_reads_the_recipe() -> None:
 
 def test_train_a_tiny_patch_recipe_end_to_end(tmp_path, monkeypatch) -> None:
     """Patches for training, a sliding window for evaluation, augmentation on both image and mask."""
-    from dltricks.train import train
+    from dltricks.runner import train
 
     monkeypatch.setenv("DLTRICKS_HOME", str(tmp_path))
     recipe = _tiny_recipe(patch_size=[16, 16], patches_per_epoch=32)

@@ -356,6 +356,6 @@ def test_the_statistics_do_not_import_scipy_stats() -> None:
     import subprocess
     import sys
 
-    code = "import sys, dltricks.ledger.stats, dltricks.train.calibration; print('scipy.stats' in sys.modules)"
+    code = "import sys, dltricks.ledger.stats, dltricks.loop.calibration; print('scipy.stats' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

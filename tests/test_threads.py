@@ -10,8 +10,8 @@ from torch import nn
 
 from dltricks import cores
 from dltricks.errors import DltricksError
+from dltricks.loop import threads as th
 from dltricks.recipe import Recipe
-from dltricks.train import threads as th
 
 
 def test_recipe_accepts_auto_and_numbers_and_refuses_the_rest() -> None:
@@ -107,7 +107,7 @@ def test_fastest_reports_each_count() -> None:
 
 
 def test_a_run_records_its_threads_and_restores_the_callers(ledger_home) -> None:
-    from dltricks.train.run import train
+    from dltricks.runner.run import train
 
     base = ["data.num_samples=400", "train.epochs=1", "model.hidden=[16]"]
     torch.set_num_threads(1)

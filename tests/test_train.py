@@ -14,11 +14,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import dltricks
 from dltricks.errors import DltricksError, RunFailed
+from dltricks.loop.optim import build_optimizer, param_groups
+from dltricks.loop.schedules import build_scheduler
+from dltricks.loop.tasks import Classification
+from dltricks.loop.training import TrainingInterrupted, evaluate, fit
 from dltricks.recipe import TrainSpec
-from dltricks.train.loop import TrainingInterrupted, evaluate, fit
-from dltricks.train.optim import build_optimizer, param_groups
-from dltricks.train.schedules import build_scheduler
-from dltricks.train.tasks import Classification
 
 
 def blobs(n=240, classes=3, dim=8, seed=0, scale=1.0):
@@ -317,7 +317,7 @@ def test_nan_loss_raises_run_failed_with_step_and_hint():
 def test_diverging_sgd_fails_and_the_ledger_says_why(ledger_home, monkeypatch):
     from dltricks.ledger import Ledger
     from dltricks.recipe import Recipe
-    from dltricks.train.run import train
+    from dltricks.runner.run import train
 
     monkeypatch.setenv("DLTRICKS_CACHE", str(ledger_home / "cache"))
     recipe = Recipe.load("mnist1d-mlp", ["data.num_samples=200", "train.optimizer=sgd", "train.lr=1e6",
@@ -458,7 +458,7 @@ def test_resume_with_another_recipe_is_refused(tmp_path):
 
 
 def test_metric_direction_by_name():
-    from dltricks.train.tasks import higher_is_better
+    from dltricks.loop.tasks import higher_is_better
 
     assert higher_is_better("test_accuracy") and higher_is_better("val_dice") and higher_is_better("val_accuracy")
     for m in ("val_loss", "test_ece", "wall_time_s", "params", "test_hd95", "flops"):
@@ -478,8 +478,8 @@ def readme_python_example() -> str:
 
 @pytest.mark.slow
 def test_readme_python_example_runs_twice_in_one_interpreter(tmp_path):
-    """`dltricks.train` stays the function after `dltricks.fit` (which imports the subpackage
-    dltricks.train) and after a first `dltricks.train(...)`. The README's cost is cut (a tiny recipe,
+    """`dltricks.train` stays the function after `dltricks.fit` (which imports the loop package)
+    and after a first `dltricks.train(...)`. The README's cost is cut (a tiny recipe,
     one seed) but its calls, in its order, are the README's own."""
     import subprocess
     import sys
@@ -493,10 +493,10 @@ def test_readme_python_example_runs_twice_in_one_interpreter(tmp_path):
     tiny = ["data.num_samples=200", "train.epochs=1", "model.channels=[4]", "train.schedule=constant"]
     script = f"TINY = {tiny!r}\nfor _ in range(2):\n" + textwrap.indent(cheap, "    ") + textwrap.dedent("""
         from dltricks import train as from_import
-        import dltricks.train.loop
-        import dltricks.train.run as run_module
+        import dltricks.loop.training
+        import dltricks.runner.run as run_module
         assert callable(dltricks.train) and callable(from_import) and callable(dltricks.fit)
-        assert dltricks.train.loop.fit is dltricks.fit and run_module.train is dltricks.train.train
+        assert dltricks.loop.training.fit is dltricks.fit and run_module.train is dltricks.train
         print("ok", dltricks.train(Recipe.load("mnist1d-cnn", TINY), progress=False).status)
         """)
     env = {**os.environ, "DLTRICKS_HOME": str(tmp_path / "home"), "DLTRICKS_NO_PROGRESS": "1",
@@ -523,9 +523,9 @@ def test_divergence_without_nan_fails_like_nan():
 
 def test_a_device_this_machine_lacks_is_refused_before_training(ledger_home):
     from dltricks.ledger import Ledger
+    from dltricks.loop.training import resolve_device
     from dltricks.recipe import Recipe
-    from dltricks.train.loop import resolve_device
-    from dltricks.train.run import train
+    from dltricks.runner.run import train
 
     if not torch.backends.mps.is_available():
         with pytest.raises(DltricksError, match="train.device = 'mps' but no Apple MPS device"):
@@ -571,7 +571,7 @@ def test_the_interruption_says_where_it_stopped(tmp_path):
 def test_a_completed_run_drops_its_resume_checkpoint_unless_asked(ledger_home, monkeypatch):
     from dltricks.ledger import Ledger
     from dltricks.recipe import Recipe
-    from dltricks.train.run import train
+    from dltricks.runner.run import train
 
     monkeypatch.setenv("DLTRICKS_CACHE", str(ledger_home / "cache"))
     recipe = Recipe.load("mnist1d-mlp", ["data.num_samples=200", "train.epochs=1", "model.hidden=[16]"])
@@ -589,7 +589,7 @@ def test_a_completed_run_drops_its_resume_checkpoint_unless_asked(ledger_home, m
 def test_bundled_architecture_recipes_build_and_learn(name, ledger_home, monkeypatch):
     from dltricks.ledger import Ledger
     from dltricks.recipe import Recipe
-    from dltricks.train.run import train
+    from dltricks.runner.run import train
 
     monkeypatch.setenv("DLTRICKS_CACHE", str(ledger_home / "cache"))
     recipe = Recipe.load(name, ["data.num_samples=1000", "train.epochs=3"])

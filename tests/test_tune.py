@@ -176,7 +176,7 @@ def test_cli_tune_end_to_end_best_toml_trains_and_rerun_verdict(ledger_home, cap
     recipe = Recipe.load("best.toml")
     assert recipe.get("model.norm") == best.user_attrs["config"]["model.norm"]
     assert recipe.train.lr == pytest.approx(best.user_attrs["config"]["train.lr"])
-    from dltricks.train.run import train
+    from dltricks.runner.run import train
 
     assert train(recipe, ledger=ledger, progress=False).status == "completed"
     report = ledger_home / "reports" / "tiny"

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from dltricks.errors import DltricksError
+from dltricks.loop import calibration as cal
 from dltricks.recipe import Recipe
-from dltricks.train import calibration as cal
-from dltricks.train.run import train
+from dltricks.runner.run import train
 
 TINY = ["data.num_samples=400", "train.epochs=2", "train.batch_size=32", "model.hidden=[32]", "model.dropout=0.0"]
 
@@ -97,8 +97,8 @@ def test_kron_laplace_equals_the_exact_last_layer_posterior_for_one_output():
 def test_classification_laplace_is_less_confident_far_from_the_data():
     from test_train import blobs, mlp
 
+    from dltricks.loop.training import fit
     from dltricks.methods.uncertainty.laplace import LastLayerLaplace
-    from dltricks.train.loop import fit
 
     x, y = blobs(n=240, classes=3, dim=8)
     model = mlp(dim=8, classes=3, hidden=16)
@@ -185,9 +185,9 @@ def test_a_shifted_target_domain_is_told_apart_the_more_the_further_it_shifts(ho
 @pytest.mark.slow
 def test_ensemble_and_gp_widen_intervals_in_the_gap_of_the_cubic_toy(home_ledger):
     def _ratio(result):
+        from dltricks.loop.from_run import model_from_run
         from dltricks.methods.uncertainty.evaluate import build_predictive, predict
-        from dltricks.train.from_run import model_from_run
-        from dltricks.train.run import make_task
+        from dltricks.runner.run import make_task
 
         recipe, bundle, model = model_from_run(home_ledger, result.run_id)
         task = make_task(recipe, bundle)
@@ -210,7 +210,7 @@ def test_ensemble_and_gp_widen_intervals_in_the_gap_of_the_cubic_toy(home_ledger
 
 def test_catalogue_has_the_uncertainty_tricks_and_their_metrics_point_the_right_way():
     from dltricks import tricks
-    from dltricks.train.tasks import higher_is_better
+    from dltricks.loop.tasks import higher_is_better
 
     base = Recipe.load("mnist1d-mlp")
     for name in ("mc_dropout", "ensemble", "temperature_scaling", "laplace_last_layer", "gp_head"):
@@ -219,7 +219,7 @@ def test_catalogue_has_the_uncertainty_tricks_and_their_metrics_point_the_right_
         assert base.patch(t.on).get(next(iter(t.on))) == next(iter(t.on.values()))
     assert not higher_is_better("test_ece") and not higher_is_better("test_brier")
     assert not higher_is_better("test_nll") and higher_is_better("test_ood_auroc")
-    from dltricks.train.run import metric_names
+    from dltricks.runner.run import metric_names
 
     names = metric_names(tiny("eval.ood='noise'", "eval.temperature_scaling=true"))
     assert {"test_nll", "test_brier", "test_ece_adaptive", "test_ood_auroc", "temperature"} <= set(names)
@@ -233,9 +233,9 @@ def test_ctrl_c_in_an_ensemble_member_resumes_there_to_the_same_result(home_ledg
     import os
     import signal
 
+    from dltricks.loop import loop
+    from dltricks.loop.training import TrainingInterrupted
     from dltricks.methods.uncertainty import ensemble
-    from dltricks.train import loop
-    from dltricks.train.loop import TrainingInterrupted
 
     recipe = tiny("train.epochs=3", "eval.ensemble=4")
     whole = train(recipe, ledger=home_ledger, progress=False)

@@ -10,11 +10,11 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Recipe": "dltricks.recipe",
-    "fit": "dltricks.train.loop",
-    "evaluate": "dltricks.train.loop",
-    "History": "dltricks.train.loop",
-    "train": "dltricks.train.run",
-    "RunResult": "dltricks.train.run",
+    "fit": "dltricks.loop.training",
+    "evaluate": "dltricks.loop.training",
+    "History": "dltricks.loop.training",
+    "train": "dltricks.runner.run",
+    "RunResult": "dltricks.runner.run",
     "ablate": "dltricks.search.ablate",
     "AblationResult": "dltricks.search.ablate",
     "Ledger": "dltricks.ledger",
@@ -27,11 +27,6 @@ def __getattr__(name: str):
     # import torch-heavy parts on first use, so `dltricks --help` stays quick
     if name in _LAZY:
         import importlib
-
-        if name == "train":
-            # the subpackage, which is callable as the function: importing any dltricks.train.* module
-            # binds the subpackage to this name anyway, so it must be the same object every time
-            return importlib.import_module("dltricks.train")
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'dltricks' has no attribute {name!r}")

@@ -90,8 +90,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise DltricksError("--resume continues a run with its own recipe; give no RECIPE or -o with it")
     recipe = _recipe(args) if args.recipe else ""  # a bad recipe fails here, before torch loads
 
-    from dltricks.train.loop import TrainingInterrupted
-    from dltricks.train.run import train
+    from dltricks.loop.training import TrainingInterrupted
+    from dltricks.runner.run import train
 
     ledger = _ledger(args)
     try:

@@ -4,7 +4,7 @@
 - latency: median forward time at batch 1 and batch 64 on one CPU thread (see
   :func:`dltricks.analysis.cost.measure_latency`), with the models timed in interleaved rounds so
   that a busy machine slows all of them alike and the ratios stay meaningful;
-- accuracy: the test metrics of :func:`dltricks.train.loop.evaluate`, and for classification a paired
+- accuracy: the test metrics of :func:`dltricks.loop.training.evaluate`, and for classification a paired
   bootstrap over test samples of the accuracy change against the source model.
 """
 
@@ -20,8 +20,8 @@ from torch import nn
 
 from dltricks.analysis.cost import measure_latency
 from dltricks.data import DataBundle
-from dltricks.train.loop import evaluate
-from dltricks.train.tasks import Task
+from dltricks.loop.tasks import Task
+from dltricks.loop.training import evaluate
 
 __all__ = ["BATCHES", "correct_per_sample", "latencies", "paired_bootstrap", "size_bytes", "test_metrics"]
 

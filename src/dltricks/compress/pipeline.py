@@ -3,7 +3,7 @@
     model, description, curves = compress_model(model, recipe, bundle, task, recipe.compress)
 
 The order is the field's: remove weights or channels first and let fine-tuning recover, then lower the
-precision of what is left. Fine-tuning is the project's loop (:func:`dltricks.train.loop.fit`) with the
+precision of what is left. Fine-tuning is the project's loop (:func:`dltricks.loop.training.fit`) with the
 recipe's own ``train`` keys, for ``compress.finetune_epochs`` epochs at ``train.lr x finetune_lr_factor``.
 The factor defaults to 1: replaying the recipe's schedule from its full rate recovers more accuracy after
 pruning than fine-tuning at a small constant rate (Renda et al. 2020, arXiv:2003.02389; measured here:
@@ -18,10 +18,10 @@ from torch import nn
 from dltricks.compress import prune, quantize, sparse, structured
 from dltricks.compress.store import Description
 from dltricks.data import DataBundle
+from dltricks.loop.tasks import Task
+from dltricks.loop.training import fit
 from dltricks.nn import build_model
 from dltricks.recipe import CompressSpec, Recipe
-from dltricks.train.loop import fit
-from dltricks.train.tasks import Task
 
 __all__ = ["compress_model", "finetuner", "label"]
 
@@ -66,7 +66,7 @@ def finetuner(recipe: Recipe, bundle: DataBundle, task: Task, epochs: int, *, pr
 
 
 def _initial_weights(recipe: Recipe, bundle: DataBundle) -> dict[str, torch.Tensor]:
-    """The weights the run started from: :func:`dltricks.train.run.build` seeds the init with the recipe's seed."""
+    """The weights the run started from: :func:`dltricks.runner.run.build` seeds the init with the recipe's seed."""
     torch.manual_seed(recipe.seed)
     return build_model(recipe.model, bundle.in_shape, bundle.num_classes).state_dict()
 

@@ -4,7 +4,7 @@ oversampling for volumes too large to train on whole, and the bundle a segmentat
 Patch training (as in nnU-Net): each training item is a random window of ``data.patch_size`` from one
 volume; a share ``data.fg_oversample`` of the windows is centred near a foreground voxel so that small,
 rare structures (lesions) are seen often enough. Evaluation runs on whole volumes with a sliding window
-(:func:`dltricks.train.segmentation.sliding_window`).
+(:func:`dltricks.loop.segmentation.sliding_window`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The factory that turns a recipe's keys into the method of its training step.
 
-The step is one of the supervised step (:class:`dltricks.train.method.Method`), distillation
+The step is one of the supervised step (:class:`dltricks.loop.method.Method`), distillation
 (``train.teacher``) or multi-task weighting (``train.task_weighting``, ``train.pcgrad``); transfer keys
 (``model.init_from``, ``train.freeze``, ``train.layer_lr_decay``, ``train.unfreeze_every``) wrap any of
 them, since where the weights start and which of them train is independent of what the step computes.
@@ -15,8 +15,8 @@ from typing import Any
 from torch import nn
 
 from dltricks.errors import DltricksError
-from dltricks.train.method import Method, register_method_factory
-from dltricks.train.tasks import Task
+from dltricks.loop.method import Method, register_method_factory
+from dltricks.loop.tasks import Task
 
 
 @register_method_factory

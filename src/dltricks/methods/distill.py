@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dltricks.errors import DltricksError
-from dltricks.train.from_run import model_from_run, resolve_run_ref
-from dltricks.train.method import Batch, Method
-from dltricks.train.tasks import Task
+from dltricks.loop.from_run import model_from_run, resolve_run_ref
+from dltricks.loop.method import Batch, Method
+from dltricks.loop.tasks import Task
 
 __all__ = ["Distill", "kd_loss"]
 

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dltricks.errors import DltricksError
+from dltricks.loop.method import Batch, Method
+from dltricks.loop.tasks import Task
 from dltricks.methods.ssl import StreamStep, pseudo_label_loss
-from dltricks.train.method import Batch, Method
-from dltricks.train.tasks import Task
 
 __all__ = ["dann_lambda", "GradReverse", "coral_loss", "DomainStep", "SourceOnly", "DANN", "SelfTraining",
            "CORAL", "from_recipe"]
@@ -91,7 +91,7 @@ class DomainStep(StreamStep):
         self.device = device
 
     def end_epoch(self) -> dict[str, float]:
-        from dltricks.train.loop import evaluate
+        from dltricks.loop.training import evaluate
 
         out = super().end_epoch()
         if self.target_val is None:
@@ -187,7 +187,7 @@ class CORAL(DomainStep):
 
 def from_recipe(recipe: Any, bundle: Any, model: nn.Module, task: Task) -> Method:
     """The domain adaptation step ``train.domain_adaptation`` names (source only when none)."""
-    from dltricks.train.loop import eval_batch_size
+    from dltricks.loop.training import eval_batch_size
 
     t = recipe.train
     kind = t.domain_adaptation

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from dltricks.errors import DltricksError
-from dltricks.train.method import Method
-from dltricks.train.tasks import Task
+from dltricks.loop.method import Method
+from dltricks.loop.tasks import Task
 
 
 class ClassBalanced(Method):

@@ -12,10 +12,10 @@ Two task families: the sinusoid regression tasks of the MAML paper (``data.name 
 N-way K-shot classification episodes of the base classes when ``data.novel_classes`` holds classes out
 (``eval.n_way``, the smallest of ``eval.shots``, ``eval.queries``; the model's head has N outputs, and a
 label means another class in every episode). BatchNorm layers use each batch's own statistics while
-meta-learning and adapting (:func:`~dltricks.train.adaptation.batch_statistics`).
+meta-learning and adapting (:func:`~dltricks.loop.adaptation.batch_statistics`).
 
 The learner owns its outer loop (meta-updates instead of epochs over a dataset) but goes through the same
-parts as :func:`dltricks.train.loop.fit`: the recipe's optimiser and schedule, a progress bar, a checkpoint
+parts as :func:`dltricks.loop.training.fit`: the recipe's optimiser and schedule, a progress bar, a checkpoint
 (safetensors, with the task generator's state) after every epoch of ``train.meta_steps`` meta-updates and
 on Ctrl-C, and the runner records it in the ledger like any run.
 """
@@ -32,15 +32,15 @@ from torch import nn
 from torch.func import vmap
 
 from dltricks.errors import DltricksError, RunFailed
+from dltricks.loop.adaptation import adapt, batch_statistics, post_update_metrics, task_loss
+from dltricks.loop.checkpoint import LoopState, find_checkpoint, load_checkpoint, save_checkpoint
+from dltricks.loop.method import Method
+from dltricks.loop.optim import build_optimizer
+from dltricks.loop.progress import TrainProgress
+from dltricks.loop.schedules import build_scheduler
+from dltricks.loop.tasks import Task
+from dltricks.loop.training import History, StopFlag, TrainingInterrupted, resolve_device
 from dltricks.recipe import EvalSpec, TrainSpec
-from dltricks.train.adaptation import adapt, batch_statistics, post_update_metrics, task_loss
-from dltricks.train.checkpoint import LoopState, find_checkpoint, load_checkpoint, save_checkpoint
-from dltricks.train.loop import History, StopFlag, TrainingInterrupted, resolve_device
-from dltricks.train.method import Method
-from dltricks.train.optim import build_optimizer
-from dltricks.train.progress import TrainProgress
-from dltricks.train.schedules import build_scheduler
-from dltricks.train.tasks import Task
 
 if TYPE_CHECKING:
     from dltricks.data.episodes import EpisodeBatch, Episodes
@@ -172,7 +172,7 @@ def base_episodes(bundle: Any, spec: EvalSpec, seed: int) -> tuple[Episodes, Epi
     """The episodes to meta-train on, of the base (training) classes, and fixed validation episodes of
     the validation split (none without one); N-way with the fewest of ``eval.shots`` as in testing."""
     from dltricks.data.episodes import Episodes
-    from dltricks.train.episodes import check_episodes
+    from dltricks.loop.episodes import check_episodes
 
     k = min(spec.shots)
     (x, y), names = bundle.train, bundle.class_names

@@ -1,6 +1,6 @@
 """Multi-task learning: weighting the losses of several targets on one shared backbone.
 
-The targets, their heads and fixed weights are the task's (:class:`dltricks.train.targets.Targets`:
+The targets, their heads and fixed weights are the task's (:class:`dltricks.loop.targets.Targets`:
 ``train.task_weights``, ``train.normalize_targets``); this method adds
 
 - ``train.task_weighting = "uncertainty"``: Kendall et al. 2018, learnt log-variances ``s_i`` with the
@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from dltricks.errors import DltricksError
-from dltricks.train.method import Batch, Method
-from dltricks.train.targets import Targets
+from dltricks.loop.method import Batch, Method
+from dltricks.loop.targets import Targets
 
 
 class LogVariances(nn.Module):

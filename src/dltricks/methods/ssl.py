@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dltricks.errors import DltricksError
-from dltricks.train.method import Batch, Method, Stream
-from dltricks.train.tasks import Task
+from dltricks.loop.method import Batch, Method, Stream
+from dltricks.loop.tasks import Task
 
 __all__ = ["sigmoid_rampup", "pseudo_label_loss", "views", "StreamStep", "PseudoLabel", "PiModel",
            "MeanTeacher", "FixMatch", "from_recipe"]

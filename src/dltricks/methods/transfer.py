@@ -22,10 +22,10 @@ from rich.console import Console
 from torch import nn
 
 from dltricks.errors import DltricksError
+from dltricks.loop.from_run import resolve_run_ref, run_weights
+from dltricks.loop.method import Batch, Method
+from dltricks.loop.optim import _NORMS
 from dltricks.recipe import TrainSpec
-from dltricks.train.from_run import resolve_run_ref, run_weights
-from dltricks.train.method import Batch, Method
-from dltricks.train.optim import _NORMS
 
 __all__ = ["init_from", "load_matching", "layer_groups", "head_name", "FineTune"]
 

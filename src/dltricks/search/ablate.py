@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
+from dltricks.loop.tasks import higher_is_better
 from dltricks.recipe import Recipe
 from dltricks.search import claims, local
 from dltricks.search import study as st
 from dltricks.search.plan import Mode, plan_variants
 from dltricks.search.worker import work
-from dltricks.train.tasks import higher_is_better
 from dltricks.tricks import Trick, parse_trick
 
 if TYPE_CHECKING:  # scipy (behind the statistics) takes seconds to import; a worker never needs it
@@ -185,7 +185,7 @@ def _check_variants(recipe: Recipe, definition: st.Definition) -> None:
     """Fail before any training if a variant's recipe is invalid (a bad key or value) or the metric is
     not one a run records: otherwise the study would train the baseline and then fail every cell."""
     from dltricks.errors import did_you_mean, one_of
-    from dltricks.train.run import metric_names
+    from dltricks.runner.run import metric_names
 
     ref = None
     for v in definition.variants:

@@ -76,7 +76,7 @@ def warm_up() -> None:
 
         import dltricks.analysis.cost  # noqa: F401 - each run counts its FLOPs
         import dltricks.methods.uncertainty  # noqa: F401 - each classification run scores its calibration
-        import dltricks.train.run  # noqa: F401
+        import dltricks.runner.run  # noqa: F401
 
         try:
             import torch._dynamo  # noqa: F401

@@ -235,8 +235,8 @@ def run_trial(study, d: SearchDefinition, ledger: Ledger, claim: claims.Claim, c
 
     from dltricks.errors import RunFailed
     from dltricks.ledger.record import new_run_id
-    from dltricks.train.loop import TrainingInterrupted
-    from dltricks.train.run import train
+    from dltricks.loop.training import TrainingInterrupted
+    from dltricks.runner.run import train
 
     dims = d.dims
     attrs: dict[str, Any] = {"cell": cell, "config": config, "run_ids": [], "seeds": {}}

@@ -24,8 +24,8 @@ def work(ledger: Ledger, study_name: str, *, threads: int = 0, progress: bool = 
     import torch
 
     from dltricks.errors import RunFailed
-    from dltricks.train.loop import TrainingInterrupted
-    from dltricks.train.run import train
+    from dltricks.loop.training import TrainingInterrupted
+    from dltricks.runner.run import train
 
     threads_before = torch.get_num_threads()
     if threads:

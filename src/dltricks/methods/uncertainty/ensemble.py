@@ -38,11 +38,11 @@ def train_members(recipe: Any, bundle: Any, task: Any, device: torch.device, n: 
     member k from its checkpoint, with the same result as a run never stopped."""
     import shutil
 
+    from dltricks.loop.checkpoint import find_checkpoint, load_weights, save_weights
+    from dltricks.loop.method import method_for
+    from dltricks.loop.training import TrainingInterrupted, fit
     from dltricks.nn import build_model
-    from dltricks.train.checkpoint import find_checkpoint, load_weights, save_weights
-    from dltricks.train.loop import TrainingInterrupted, fit
-    from dltricks.train.method import method_for
-    from dltricks.train.run import fit_options, make_augment
+    from dltricks.runner.run import fit_options, make_augment
 
     members = []
     augment = make_augment(recipe, bundle)
@@ -82,10 +82,10 @@ def _task_signature(recipe: Any, bundle: Any) -> tuple:
 def ensemble_of_runs(ledger: Any, run_ids: list[str], *, progress: bool = False) -> tuple[str, dict[str, float]]:
     """Record a new run that averages the completed runs ``run_ids`` (all on the same data and classes)
     and return its id and metrics."""
+    from dltricks.loop.from_run import model_from_run
+    from dltricks.loop.training import resolve_device
     from dltricks.recipe import Recipe
-    from dltricks.train.from_run import model_from_run
-    from dltricks.train.loop import resolve_device
-    from dltricks.train.run import make_task
+    from dltricks.runner.run import make_task
 
     if len(run_ids) < 2:
         raise DltricksError(f"an ensemble needs at least 2 runs, got {len(run_ids)}")

@@ -1,5 +1,5 @@
 """The uncertainty and calibration metrics of a run: its predictive distribution, chosen by the
-recipe's ``eval`` keys, scored on the test split. Registered with :mod:`dltricks.train.predictive`, so
+recipe's ``eval`` keys, scored on the test split. Registered with :mod:`dltricks.loop.predictive`, so
 every classification and single-target regression run reports them.
 
 Classification: ``test_accuracy``, ``test_nll``, ``test_brier``, ``test_ece`` (equal-width bins: the
@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from dltricks.errors import DltricksError
+from dltricks.loop import calibration as cal
+from dltricks.loop.predictive import register_uncertainty
+from dltricks.loop.training import eval_batch_size
 from dltricks.methods.uncertainty.predictive import Ensemble, MCDropout, Plain, Predictive
-from dltricks.train import calibration as cal
-from dltricks.train.loop import eval_batch_size
-from dltricks.train.predictive import register_uncertainty
 
 __all__ = ["evaluate_uncertainty", "check_recipe", "build_predictive", "predict", "ood_inputs", "asked_methods"]
 
@@ -40,7 +40,7 @@ def asked_methods(e: Any) -> list[str]:
 
 
 def _kind(bundle: Any, task: Any) -> str | None:
-    from dltricks.train.targets import Targets
+    from dltricks.loop.targets import Targets
 
     # embeddings (metric learning) and attribute heads (DAP) give no class scores to calibrate
     scores_classes = getattr(task, "counts_accuracy", True)

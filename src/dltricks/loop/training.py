@@ -24,14 +24,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dltricks.errors import DltricksError, RunFailed
+from dltricks.loop.batches import Batches, Source
+from dltricks.loop.checkpoint import LoopState, find_checkpoint, load_checkpoint, save_checkpoint
+from dltricks.loop.method import Batch, Method
+from dltricks.loop.optim import build_optimizer
+from dltricks.loop.progress import TrainProgress
+from dltricks.loop.schedules import build_scheduler
+from dltricks.loop.tasks import Classification, Task
 from dltricks.recipe import TrainSpec, explain_errors
-from dltricks.train.batches import Batches, Source
-from dltricks.train.checkpoint import LoopState, find_checkpoint, load_checkpoint, save_checkpoint
-from dltricks.train.method import Batch, Method
-from dltricks.train.optim import build_optimizer
-from dltricks.train.progress import TrainProgress
-from dltricks.train.schedules import build_scheduler
-from dltricks.train.tasks import Classification, Task
 
 Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -170,7 +170,7 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, epochs: i
     ``early_stopping``, ``precision``, ...), validated the same way. With ``checkpoint_dir`` the loop
     saves after every epoch and on Ctrl-C, and ``resume=True`` continues from what is there.
     ``batch_size`` is needed for tensors and Datasets; a DataLoader brings its own.
-    ``method`` (a :class:`~dltricks.train.method.Method`) says what a step computes; by default the
+    ``method`` (a :class:`~dltricks.loop.method.Method`) says what a step computes; by default the
     supervised loss of ``task``.
     """
     if batch_size is None:
@@ -349,7 +349,7 @@ class _Hits:
 
 
 def _better(monitor: str) -> Callable[[float, float], bool]:
-    from dltricks.train.tasks import higher_is_better
+    from dltricks.loop.tasks import higher_is_better
 
     return (lambda a, b: a > b) if higher_is_better(monitor) else (lambda a, b: a < b)
 

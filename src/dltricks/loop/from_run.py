@@ -37,7 +37,7 @@ def resolve_run_ref(ledger: Ledger, ref: str, *, progress: bool = False) -> str:
     the study fine-tunes (or distils from) the same run, which is trained once."""
     if not ref.startswith(RECIPE_REF):
         return ref
-    from dltricks.train.run import train  # the runner imports this module: import late
+    from dltricks.runner.run import train  # the runner imports this module: import late
 
     recipe = Recipe.load(ref[len(RECIPE_REF):])
     digest = recipe.digest()
@@ -114,7 +114,7 @@ def model_from_run(ledger: Ledger, run_id: str, *, why: str = "its weights are u
                    ) -> tuple[Recipe, DataBundle, nn.Module]:
     """Rebuild a completed run's model from its stored recipe, load its weights exactly, and return the
     recipe, its data and the model (in eval mode, on the CPU)."""
-    from dltricks.train.run import build  # run imports this module's neighbours; import late
+    from dltricks.runner.run import build  # run imports this module's neighbours; import late
 
     rec = completed_run(ledger, run_id, why=why)
     recipe = Recipe.from_dict(rec.recipe, source=f"run {rec.id}")

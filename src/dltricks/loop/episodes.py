@@ -12,7 +12,7 @@ last linear layer, i.e. the baseline of Chen et al. 2019 ("A closer look at few-
 train a classifier on the base classes, then nearest centroid on its penultimate features.
 
 A meta-learned model (``train.meta``) is scored on the same episodes by adapting to each support instead
-(:func:`dltricks.train.adaptation.post_update_scores`).
+(:func:`dltricks.loop.adaptation.post_update_scores`).
 
 Metrics (``test_`` prefixed by the runner): ``{N}way_{K}shot_accuracy`` and ``{N}way_{K}shot_ci95`` for
 each K in ``eval.shots`` (for a meta-learner also ``{N}way_{K}shot_accuracy_{S}step`` for each S in
@@ -30,8 +30,8 @@ from torch import nn
 
 from dltricks.data.episodes import draw_episodes, gather
 from dltricks.errors import DltricksError
-from dltricks.train.adaptation import batch_statistics, post_update_scores
-from dltricks.train.metric import recall_at_1
+from dltricks.loop.adaptation import batch_statistics, post_update_scores
+from dltricks.loop.metric import recall_at_1
 
 __all__ = ["features", "novel_episodes", "episode_accuracy", "fewshot_metrics", "check_episodes", "mean_ci95"]
 

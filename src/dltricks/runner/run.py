@@ -18,12 +18,12 @@ import torch
 from dltricks.data import DataBundle, load_data
 from dltricks.errors import DltricksError, RunFailed
 from dltricks.ledger import Ledger
+from dltricks.loop.checkpoint import find_checkpoint
+from dltricks.loop.method import method_for
+from dltricks.loop.tasks import Classification, Task
+from dltricks.loop.training import History, TrainingInterrupted, eval_batch_size, evaluate, fit, resolve_device
 from dltricks.nn import build_model
 from dltricks.recipe import Recipe
-from dltricks.train.checkpoint import find_checkpoint
-from dltricks.train.loop import History, TrainingInterrupted, eval_batch_size, evaluate, fit, resolve_device
-from dltricks.train.method import method_for
-from dltricks.train.tasks import Classification, Task
 
 
 @dataclass
@@ -40,15 +40,15 @@ def make_task(recipe: Recipe, bundle: DataBundle) -> Task:
     """The loss and metrics that fit the data: classification or segmentation."""
     t = recipe.train
     if bundle.task == "segmentation":
-        from dltricks.train.segmentation import make_segmentation_task
+        from dltricks.loop.segmentation import make_segmentation_task
 
         return make_segmentation_task(recipe, bundle)
     if bundle.targets:
-        from dltricks.train.targets import make_targets_task
+        from dltricks.loop.targets import make_targets_task
 
         return make_targets_task(recipe, bundle)
     if t.zero_shot == "dap":
-        from dltricks.train.zeroshot import AttributeTask, seen_unseen
+        from dltricks.loop.zeroshot import AttributeTask, seen_unseen
 
         seen, _ = seen_unseen(bundle)
         if recipe.model.embedding_dim or t.metric_loss != "none":
@@ -59,7 +59,7 @@ def make_task(recipe: Recipe, bundle: DataBundle) -> Task:
                                 "[0, 1]; use train.zero_shot = 'eszsl' for real-valued attributes")
         return AttributeTask(seen)
     if t.metric_loss != "none" or recipe.model.embedding_dim:
-        from dltricks.train.metric import MetricTask
+        from dltricks.loop.metric import MetricTask
 
         if t.metric_loss == "none" or not recipe.model.embedding_dim:
             raise DltricksError("train.metric_loss and model.embedding_dim go together: an embedding model is "
@@ -82,7 +82,7 @@ def build(recipe: Recipe) -> tuple[DataBundle, torch.nn.Module, Task]:
     """Data, a freshly initialised model (its init fixed by ``recipe.seed``) and the task."""
     bundle = load_data(recipe.data, recipe.seed)
     if bundle.novel is not None and recipe.train.zero_shot != "dap":  # before training, not after it
-        from dltricks.train.episodes import check_episodes
+        from dltricks.loop.episodes import check_episodes
 
         e = recipe.eval
         check_episodes(bundle.novel[1], e.n_way, e.shots, e.queries, bundle.novel_names)
@@ -129,10 +129,10 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
     """Run a recipe and record it. ``resume=RUN_ID`` continues an interrupted run from its checkpoint.
     A completed run keeps its weights (``model.safetensors``); its resume checkpoint (weights, optimiser
     and RNG states, as large again as the model or more) is deleted unless ``keep_checkpoint``.
-    ``on_epoch(epoch, row)`` is :func:`~dltricks.train.loop.fit`'s per-epoch hook (a tuner's pruner).
+    ``on_epoch(epoch, row)`` is :func:`~dltricks.loop.training.fit`'s per-epoch hook (a tuner's pruner).
 
     Raises :class:`RunFailed` (the run is marked failed with the reason) or
-    :class:`~dltricks.train.loop.TrainingInterrupted` (marked interrupted, resumable).
+    :class:`~dltricks.loop.training.TrainingInterrupted` (marked interrupted, resumable).
     """
     ledger = ledger or Ledger()
     if resume:
@@ -157,7 +157,7 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         bundle, model, task = build(recipe)
         augment = make_augment(recipe, bundle)
         method = method_for(recipe, bundle, model, task, ledger, augmented=augment is not None, quiet=not progress)
-        from dltricks.train.predictive import check_uncertainty
+        from dltricks.loop.predictive import check_uncertainty
 
         check_uncertainty(recipe, bundle, model, task)
         threads = use_threads(recipe, model, bundle, device, cap=threads_before)
@@ -200,18 +200,18 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
                         f"{run_dir / 'traceback.txt'})") from e
     finally:
         torch.set_num_threads(threads_before)
-    from dltricks.train.checkpoint import save_weights
+    from dltricks.loop.checkpoint import save_weights
 
     weights = weights or save_weights(run_dir / "model.safetensors", model)
     if bundle.test_tasks is not None:  # the MAML paper's pre/post-update figure
-        from dltricks.train.adaptation import plot_adaptation
+        from dltricks.loop.adaptation import plot_adaptation
 
         plot_adaptation(model, bundle.tasks, bundle.test_tasks, recipe.eval.adapt_steps, recipe.train.inner_lr,
                         run_dir / "adaptation.png")
     if meta_episodes(recipe, bundle):  # accuracy against adaptation steps, on 200 of the test episodes
         from dltricks.data.episodes import gather
-        from dltricks.train.adaptation import plot_episode_adaptation
-        from dltricks.train.episodes import novel_episodes
+        from dltricks.loop.adaptation import plot_episode_adaptation
+        from dltricks.loop.episodes import novel_episodes
 
         e, t = recipe.eval, recipe.train
         x, y = bundle.novel
@@ -220,7 +220,7 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         plot_episode_adaptation(model, batches, max(*e.adapt_steps, t.inner_steps), t.inner_lr,
                                 run_dir / "adaptation.png", t.inner_steps, f"{recipe.name}: train.meta = {t.meta}")
     if "test_gzsl_h" in metrics:
-        from dltricks.train.zeroshot import plot_zero_shot
+        from dltricks.loop.zeroshot import plot_zero_shot
 
         plot_zero_shot(metrics, run_dir / "zero_shot.png",
                        f"{recipe.name}: train.zero_shot = {recipe.train.zero_shot}")
@@ -234,7 +234,7 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
 
 
 def fit_options(recipe: Recipe) -> dict:
-    """The recipe's ``train`` keys as keywords of :func:`~dltricks.train.loop.fit` (all but the seed,
+    """The recipe's ``train`` keys as keywords of :func:`~dltricks.loop.training.fit` (all but the seed,
     device, data and the run's own paths)."""
     t = recipe.train
     options = t.model_dump(exclude={"epochs", "batch_size", "lr", "optimizer", "schedule", "grad_clip",
@@ -259,7 +259,7 @@ def metric_names(recipe: Recipe) -> list[str]:
         [f"test_{k}" for k in evaluate(model, few, task, batch_size=4, device="cpu")]
     if bundle.val is not None:
         names += [f"val_{k.removeprefix('test_')}" for k in names]
-    from dltricks.train.predictive import uncertainty_names
+    from dltricks.loop.predictive import uncertainty_names
 
     if not meta_episodes(recipe, bundle):
         names += [k for k in uncertainty_names(recipe, bundle, task) if k not in names]
@@ -286,9 +286,9 @@ def setup_metric_names(recipe: Recipe, bundle: DataBundle) -> list[str]:
 def use_threads(recipe: Recipe, model: torch.nn.Module, bundle: DataBundle, device: torch.device, *,
                 cap: int | None = None, cache: Path | None = None) -> int:
     """Set torch's CPU threads for this run (``train.threads``; "auto": timed on one batch of this data,
-    see :mod:`dltricks.train.threads`) and return the count."""
-    from dltricks.train import threads as th
-    from dltricks.train.batches import Batches
+    see :mod:`dltricks.loop.threads`) and return the count."""
+    from dltricks.loop import threads as th
+    from dltricks.loop.batches import Batches
 
     n = recipe.train.threads
     if n == "auto":
@@ -307,8 +307,8 @@ def final_metrics(model: torch.nn.Module, bundle: DataBundle, task: Task, histor
                   progress: bool = False) -> dict[str, float]:
     """``test_*`` and ``val_*`` metrics of the final (or best) weights, plus cost and time; with the
     uncertainty and calibration metrics of the recipe's predictive distribution
-    (:func:`~dltricks.train.predictive.uncertainty_metrics`)."""
-    from dltricks.train.predictive import uncertainty_metrics
+    (:func:`~dltricks.loop.predictive.uncertainty_metrics`)."""
+    from dltricks.loop.predictive import uncertainty_metrics
 
     kw = dict(batch_size=eval_batch_size(recipe.train.batch_size), device=device, precision=recipe.train.precision)
     episodic = meta_episodes(recipe, bundle)
@@ -316,14 +316,14 @@ def final_metrics(model: torch.nn.Module, bundle: DataBundle, task: Task, histor
     if bundle.val is not None and not episodic:
         out.update({f"val_{k}": v for k, v in evaluate(model, bundle.val, task, **kw).items()})
     if bundle.novel is not None and bundle.attributes is not None:  # zero-shot on the unseen classes
-        from dltricks.train.zeroshot import zero_shot_metrics
+        from dltricks.loop.zeroshot import zero_shot_metrics
 
         t = recipe.train
         zs = zero_shot_metrics(model, bundle, t.zero_shot, t.eszsl_gamma, t.eszsl_lambda, device=device)
         out.update({f"test_{k}": v for k, v in zs.items()})
     if bundle.novel is not None and recipe.train.zero_shot != "dap":  # few-shot episodes on the held-out classes
-        from dltricks.train.episodes import fewshot_metrics
-        from dltricks.train.metric import NORMALISED
+        from dltricks.loop.episodes import fewshot_metrics
+        from dltricks.loop.metric import NORMALISED
 
         e = recipe.eval
         fs = fewshot_metrics(model, bundle.novel, embedding=bool(recipe.model.embedding_dim), n_way=e.n_way,
@@ -334,7 +334,7 @@ def final_metrics(model: torch.nn.Module, bundle: DataBundle, task: Task, histor
                              inner_steps=recipe.train.inner_steps, inner_lr=recipe.train.inner_lr)
         out.update({f"test_{k}": v for k, v in fs.items()})
     if bundle.test_tasks is not None:  # a task family: the error after a few steps on each test task
-        from dltricks.train.adaptation import post_update_metrics
+        from dltricks.loop.adaptation import post_update_metrics
 
         adapted = post_update_metrics(model, bundle.test_tasks, recipe.eval.adapt_steps, recipe.train.inner_lr)
         out.update({f"test_{k}": v for k, v in adapted.items()})

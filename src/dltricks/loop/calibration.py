@@ -23,7 +23,7 @@ from statistics import NormalDist
 
 import torch
 
-from dltricks.train.metrics import ece
+from dltricks.loop.metrics import ece
 
 __all__ = ["nll", "brier", "ece", "ece_adaptive", "reliability", "entropy", "ood_auroc", "classification_metrics",
            "gaussian_nll", "interval_metrics", "LEVELS"]

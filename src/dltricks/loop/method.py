@@ -1,7 +1,7 @@
 """What one training step computes: the :class:`Method` protocol, the plain supervised step, and the
 registry through which the learning set-ups in :mod:`dltricks.methods` reach the recipe runner.
 
-The loop (:func:`dltricks.train.loop.fit`) knows only this protocol. A method may
+The loop (:func:`dltricks.loop.training.fit`) knows only this protocol. A method may
 
 - train extra parts (``modules()``: a projector, task log-variances, a discriminator): they join the
   optimiser and the checkpoint;
@@ -18,7 +18,7 @@ The loop (:func:`dltricks.train.loop.fit`) knows only this protocol. A method ma
 
 Episodic learners (MAML, prototypical networks) may own their outer loop but build on the same parts.
 
-Why a registry here: arrows point ``methods -> train``, so neither the loop nor :mod:`dltricks.train.run`
+Why a registry here: arrows point ``methods -> train``, so neither the loop nor :mod:`dltricks.runner.run`
 may import :mod:`dltricks.methods`. ``methods`` registers its factory with :func:`register_method_factory`
 when it imports, and :func:`method_for` imports it by name (as :mod:`dltricks.recipe` does for the
 dataset and model registries), so the runner gets the method a recipe asks for without an upward import.
@@ -34,9 +34,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from dltricks.loop.optim import param_groups as default_param_groups
+from dltricks.loop.tasks import Task
 from dltricks.recipe import TrainSpec
-from dltricks.train.optim import param_groups as default_param_groups
-from dltricks.train.tasks import Task
 
 __all__ = ["Batch", "Method", "Stream", "Supervised", "register_method_factory", "method_for"]
 
@@ -88,7 +88,7 @@ class Method:
         return batches.new_order()
 
     def outer_loop(self) -> Callable[..., Any] | None:
-        """An episodic learner's own loop, called with :func:`~dltricks.train.loop.fit`'s arguments in its
+        """An episodic learner's own loop, called with :func:`~dltricks.loop.training.fit`'s arguments in its
         place (meta-updates over sampled tasks); None = the loop's epochs over the training data."""
         return None
 

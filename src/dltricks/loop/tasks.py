@@ -1,6 +1,6 @@
 """A task says how to score a model: its loss, its metrics and how to predict. The loop knows no more.
 
-Classification lives here; segmentation in :mod:`dltricks.train.segmentation`.
+Classification lives here; segmentation in :mod:`dltricks.loop.segmentation`.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class Classification:
         return F.cross_entropy(logits.float(), y, weight=w, label_smoothing=self.label_smoothing)
 
     def meter(self):
-        from dltricks.train.metrics import ClassificationMeter
+        from dltricks.loop.metrics import ClassificationMeter
 
         return ClassificationMeter(self.ece_bins)
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dltricks.errors import DltricksError
-from dltricks.train.episodes import features
+from dltricks.loop.episodes import features
 
 __all__ = ["AttributeTask", "dap_scores", "eszsl_fit", "eszsl_scores", "per_class_accuracy", "zero_shot_metrics",
            "plot_zero_shot"]

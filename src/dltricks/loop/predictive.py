@@ -3,7 +3,7 @@
 :mod:`dltricks.methods.uncertainty` turns the recipe's ``eval`` keys (MC dropout, an ensemble,
 temperature scaling, last-layer Laplace, a GP head) into a predictive distribution and scores it; it
 registers that function here when it imports, and :func:`uncertainty_metrics` imports it by name (as
-:func:`dltricks.train.method.method_for` does), so the runner reaches it without an upward import.
+:func:`dltricks.loop.method.method_for` does), so the runner reaches it without an upward import.
 """
 
 from __future__ import annotations
