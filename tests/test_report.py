@@ -155,3 +155,36 @@ def test_html_leads_with_the_answer_and_folds_the_recipe_last(tmp_path):
     md = paths["md"].read_text(encoding="utf-8")
     assert md.index("## Results") < md.index("![forest]") < md.index("## Study") < md.index("## Full resolved recipe")
     assert md.count("**metric**") == 1
+
+
+def _render(renderable, width: int) -> str:
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    Console(file=buf, width=width, no_color=True, color_system=None, highlight=False).print(renderable)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("width", [120, 80, 60])
+def test_verdict_table_keeps_every_variant_name_and_verdict_whole(width):
+    # The README's study at 80 columns used to print "+batch_n…" and "+label_s…": the answer cut off.
+    from dltricks.ledger.verdict_table import VerdictTable
+
+    rng = np.random.default_rng(1)
+    names = ["baseline", "+batch_norm", "+label_smoothing", "+gradient_clipping+one_cycle"]
+    shift = {"baseline": 0.0, "+batch_norm": 0.03, "+label_smoothing": 0.0, "+gradient_clipping+one_cycle": -0.02}
+    scores = {v: {s: 0.8 + shift[v] + float(rng.normal(0, 0.004)) for s in range(8)} for v in names}
+    stats = compare(scores, "baseline", higher_is_better=True, metric="test_accuracy")
+    stats[3].fragile = True  # the longest verdict there is: "inconclusive (fragile)" or "hurts (fragile)"
+    text = _render(VerdictTable(stats, "mnist1d-ablate-demo-add-1a2b3c4d: test_accuracy, ROPE ±0.005"), width)
+    assert max(len(line) for line in text.splitlines()) <= width
+    lines = text.splitlines()
+    for s in stats:
+        verdict = s.verdict + (" (fragile)" if s.fragile else "")
+        # name and verdict on the same line, both whole
+        assert any(s.variant in line and verdict in line for line in lines), (s.variant, verdict, text)
+    assert "…" not in text
+    if width == 120:  # room enough: one line per variant, every column in it
+        assert any("+label_smoothing" in line and "/" in line and "[" in line for line in lines)

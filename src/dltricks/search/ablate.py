@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dltricks.direction import higher_is_better
 from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
-from dltricks.loop.tasks import higher_is_better
 from dltricks.recipe import Recipe
 from dltricks.search import claims, local
 from dltricks.search import study as st
@@ -55,25 +55,11 @@ class AblationResult:
         return self.cells_done < self.cells_total
 
     def rich_table(self):
-        """The results as a rich table (what the CLI prints)."""
-        from rich.markup import escape
-        from rich.table import Table
+        """The results as a rich renderable (what the CLI prints); every variant name and verdict stays whole
+        at any width (:class:`dltricks.ledger.verdict_table.VerdictTable`)."""
+        from dltricks.ledger.verdict_table import VerdictTable
 
-        colour = {"helps": "green", "hurts": "red", "equivalent": "cyan", "baseline": "bold"}
-        # Fits 80 columns: one space between columns, three decimals, the CI without spaces.
-        t = Table(title=f"{self.study}: {self.metric}, ROPE ±{self.rope:.3g}", box=None, padding=(0, 1),
-                  collapse_padding=True, pad_edge=False)
-        for name in ("variant", "n", "mean", "Δ [95% CI]", "P(worse/ROPE/better)", "verdict", "need"):
-            t.add_column(name, no_wrap=name != "variant", justify="right" if name in ("n", "need") else "left")
-        for s in self.stats:
-            base = s.verdict == "baseline"
-            ci = "" if base or s.delta != s.delta else f"{s.delta:+.3f} [{s.ci_low:+.3f},{s.ci_high:+.3f}]"
-            probs = "" if base or s.prob_rope != s.prob_rope else \
-                f"{s.prob_worse:.2f}/{s.prob_rope:.2f}/{s.prob_better:.2f}"
-            need = "" if s.seeds_needed is None else str(s.seeds_needed)
-            verdict = f"[{colour.get(s.verdict, 'yellow')}]{s.verdict}[/]" + (" (fragile)" if s.fragile else "")
-            t.add_row(escape(s.variant), str(s.n), f"{s.mean:.4f}", ci, probs, verdict, need)
-        return t
+        return VerdictTable(self.stats, f"{self.study}: {self.metric}, ROPE ±{self.rope:.3g}")
 
     def lines(self) -> list[str]:
         """The notes under the table: partial state, reasons for inconclusive and fragile verdicts."""

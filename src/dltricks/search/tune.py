@@ -97,7 +97,7 @@ def resolve_space(recipe: Recipe, section: str, extra: list[str] | None, default
 
 
 def directions_for(objectives: list[str]) -> list[str]:
-    from dltricks.loop.tasks import higher_is_better
+    from dltricks.direction import higher_is_better
 
     return ["maximize" if higher_is_better(o) else "minimize" for o in objectives]
 
