@@ -15,6 +15,7 @@ from dltricks.recipe import Recipe
 from dltricks.search import local
 from dltricks.search import study as st
 from dltricks.search.ablate import ablate, define
+from dltricks.search.study_job import StudyJob
 from dltricks.tricks import parse_trick
 
 SMALL = ["data.num_samples=600", "train.epochs=1", "model.channels=[4, 8]", "train.schedule=constant"]
@@ -29,7 +30,7 @@ def test_cli_start_up_imports_no_plotting_statistics_or_dynamo() -> None:
 
 def test_workers_of_a_sweep_that_never_starts_exit_without_a_trace(ledger_home) -> None:
     with pytest.raises(DltricksError, match="no trick"):
-        with local.LocalWorkers(2, threads=1) as children:
+        with local.LocalWorkers(2, threads=1, opener=StudyJob) as children:
             assert len(children.procs) == 2 and all(p.poll() is None for p in children.procs)
             raise DltricksError("no trick called 'lable_smoothing'")
     assert all(p.returncode is not None for p in children.procs)  # stopped, not left behind
@@ -45,12 +46,12 @@ def test_a_child_gets_the_study_through_stdin_and_runs_its_cells(ledger_home) ->
     ledger = Ledger()
     d = define(Recipe.load("mnist1d-cnn", SMALL), [parse_trick("ls:train.label_smoothing=0.1")], mode="add",
                seeds=1, study="handed")
-    with local.LocalWorkers(1, threads=1) as children:
+    with local.LocalWorkers(1, threads=1, opener=StudyJob) as children:
         st.create_or_load(ledger, d)
         children.hand_over(ledger, d.name)
         assert ledger.url not in " ".join(children.procs[0].args)  # never on a command line (`ps`)
         assert isinstance(children.procs[0], local._Forked) == local.can_fork(1)  # forked where that is safe
-        children.wait(ledger, d, on_tick=lambda: None)  # this process does no cell itself
+        children.wait(StudyJob(ledger, d.name), on_tick=lambda: None)  # this process does no cell itself
     assert children.procs[0].returncode is not None  # done, or stopped once every cell was recorded
     runs = ledger.runs(study="handed")
     assert len(runs) == 2 and {r.status for r in runs} == {"completed"}
@@ -80,7 +81,7 @@ def test_a_forked_child_reports_its_error_in_one_line(ledger_home) -> None:
         pytest.skip("this platform or process starts fresh children")
     ledger = Ledger()
     with pytest.raises(DltricksError, match="a worker stopped with an error: error: no study 'nowhere'"):
-        with local.LocalWorkers(1, threads=1) as children:
+        with local.LocalWorkers(1, threads=1, opener=StudyJob) as children:
             assert isinstance(children.procs[0], local._Forked)
             children.hand_over(ledger, "nowhere")
             children.procs[0].wait(timeout=60)

@@ -14,10 +14,10 @@ from dltricks.cli import main as cli_main
 from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
 from dltricks.recipe import Recipe
+from dltricks.search import definition as sd
 from dltricks.search import nas as ns
-from dltricks.search import trials as tr
+from dltricks.search.definition import SearchDefinition
 from dltricks.search.space import Dim, default_nas_space, distributions, to_params
-from dltricks.search.trials import SearchDefinition
 
 SMALL = overrides(epochs=1)
 
@@ -91,7 +91,7 @@ def test_every_proposal_is_within_budget():
     base = Recipe.from_dict(d.recipe)
     for k in range(6):
         config = ns.propose(d, [], k)
-        assert tr.measure(base.patch(config), d)["params"] <= 3000
+        assert sd.measure(base.patch(config), d)["params"] <= 3000
 
 
 # ---- a real search ------------------------------------------------------------------------------------
@@ -106,8 +106,8 @@ def test_cli_nas_end_to_end(ledger_home, capsys):
     text = capsys.readouterr().out
     assert "re-run on 2 fresh seeds" in text and "best recipe: arch.toml" in text
     ledger = Ledger()
-    study, d = tr.load(ledger, "arch")
-    done = tr.finished(study)
+    study, d = sd.load(ledger, "arch")
+    done = sd.finished(study)
     assert len(study.trials) == 4 and [t.user_attrs["cell"] for t in done] == ["t0", "t1", "t2", "t3"]
     for t in done:  # counted before training, and within budget
         assert t.user_attrs["cost"]["params"] <= 8000 and t.user_attrs["cost"]["flops"] > 0

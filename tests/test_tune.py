@@ -22,10 +22,11 @@ from dltricks.cli import main as cli_main
 from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
 from dltricks.recipe import Recipe
+from dltricks.search import definition as sd
 from dltricks.search import trials as tr
 from dltricks.search import tune as tn
+from dltricks.search.definition import SearchDefinition
 from dltricks.search.space import Dim, default_tune_space, distributions, parse_space, parse_spec_arg, to_params
-from dltricks.search.trials import SearchDefinition
 
 SMALL = overrides(epochs=1)
 
@@ -161,8 +162,8 @@ def test_cli_tune_end_to_end_best_toml_trains_and_rerun_verdict(ledger_home, cap
     text = capsys.readouterr().out
     assert code == 0, text
     ledger = Ledger()
-    study, d = tr.load(ledger, "tiny")
-    done = tr.finished(study)
+    study, d = sd.load(ledger, "tiny")
+    done = sd.finished(study)
     assert [t.user_attrs["cell"] for t in done] == ["t0", "t1", "t2"] and len(study.trials) == 3
     # each trial: the mean over the same two seeds, two ledger runs linked to the study and the cell
     for t in done:
@@ -277,7 +278,7 @@ def test_worker_joins_a_tune_study_through_postgresql(fresh_postgres_url, ledger
     from dltricks.search.claims import ensure_table
 
     ensure_table(ledger)
-    tr.create_or_load(ledger, d)
+    sd.create_or_load(ledger, d)
     env = {**os.environ, "DLTRICKS_LEDGER": fresh_postgres_url}
     done = subprocess.run([*CLI, "worker", "--study", "pg", "--quiet"], cwd=ledger_home, env=env,
                           capture_output=True, text=True, timeout=300, check=False)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,7 @@ from dltricks.recipe import Recipe
 from dltricks.search import claims, local
 from dltricks.search import study as st
 from dltricks.search.plan import Mode, plan_variants
-from dltricks.search.worker import work
+from dltricks.search.study_job import StudyJob
 from dltricks.tricks import Trick, parse_trick
 
 if TYPE_CHECKING:  # scipy (behind the statistics) takes seconds to import; a worker never needs it
@@ -149,7 +148,8 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
     # The other workers start now, and warm up while this process defines the study. A fresh process
     # (the command line) leaves every cell to its workers and only coordinates.
     coordinate = local.can_fork(threads) and local.still_fresh()
-    with local.LocalWorkers(processes if coordinate else processes - 1, threads, coordinate=coordinate) as children:
+    with local.LocalWorkers(processes if coordinate else processes - 1, threads, StudyJob,
+                            coordinate=coordinate) as children:
         definition = define(recipe, resolve_tricks(recipe, tricks), mode=mode or a.mode,
                             seeds=seeds or a.seeds, metric=metric or a.metric, study=study or a.study,
                             rope=(None if a.rope == "auto" else float(a.rope)) if rope is None else rope,
@@ -163,7 +163,7 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
         if coordinate:
             local.load_report_modules()  # while the workers still import torch._dynamo
         children.hand_over(ledger, definition.name)
-        _run_workers(ledger, definition, children, progress)
+        local.run_workers(ledger, definition.name, children, progress, StudyJob)
     return report(definition.name, ledger=ledger, out=out)
 
 
@@ -185,63 +185,6 @@ def _check_variants(recipe: Recipe, definition: st.Definition) -> None:
     if definition.metric not in names:
         raise DltricksError(f"unknown metric {definition.metric!r}{did_you_mean(definition.metric, names)}; "
                             f"a run of {recipe.name} records: {one_of(names)}")
-
-
-def _run_workers(ledger: Ledger, definition: st.Definition, children: local.LocalWorkers | int,
-                 progress: bool) -> None:
-    """This process and the children (:mod:`dltricks.search.local`) work through the study's cells.
-
-    This process works too: it has imported torch already, and the children warmed up while it
-    defined the study. The cores are split between the processes. ``children`` may be a number of
-    workers for a study that already exists (they start here)."""
-    if isinstance(children, int):
-        processes, threads = local.plan(children)
-        with local.LocalWorkers(processes - 1, threads) as started:
-            started.hand_over(ledger, definition.name)
-            return _run_workers(ledger, definition, started, progress)
-    total = len(definition.cells()) if not definition.schedule else \
-        len(definition.variants) * definition.schedule[0]
-    with _StudyProgress(progress, ledger, definition, total) as bar:
-        local.run(ledger, definition, children, on_cell=bar.refresh)
-        if children.procs:  # a worker that died leaves a stale claim: take it over here
-            work(ledger, definition.name, threads=children.threads, on_cell=bar.refresh)
-        bar.refresh()
-
-
-class _StudyProgress:
-    """trials done/total, running, failed and ETA, read from the shared storage."""
-
-    def __init__(self, enabled: bool, ledger: Ledger, definition: st.Definition, total: int):
-        self.enabled = enabled and os.environ.get("DLTRICKS_NO_PROGRESS", "") in ("", "0")
-        self.ledger, self.definition, self.total = ledger, definition, total
-        self._study = None
-
-    def __enter__(self) -> _StudyProgress:
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.p = Progress(TextColumn(f"[bold]{self.definition.name}[/]"), BarColumn(), MofNCompleteColumn(),
-                              TextColumn("running {task.fields[running]}  failed {task.fields[failed]}"),
-                              TimeRemainingColumn())
-            self.p.__enter__()
-            self.task = self.p.add_task("cells", total=self.total, running=0, failed=0)
-            self.refresh()
-        return self
-
-    def refresh(self) -> None:
-        if not self.enabled:
-            return
-        if self._study is None:
-            self._study, _ = st.load(self.ledger, self.definition.name)
-        r = st.results(self._study, self.definition)
-        if self.definition.schedule:  # seeds = "auto": the cells the rule asks for so far
-            self.p.update(self.task, total=len(r.done) + len(st.todo(self._study, self.definition, r)))
-        self.p.update(self.task, completed=len(r.done), failed=r.n_failed,
-                      running=len(claims.running(self.ledger, self.definition.name)))
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.p.__exit__(*exc)
 
 
 # ---- the report ------------------------------------------------------------------------------------

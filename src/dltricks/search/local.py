@@ -39,8 +39,13 @@ from typing import Any
 
 from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
+from dltricks.search import cells
 from dltricks.search import study as st
-from dltricks.search.worker import work
+from dltricks.search.progress import Progress
+
+# How a worker process opens the study it is handed: StudyJob (ablation cells), or a search's trials with
+# their proposer. Forked children inherit it; `dltricks worker` children pick it from what is stored.
+Opener = Callable[[Ledger, str], cells.Job]
 
 
 def plan(workers: int) -> tuple[int, int]:
@@ -103,6 +108,8 @@ def mark_fresh() -> None:
     reads the recipe). Until it starts a thread of its own (torch's OpenMP pool, on the first parallel
     operator), children forked from it may train with any number of threads."""
     global _fresh_threads
+    import torch  # noqa: F401 - importing it starts a thread of its own: count after it, not before
+
     _fresh_threads = _os_threads()
 
 
@@ -130,10 +137,10 @@ class _Forked:
     """A worker forked from this process, with the part of :class:`subprocess.Popen`'s interface that
     :class:`LocalWorkers` uses (``stdin`` is the pipe it reads the study from)."""
 
-    def __init__(self, threads: int, log: Any, inherited: list[int]):
+    def __init__(self, threads: int, log: Any, inherited: list[int], opener: Opener):
         read, write = os.pipe()
         self.process = multiprocessing.get_context("fork").Process(
-            target=_forked_worker, args=(read, [write, *inherited], threads, log.fileno()), daemon=False)
+            target=_forked_worker, args=(read, [write, *inherited], threads, log.fileno(), opener), daemon=False)
         self.process.start()
         self.sentinel = self.process.sentinel  # readable once the child has exited
         os.close(read)
@@ -165,7 +172,7 @@ class _Forked:
         self.send_signal(signal.SIGKILL)
 
 
-def _forked_worker(read: int, close: list[int], threads: int, log: int) -> None:
+def _forked_worker(read: int, close: list[int], threads: int, log: int, opener: Opener) -> None:
     """In a forked child: the parent's pipes to other children closed (or they would never see the end of
     their study line), output to the log, then the cells of the study the parent writes to ``read``."""
     for fd in close:
@@ -187,7 +194,7 @@ def _forked_worker(read: int, close: list[int], threads: int, log: int) -> None:
     cores.look()  # the window that sizes its threads starts now, not while the parent was still busy
     ledger, study = job
     try:
-        work(ledger, study, threads=threads)
+        cells.work(opener(ledger, study), threads=threads)
     except DltricksError as e:  # one line, as the `dltricks worker` command prints it
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
@@ -197,9 +204,11 @@ class LocalWorkers:
     """``n`` child workers, warming up; :meth:`hand_over` gives them the study, leaving the block stops them.
 
     ``coordinate``: the children do every cell and this process only waits for them (:func:`run`); they are
-    forked cold and warm up on their own cores (`ablate` asks for it where this process is still fresh)."""
+    forked cold and warm up on their own cores (`ablate` asks for it where this process is still fresh).
+    ``opener``: how a forked child opens the study it is handed (children started as `dltricks worker`
+    find out from the storage)."""
 
-    def __init__(self, n: int, threads: int, *, coordinate: bool = False):
+    def __init__(self, n: int, threads: int, opener: Opener, *, coordinate: bool = False):
         self.threads = threads
         self.procs: list[subprocess.Popen | _Forked] = []
         self.logs: list[Any] = []
@@ -220,7 +229,7 @@ class LocalWorkers:
             self.logs.append(log)
             if fork:
                 inherited = [p.stdin.fileno() for p in self.procs]
-                self.procs.append(_Forked(threads, log, inherited))
+                self.procs.append(_Forked(threads, log, inherited, opener))
             else:
                 self.procs.append(subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdin=subprocess.PIPE,
                                                    stdout=subprocess.DEVNULL, stderr=log, text=True))
@@ -243,14 +252,11 @@ class LocalWorkers:
     def running(self) -> bool:
         return any(p.poll() is None for p in self.procs)
 
-    def wait(self, ledger: Ledger, definition: st.Definition, on_tick: Callable[[], None]) -> None:
+    def wait(self, job: cells.Job, on_tick: Callable[[], None]) -> None:
         """Wait for the children; stop them once every cell is recorded (one still importing torch
         would only find that out seconds from now, and one that is still running holds no cell)."""
-        if not self.running():
-            return
-        optuna_study, _ = st.load(ledger, definition.name)
         while self.running():
-            if not st.todo(optuna_study, definition):
+            if not job.left():
                 for p in self.procs:
                     if p.poll() is None:
                         p.terminate()
@@ -293,15 +299,34 @@ class LocalWorkers:
             raise DltricksError(f"a worker stopped with an error: {errors[0].splitlines()[-1]}")
 
 
-def run(ledger: Ledger, definition: st.Definition, children: LocalWorkers, on_cell: Callable[[], None]) -> None:
+def run(job: cells.Job, children: LocalWorkers, on_cell: Callable[[], None]) -> None:
     """Work on the study in this process beside the children (unless they do it all), then wait for them."""
     if not children.coordinating:
-        work(ledger, definition.name, threads=children.threads, on_cell=on_cell)
+        cells.work(job, threads=children.threads, on_cell=on_cell)
         if children.running():
             # Nothing left to claim, the others finish their last cells: load what the report needs now
             # rather than after them.
             load_report_modules()
-    children.wait(ledger, definition, on_cell)
+    children.wait(job, on_cell)
+
+
+def run_workers(ledger: Ledger, name: str, children: LocalWorkers | int, progress: bool, opener: Opener) -> None:
+    """This process and the children work through the cells of study ``name``, with one progress bar.
+
+    This process works too (unless the children coordinate it): it has imported torch already, and the
+    children warmed up while it defined the study. The cores are split between the processes.
+    ``children`` may be a number of workers for a study that already exists (they start here)."""
+    if isinstance(children, int):
+        processes, threads = plan(children)
+        with LocalWorkers(processes - 1, threads, opener) as started:
+            started.hand_over(ledger, name)
+            return run_workers(ledger, name, started, progress, opener)
+    job = opener(ledger, name)
+    with Progress(progress, job) as bar:
+        run(job, children, on_cell=bar.refresh)
+        if children.procs:  # a worker that died leaves a stale claim: take it over here
+            cells.work(job, threads=children.threads, on_cell=bar.refresh)
+        bar.refresh()
 
 
 def receive() -> tuple[Ledger, str] | None:

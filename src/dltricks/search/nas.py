@@ -28,8 +28,17 @@ from dltricks.errors import DltricksError, did_you_mean, one_of
 from dltricks.ledger import Ledger
 from dltricks.recipe import Recipe
 from dltricks.search import space as sp
-from dltricks.search.trials import SearchDefinition, config_of, measure, over_budget
-from dltricks.search.tune import base_recipe, data_shape, directions_for, resolve_space, study_name
+from dltricks.search.definition import (
+    SearchDefinition,
+    base_recipe,
+    config_of,
+    data_shape,
+    directions_for,
+    measure,
+    over_budget,
+    resolve_space,
+    study_name,
+)
 
 STRATEGIES = ("evolution", "reinforce", "random")
 MAX_TRIES = 200          # candidates drawn per proposal before giving up on the budget
@@ -177,6 +186,15 @@ def propose(d: SearchDefinition, history: list, k: int) -> sp.Config:
     return candidate  # the trial records why it was not trained
 
 
+class ArchProposer:
+    """Architecture search's proposer for the trial loop (:class:`dltricks.search.trials.Proposer`): the
+    search's strategy replayed over the finished trials (:func:`propose`); it keeps no notes."""
+
+    def propose(self, d: SearchDefinition, history: list, k: int, pending: list[sp.Config]
+                ) -> tuple[sp.Config, dict[str, Any]]:
+        return propose(d, history, k), {}
+
+
 # ---- the search ------------------------------------------------------------------------------------
 
 def define(recipe: Recipe, *, space: list[str] | None = None, strategy: str | None = None,
@@ -225,5 +243,5 @@ def nas(recipe: Recipe | str, *, space: list[str] | None = None, strategy: str |
     d = define(recipe, space=space, strategy=strategy, trials=trials, seeds_per_trial=seeds_per_trial,
                metric=metric, max_params=max_params, max_flops=max_flops, search_seed=search_seed, study=study)
     settings = recipe.nas
-    return results.run(ledger, d, workers=workers or settings.workers, best=best, out=out, progress=progress,
-                       rerun_seeds=settings.rerun_seeds if rerun_seeds is None else rerun_seeds)
+    return results.run(ledger, d, ArchProposer(), workers=workers or settings.workers, best=best, out=out,
+                       progress=progress, rerun_seeds=settings.rerun_seeds if rerun_seeds is None else rerun_seeds)

@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from dltricks.ledger import Ledger
 from dltricks.recipe import Recipe
-from dltricks.search import claims
+from dltricks.search import claims, local
 from dltricks.search import study as st
 from dltricks.search.plan import Variant
+from dltricks.search.study_job import StudyJob
 
 if TYPE_CHECKING:
     from dltricks.ledger.stats import VariantStats
-    from dltricks.search.trials import SearchDefinition
+    from dltricks.search.definition import SearchDefinition
 
 
 @dataclass
@@ -55,7 +56,6 @@ def rerun(ledger: Ledger, d: SearchDefinition, config: dict[str, Any], *, seeds:
     """Train ``start`` (the search's recipe) and ``best`` (it patched with ``config``) on ``seeds`` fresh
     seeds and compare them, paired by seed, with :func:`dltricks.ledger.stats.compare`."""
     from dltricks.ledger.stats import compare
-    from dltricks.search.ablate import _run_workers
 
     tag = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:6]
     definition = st.Definition(
@@ -65,7 +65,7 @@ def rerun(ledger: Ledger, d: SearchDefinition, config: dict[str, Any], *, seeds:
         tricks=[{"name": "best", "family": d.kind, "on": dict(config), "off": {}}])
     claims.ensure_table(ledger)
     st.create_or_load(ledger, definition)
-    _run_workers(ledger, definition, workers, progress)
+    local.run_workers(ledger, definition.name, workers, progress, StudyJob)
     optuna_study, _ = st.load(ledger, definition.name)
     r = st.results(optuna_study, definition)
     rows = {s.variant: s for s in compare(r.scores, "start", higher_is_better=d.higher_is_better)}

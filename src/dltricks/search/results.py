@@ -3,6 +3,7 @@ importances, the best recipe as TOML, the re-run verdict and the report."""
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +12,10 @@ from typing import Any
 from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
 from dltricks.recipe import Recipe
-from dltricks.search import trials as tr
+from dltricks.search import definition as sd
+from dltricks.search import local
 from dltricks.search.rerun import RerunResult, rerun, same_as_start
+from dltricks.search.trials import Proposer, SearchJob
 
 
 @dataclass
@@ -69,7 +72,7 @@ def _rows(trials: list) -> list[TrialRow]:
 
     state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
     return [TrialRow(int(t.user_attrs["cell"][1:]), state[t.state], list(t.values) if t.values else None,
-                     tr.config_of(t), dict(t.user_attrs.get("cost", {})), t.user_attrs.get("failure", ""),
+                     sd.config_of(t), dict(t.user_attrs.get("cost", {})), t.user_attrs.get("failure", ""),
                      list(t.user_attrs.get("run_ids", []))) for t in trials]
 
 
@@ -85,14 +88,14 @@ def pareto_front(rows: list[TrialRow], directions: list[str]) -> list[TrialRow]:
     return [r for r in done if not any(dominates(o, r) for o in done if o is not r)]
 
 
-def importances(study, d: tr.SearchDefinition) -> dict[str, float]:
+def importances(study, d: sd.SearchDefinition) -> dict[str, float]:
     """fANOVA importance of each key for the first objective ({} with too few complete trials)."""
     import warnings
 
     import optuna
     from optuna.importance import FanovaImportanceEvaluator
 
-    trials = [t for t in tr.finished(study) if t.values]
+    trials = [t for t in sd.finished(study) if t.values]
     if len(trials) < 3:
         return {}
     mem = optuna.create_study(directions=d.directions)
@@ -107,9 +110,9 @@ def importances(study, d: tr.SearchDefinition) -> dict[str, float]:
         return {}
 
 
-def summarize(ledger: Ledger, name: str) -> tuple[tr.SearchDefinition, SearchResult]:
-    study, d = tr.load(ledger, name)
-    rows = _rows(tr.finished(study))
+def summarize(ledger: Ledger, name: str) -> tuple[sd.SearchDefinition, SearchResult]:
+    study, d = sd.load(ledger, name)
+    rows = _rows(sd.finished(study))
     sign = 1.0 if d.higher_is_better else -1.0
     done = [r for r in rows if r.values and math.isfinite(r.values[0])]
     front = pareto_front(rows, d.directions)
@@ -119,11 +122,11 @@ def summarize(ledger: Ledger, name: str) -> tuple[tr.SearchDefinition, SearchRes
     return d, SearchResult(d.name, d.kind, d.objectives, d.directions, rows, best, front, importances(study, d))
 
 
-def best_recipe(d: tr.SearchDefinition, best: TrialRow) -> Recipe:
+def best_recipe(d: sd.SearchDefinition, best: TrialRow) -> Recipe:
     return Recipe.from_dict(d.recipe, source=f"study {d.name}").patch(best.config)
 
 
-def write_best(d: tr.SearchDefinition, best: TrialRow, path: str | Path) -> Path:
+def write_best(d: sd.SearchDefinition, best: TrialRow, path: str | Path) -> Path:
     path = Path(path)
     recipe = best_recipe(d, best)
     lines = [f"# best of {d.kind} study {d.name}: trial t{best.number}, "
@@ -141,7 +144,7 @@ def check_rerun_seeds(rerun_seeds: int | None) -> None:
         raise DltricksError(f"--rerun-seeds must be 0 (no re-run) or more, got {rerun_seeds}")
 
 
-def run(ledger: Ledger | str | None, d: tr.SearchDefinition, *, workers: int, rerun_seeds: int,
+def run(ledger: Ledger | str | None, d: sd.SearchDefinition, proposer: Proposer, *, workers: int, rerun_seeds: int,
         best: str | Path | None, out: str | Path | None, progress: bool) -> SearchResult:
     """Create (or join) the search's study, run local workers until no trial is left to claim, then
     :func:`finish` it: what ``dltricks tune`` and ``dltricks nas`` share once their search is defined."""
@@ -149,8 +152,8 @@ def run(ledger: Ledger | str | None, d: tr.SearchDefinition, *, workers: int, re
 
     ledger = ledger if isinstance(ledger, Ledger) else Ledger(url=ledger)
     ensure_table(ledger)
-    tr.create_or_load(ledger, d)
-    tr.run_workers(ledger, d, workers, progress)
+    sd.create_or_load(ledger, d)
+    local.run_workers(ledger, d.name, workers, progress, functools.partial(SearchJob, proposer=proposer))
     return finish(ledger, d.name, best=best, out=out, workers=workers, rerun_seeds=rerun_seeds, progress=progress)
 
 
@@ -181,7 +184,7 @@ def rewrite_report(ledger: Ledger, name: str, *, out: str | Path | None = None) 
     return result
 
 
-def report(ledger: Ledger, d: tr.SearchDefinition, result: SearchResult, out: str | Path | None) -> dict[str, Path]:
+def report(ledger: Ledger, d: sd.SearchDefinition, result: SearchResult, out: str | Path | None) -> dict[str, Path]:
     from dltricks.ledger.search_report import write_search_report
 
     header = {

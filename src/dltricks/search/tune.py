@@ -1,5 +1,6 @@
 """Hyperparameter tuning: Optuna's samplers over a recipe's ``[tune]`` space, on the ablation engine's
-storage and claims (:mod:`dltricks.search.trials`).
+storage and claims: :class:`ParamProposer` draws each trial for the trial loop
+(:mod:`dltricks.search.trials`).
 
     result = tune("mnist1d-cnn", sampler="tpe", trials=20, seeds_per_trial=2)
     result.best.config          # {"train.lr": 0.0041, "train.weight_decay": 2.1e-05, ...}
@@ -12,7 +13,6 @@ Pruning (median, hyperband) judges a trial's first seed by its per-epoch validat
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,16 @@ from typing import Any
 from dltricks.errors import DltricksError, did_you_mean, one_of
 from dltricks.ledger import Ledger
 from dltricks.recipe import Recipe
-from dltricks.search.space import Config, Space, default_tune_space, distributions, parse_space, parse_spec_arg
-from dltricks.search.trials import COST_OBJECTIVES, SearchDefinition
+from dltricks.search.definition import (
+    COST_OBJECTIVES,
+    SearchDefinition,
+    base_recipe,
+    data_shape,
+    directions_for,
+    resolve_space,
+    study_name,
+)
+from dltricks.search.space import Config, default_tune_space, distributions
 
 SAMPLERS = ("random", "tpe", "gp", "cmaes", "nsga2")
 PRUNERS = ("median", "hyperband", "none")
@@ -79,47 +87,21 @@ def propose(d: SearchDefinition, history: list, k: int, pending: list[Config]) -
     return {x.key: x.decode(trial.params[x.key]) for x in dims}, notes
 
 
+class ParamProposer:
+    """Tuning's proposer for the trial loop (:class:`dltricks.search.trials.Proposer`): the search's
+    Optuna sampler, replayed over the finished trials (:func:`propose`)."""
+
+    def propose(self, d: SearchDefinition, history: list, k: int, pending: list[Config]
+                ) -> tuple[Config, dict[str, Any]]:
+        return propose(d, history, k, pending)
+
+
 def _jsonable(v: Any) -> bool:
     try:
         json.dumps(v)
     except (TypeError, ValueError):
         return False
     return True
-
-
-def resolve_space(recipe: Recipe, section: str, extra: list[str] | None, default) -> Space:
-    """The recipe section's space, with ``--space KEY=SPEC`` entries over it; the default if both are empty."""
-    entries = dict(getattr(recipe, section).space())
-    for item in extra or []:
-        key, spec = parse_spec_arg(item)
-        entries[key] = spec
-    return parse_space(recipe, entries, section=section) if entries else default(recipe)
-
-
-def directions_for(objectives: list[str]) -> list[str]:
-    from dltricks.direction import higher_is_better
-
-    return ["maximize" if higher_is_better(o) else "minimize" for o in objectives]
-
-
-def base_recipe(recipe: Recipe) -> dict[str, Any]:
-    """What every trial trains: the recipe without the sweeps' own sections."""
-    d = recipe.to_dict()
-    for section in ("ablate", "tune", "nas"):
-        d.pop(section, None)
-    return d
-
-
-def data_shape(recipe: Recipe) -> tuple[list[int], int]:
-    from dltricks.analysis.inspect import data_info
-
-    info = data_info(recipe)
-    return list(info.in_shape), int(info.num_classes)
-
-
-def study_name(recipe: Recipe, kind: str, d: SearchDefinition) -> str:
-    blob = json.dumps({k: v for k, v in d.to_json().items() if k not in ("name", "n_trials")}, sort_keys=True)
-    return f"{recipe.name}-{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
 
 
 def define(recipe: Recipe, *, space: list[str] | None = None, sampler: str | None = None, trials: int | None = None,
@@ -172,5 +154,5 @@ def tune(recipe: Recipe | str, *, space: list[str] | None = None, sampler: str |
     d = define(recipe, space=space, sampler=sampler, trials=trials, seeds_per_trial=seeds_per_trial, metric=metric,
                objective=objective, pruner=pruner, search_seed=search_seed, study=study)
     settings = recipe.tune
-    return results.run(ledger, d, workers=workers or settings.workers, best=best, out=out, progress=progress,
-                       rerun_seeds=settings.rerun_seeds if rerun_seeds is None else rerun_seeds)
+    return results.run(ledger, d, ParamProposer(), workers=workers or settings.workers, best=best, out=out,
+                       progress=progress, rerun_seeds=settings.rerun_seeds if rerun_seeds is None else rerun_seeds)
