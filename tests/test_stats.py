@@ -12,21 +12,10 @@ from hypothesis import strategies as st
 from scipy import stats as sps
 
 from dltricks.errors import DltricksError
-from dltricks.ledger.stats import (
-    EQUIVALENT,
-    HELPS_DOWN,
-    HELPS_UP,
-    INCONCLUSIVE,
-    auto_schedule,
-    compare,
-    decide,
-    default_rope,
-    holm,
-    seeds_for_power,
-    seeds_needed,
-    sequential_compare,
-    sequential_decide,
-)
+from dltricks.ledger.looks import auto_schedule
+from dltricks.ledger.paired import holm, seeds_for_power
+from dltricks.ledger.rope import EQUIVALENT, HELPS_DOWN, HELPS_UP, INCONCLUSIVE, decide, default_rope, seeds_needed
+from dltricks.ledger.stats import compare, sequential_compare, sequential_decide
 
 SEEDS = range(10)
 
@@ -328,21 +317,22 @@ def test_sequential_compare_agrees_with_the_vectorised_rule_and_waits_for_a_look
 
 
 def test_the_light_distribution_functions_give_scipy_stats_numbers() -> None:
-    """stats.py computes its t, normal and noncentral t figures with scipy.special (scipy.stats takes
-    seconds to import): the same p-values, intervals, posteriors and power as scipy.stats gives."""
-    from dltricks.ledger import stats as S
+    """The statistics compute their t, normal and noncentral t figures with scipy.special (scipy.stats
+    takes seconds to import): the same p-values, intervals, posteriors and power as scipy.stats gives."""
+    from dltricks.ledger import paired as S
+    from dltricks.ledger import rope
 
     rng = np.random.default_rng(3)
     for n in range(2, 17):
         diffs = rng.normal(rng.normal(0, 0.02), rng.uniform(0.001, 0.05), n)
-        p, test = S._paired_p(diffs, "t")
+        p, test = S.paired_p(diffs, "t")
         assert test == "t" and p == pytest.approx(sps.ttest_1samp(diffs, 0.0).pvalue, rel=1e-9, abs=1e-15)
         exact = sps.permutation_test((diffs,), lambda x, axis: np.mean(x, axis=axis), permutation_type="samples",
                                      vectorized=True, n_resamples=np.inf, alternative="two-sided").pvalue
         assert S._permutation_p(diffs) == pytest.approx(min(1.0, exact), abs=1e-12)
         se = diffs.std(ddof=1) / math.sqrt(n)
-        assert S._confidence_interval(diffs) == pytest.approx(sps.t.interval(0.95, n - 1, diffs.mean(), se))
-        up, down, equiv = S.rope_tests(diffs.mean(), diffs.std(ddof=1), n, 0.005)
+        assert S.confidence_interval(diffs) == pytest.approx(sps.t.interval(0.95, n - 1, diffs.mean(), se))
+        up, down, equiv = rope.rope_tests(diffs.mean(), diffs.std(ddof=1), n, 0.005)
         assert up == pytest.approx(sps.t.cdf((0.005 - diffs.mean()) / se, n - 1))
         assert down == pytest.approx(sps.t.cdf((diffs.mean() + 0.005) / se, n - 1))
         assert equiv == pytest.approx(max(sps.t.cdf((-0.005 - diffs.mean()) / se, n - 1),

@@ -12,83 +12,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dltricks.direction import higher_is_better
 from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
+from dltricks.ledger.study_report import AblationResult
 from dltricks.recipe import Recipe
 from dltricks.search import claims, local
 from dltricks.search import study as st
 from dltricks.search.plan import Mode, plan_variants
 from dltricks.search.study_job import StudyJob
 from dltricks.tricks import Trick, parse_trick
-
-if TYPE_CHECKING:  # scipy (behind the statistics) takes seconds to import; a worker never needs it
-    from dltricks.ledger.stats import VariantStats
-
-
-@dataclass
-class AblationResult:
-    study: str
-    metric: str
-    reference: str
-    stats: list[VariantStats]
-    scores: dict[str, dict[int, float]]
-    failures: list[dict[str, Any]]
-    report: dict[str, Path]
-    cells_done: int = 0
-    cells_total: int = 0  # with seeds = "auto": the cells done plus those the rule still asks for
-    notes: list[str] = field(default_factory=list)  # things the reader must know (a trick the baseline turns off)
-    rope: float = float("nan")
-
-    @property
-    def verdicts(self) -> dict[str, str]:
-        return {s.variant: s.verdict for s in self.stats}
-
-    @property
-    def partial(self) -> bool:
-        """True while cells are still to run (a study running, interrupted, or waiting for a look)."""
-        return self.cells_done < self.cells_total
-
-    def rich_table(self):
-        """The results as a rich renderable (what the CLI prints); every variant name and verdict stays whole
-        at any width (:class:`dltricks.ledger.verdict_table.VerdictTable`)."""
-        from dltricks.ledger.verdict_table import VerdictTable
-
-        return VerdictTable(self.stats, f"{self.study}: {self.metric}, ROPE ±{self.rope:.3g}")
-
-    def lines(self) -> list[str]:
-        """The notes under the table: partial state, reasons for inconclusive and fragile verdicts."""
-        out = []
-        if self.partial:
-            out.append(f"partial: {self.cells_done} of {self.cells_total} cells done; verdicts may change")
-        out += [f"note: {n}" for n in self.notes]
-        for s in self.stats:
-            if s.verdict == "inconclusive" or s.fragile:
-                why = s.reason + ("; the sign-flip cross-check does not confirm it" if s.fragile else "")
-                out.append(f"{s.variant}: {s.verdict}: {why}")
-        return out
-
-    def table(self) -> str:
-        """The results as plain text, for print() in Python (the CLI prints :meth:`rich_table`)."""
-        import io
-
-        from rich.console import Console
-
-        buf = io.StringIO()
-        Console(file=buf, width=120, no_color=True, color_system=None, highlight=False).print(self.rich_table())
-        return buf.getvalue().rstrip("\n")
-
-    def __str__(self) -> str:
-        return "\n".join([self.table(), *self.lines()])
-
-    def __repr__(self) -> str:
-        verdicts = ", ".join(f"{v}: {w}" for v, w in self.verdicts.items() if w != "baseline")
-        return f"<AblationResult {self.study} ({self.metric}, {self.cells_done}/{self.cells_total} cells): {verdicts}>"
-
 
 # ---- defining a study ------------------------------------------------------------------------------
 
@@ -193,26 +129,6 @@ def _unchanged_variants(d: st.Definition) -> set[str]:
     return st.unchanged_variants(d)
 
 
-def _switched_off(d: st.Definition) -> list[str]:
-    """Tricks the recipe already had on that the reference variant turns off: the reader must know
-    that the baseline is not the recipe as written (mnist1d-cnn has one_cycle; --trick one_cycle
-    makes its baseline a constant learning rate)."""
-    base = Recipe.from_dict(d.recipe, source=f"study {d.name}")
-    ref = next(v for v in d.variants if v.name == d.reference)
-    out = []
-    for t in d.tricks:
-        if not t.get("off") or t["name"] in ref.on:
-            continue
-        try:
-            had = all(base.get(k) == v for k, v in t["on"].items())
-        except DltricksError:
-            continue
-        if had:
-            change = ", ".join(f"{k} = {base.get(k)!r} -> {v!r}" for k, v in t["off"].items())
-            out.append(f"the recipe has {t['name']} on; the {d.reference} turns it off ({change})")
-    return out
-
-
 def _flops_per_variant(d: st.Definition, names: set[str]) -> dict[str, float]:
     """FLOPs of one forward pass per sample, for each variant in ``names`` whose model can be built and
     counted."""
@@ -237,108 +153,20 @@ def _flops_per_variant(d: st.Definition, names: set[str]) -> dict[str, float]:
     return out
 
 
-# figures a run writes into its folder that the study's report shows, one run per variant
-RUN_FIGURES = ("adaptation.png", "zero_shot.png")
-
-
 def report(study_name: str, *, ledger: Ledger | None = None, out: str | Path | None = None,
            rope: float | None = None) -> AblationResult:
-    """Statistics and the report (CSV, Markdown, HTML with plots) from what the storage holds now.
+    """Statistics and the report (CSV, Markdown, HTML with plots) from what the storage holds now, assembled
+    by :func:`dltricks.ledger.study_report.write_study_report`.
 
     ``rope`` judges the same runs with another ROPE half-width (default: the study's)."""
-    from dltricks.ledger.report import write_report
-    from dltricks.ledger.stats import compare
+    from dltricks.ledger.study_report import StudyFacts, write_study_report
 
     ledger = ledger or Ledger()
     optuna_study, d = st.load(ledger, study_name)
     r = st.results(optuna_study, d)
     if rope is not None:
         d.rope = rope
-    if d.schedule:
-        stats, _, _ = st.sequential_state(optuna_study, d, r)
-        remaining = len(st.todo(optuna_study, d, r))
-    else:
-        stats = compare(r.scores, d.reference, higher_is_better=d.higher_is_better, unchanged=_unchanged_variants(d),
-                        rope=d.rope, metric=d.metric, alpha=d.alpha)
-        remaining = len(d.cells()) - len(r.done)
-    curves: dict[str, dict[int, dict[str, list[float]]]] = {}
-    extras: dict[str, dict[str, float]] = {}
-    figures: dict[str, Path] = {}
-    commits = set()
-    for v, by_seed in r.run_ids.items():
-        curves[v] = {}
-        for seed, run_id in sorted(by_seed.items()):
-            try:
-                rec = ledger.get(run_id)
-            except DltricksError:
-                continue
-            curves[v][seed] = rec.curves
-            commits.add(rec.git_short)
-            for name in RUN_FIGURES:  # the first seed's figures: what the set-up looks like, per variant
-                if f"{v}: {name}" not in figures and (ledger.run_dir(run_id) / name).is_file():
-                    figures[f"{v}: {name}"] = ledger.run_dir(run_id) / name
-        ms = list(r.metrics[v].values())
-        extras[v] = {k: sum(m[k] for m in ms) / len(ms) for k in ("wall_time_s", "params", "flops")
-                     if ms and all(k in m for m in ms)}
-    uncounted = {v.name for v in d.variants if "flops" not in extras.get(v.name, {})}
-    if uncounted:  # runs recorded before runs counted their FLOPs, or none yet
-        for v, flops in _flops_per_variant(d, uncounted).items():
-            extras.setdefault(v, {})["flops"] = flops
-    from dltricks.ledger.store import versions
-
-    rope = next((row.rope for row in stats if row.rope == row.rope), float("nan"))
-    rope_source = "given" if d.rope is not None else "default for this metric"
-    if d.schedule:
-        seeds = (f"auto: {d.schedule[0]} seeds, more only for inconclusive variants, up to {d.schedule[-1]} "
-                 f"(looks at {', '.join(map(str, d.schedule))}; Bonferroni alpha spending, "
-                 f"{d.alpha / len(d.schedule):.3g} per look)")
-    else:
-        seeds = ", ".join(map(str, d.seeds))
-    done, total = len(r.done), len(r.done) + remaining
-    notes = _switched_off(d)
-    if remaining:
-        notes = [f"partial: {done} of {total} cells done; the verdicts may change", *notes]
-    header = {
-        "study": d.name, "mode": d.mode, "metric": f"{d.metric} ({'higher' if d.higher_is_better else 'lower'} "
-                                                  "is better)",
-        "ROPE": f"±{rope:.4g} {d.metric} ({rope_source})", "alpha": f"{d.alpha} (family-wise, Holm)",
-        "reference": d.reference, "seeds": seeds,
-        "cells": f"{done} of {total} done, {r.n_failed} failed",
-        "git commit": ", ".join(sorted(c for c in commits if c)) or "not in a git repository",
-        "tricks": "; ".join(f"{t['name']}: {t['on']}" for t in d.tricks),
-        "environment": ", ".join(f"{k} {v}" for k, v in versions().items()),
-        "storage": ledger.where,
-    }
-    out = Path(out) if out else ledger.root / "reports" / d.name
-    paths = write_report(out, title=f"Ablation: {d.name}", stats=stats, scores=r.scores, metric=d.metric,
-                         higher_is_better=d.higher_is_better, header=header, curves=curves, extras=extras,
-                         failures=r.failures, notes=notes, changes=_changes(d),
-                         recipe=Recipe.from_dict(d.recipe).to_toml(), run_figures=figures)
-    return AblationResult(d.name, d.metric, d.reference, stats, r.scores, r.failures, paths, cells_done=done,
-                          cells_total=total, notes=_switched_off(d), rope=rope)
-
-
-def _changes(d: st.Definition) -> dict[str, str]:
-    """Per variant, the recipe keys whose value differs from the reference's: "train.lr: 0.01 -> 1e-06"."""
-    from dltricks.ledger.sheet import flatten
-
-    base = Recipe.from_dict(d.recipe, source=f"study {d.name}")
-
-    def flat(v) -> dict[str, Any] | None:
-        try:
-            return flatten(base.patch(v.patch).to_dict())
-        except DltricksError:
-            return None
-
-    ref = flat(next(v for v in d.variants if v.name == d.reference)) or {}
-    out = {}
-    for v in d.variants:
-        mine = flat(v)
-        if mine is None:
-            out[v.name] = "invalid patch: " + ", ".join(f"{k} = {x!r}" for k, x in v.patch.items())
-            continue
-        diff = [f"{k}: {ref.get(k)!r} -> {mine.get(k)!r}" for k in sorted(set(ref) | set(mine))
-                if ref.get(k) != mine.get(k)]
-        out[v.name] = "; ".join(diff) if diff else ("" if v.name == d.reference else "no change")
-    return out
-
+    remaining = len(st.todo(optuna_study, d, r)) if d.schedule else len(d.cells()) - len(r.done)
+    facts = StudyFacts(d.to_json(), r.scores, r.metrics, r.run_ids, r.failures, done=len(r.done),
+                       remaining=remaining, unchanged=st.unchanged_variants(d))
+    return write_study_report(ledger, facts, out=out, count_flops=lambda names: _flops_per_variant(d, names))

@@ -43,7 +43,8 @@ class Job(Protocol):
 
 
 def work(job: Job, *, threads: int = 0, progress: bool = False, on_cell: Callable[[], None] | None = None) -> int:
-    """Claim and run cells of ``job`` until none is left to claim; return how many this worker ran.
+    """Claim and run cells of ``job`` until none is left to claim; return how many this worker ran (a cell
+    given up after its workers died too often is recorded, not run).
 
     ``threads``: torch threads while it works (the caller's setting comes back after)."""
     import torch
@@ -58,11 +59,11 @@ def work(job: Job, *, threads: int = 0, progress: bool = False, on_cell: Callabl
                 job.ledger, job.name, ((cell, (cell, payload)) for cell, payload in job.cells()), job.done):
             with claims.settle(job.ledger, claim):
                 if claim.gave_up:
-                    job.give_up(cell, payload)
+                    job.give_up(cell, payload)  # recorded failed, not run: it does not count as run here
                 else:
                     with claims.Heartbeat(job.ledger, claim):
                         job.run(cell, payload, claim, run_id, progress)
-            ran += 1
+                    ran += 1
             if on_cell is not None:
                 on_cell()
         return ran

@@ -171,10 +171,9 @@ def results(study, definition: Definition) -> Results:
 
 def scores_with_failures(r: Results) -> dict[str, dict[int, float]]:
     """Scores with NaN for each failed cell: a failed run is missing from the pairing, but its cell is done."""
-    out = {v: dict(by_seed) for v, by_seed in r.scores.items()}
-    for f in r.failures:
-        out.setdefault(f["variant"], {}).setdefault(int(f["seed"]), math.nan)
-    return out
+    from dltricks.ledger.study_report import scores_with_failures as merged
+
+    return merged(r.scores, r.failures)
 
 
 def unchanged_variants(d: Definition) -> set[str]:

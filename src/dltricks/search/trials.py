@@ -27,6 +27,7 @@ from dltricks.ledger import Ledger
 from dltricks.recipe import Recipe
 from dltricks.search import claims
 from dltricks.search.definition import SearchDefinition, finished, load, measure, over_budget
+from dltricks.search.definition import is_search as is_search  # the CLI's `report` asks trials.is_search
 from dltricks.search.space import Config, distributions, to_params
 
 PROPOSAL = "proposal:"
