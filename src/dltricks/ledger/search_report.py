@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dltricks.ledger.report import atomic_write, save_figure
+from dltricks.ledger.atomic import atomic_write, save_figure
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; max-width: 1100px; color: #222; }
