@@ -32,7 +32,7 @@ from typing import Any
 from dltricks.ledger.atomic import atomic_write
 from dltricks.ledger.report_docs import display_rows, evidence_rows, html_page, markdown, seed_table
 from dltricks.ledger.report_plots import plot_curves, plot_forest, plot_seeds
-from dltricks.ledger.stats import VariantStats
+from dltricks.ledger.variant_stats import VariantStats
 
 SHEET_COLUMNS = [
     "variant", "n", "n_paired", "mean", "std", "delta", "ci_low", "ci_high",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dltricks.ledger.report_plots import VERDICT_COLOURS
-from dltricks.ledger.stats import VariantStats
+from dltricks.ledger.variant_stats import VariantStats
 
 
 def num(x: Any, digits: int = 4) -> str:

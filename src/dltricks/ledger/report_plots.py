@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dltricks.ledger.atomic import save_figure
-from dltricks.ledger.stats import VariantStats
+from dltricks.ledger.variant_stats import VariantStats
 
 VERDICT_COLOURS = {
     "helps": "#1a9850",

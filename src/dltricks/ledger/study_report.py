@@ -18,8 +18,8 @@ from dltricks.errors import DltricksError
 from dltricks.recipe import Recipe
 
 if TYPE_CHECKING:  # scipy (behind the statistics) takes seconds to import; a worker never needs it
-    from dltricks.ledger.stats import VariantStats
     from dltricks.ledger.store import Ledger
+    from dltricks.ledger.variant_stats import VariantStats
 
 # figures a run writes into its folder that the study's report shows, one run per variant
 RUN_FIGURES = ("adaptation.png", "zero_shot.png")

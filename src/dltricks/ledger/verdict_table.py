@@ -17,7 +17,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderResult
 
-    from dltricks.ledger.stats import VariantStats
+    from dltricks.ledger.variant_stats import VariantStats
 
 COLOUR = {"helps": "green", "hurts": "red", "equivalent": "cyan", "baseline": "bold"}
 GAP = 1  # spaces between columns

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from dltricks.ledger.stats import VariantStats
+from dltricks.ledger.variant_stats import VariantStats
 
 
 def reason(row: VariantStats, level: float) -> str:

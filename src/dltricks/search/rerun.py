@@ -22,7 +22,7 @@ from dltricks.search.plan import Variant
 from dltricks.search.study_job import StudyJob
 
 if TYPE_CHECKING:
-    from dltricks.ledger.stats import VariantStats
+    from dltricks.ledger.variant_stats import VariantStats
     from dltricks.search.definition import SearchDefinition
 
 
