@@ -288,3 +288,70 @@ def test_worker_joins_a_tune_study_through_postgresql(fresh_postgres_url, ledger
                      rerun_seeds=0, ledger=ledger, progress=False)
     assert [r.number for r in result.trials] == [0, 1, 2] and result.n_complete == 3
     assert len(ledger.runs(study="pg")) == 3
+
+
+# ---- the trial loop takes a proposer object ----------------------------------------------------------
+
+def _search_imports() -> dict[str, set[str]]:
+    """Module of dltricks.search -> the modules of dltricks.search it imports (anywhere in it)."""
+    import ast
+
+    import dltricks.search
+
+    root = Path(dltricks.search.__file__).parent
+    out: dict[str, set[str]] = {}
+    for path in root.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "dltricks.search":
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dltricks.search."):
+                found.add(node.module.split(".")[2])
+        out[path.stem] = found
+    return out
+
+
+def test_the_trial_loop_never_imports_tune_or_nas_and_nothing_imports_the_worker_command():
+    graph = _search_imports()
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for m in graph.get(todo.pop(), set()) - seen:
+                seen.add(m)
+                todo.append(m)
+        return seen
+
+    for low in ("trials", "cells", "local", "definition", "rerun", "results", "progress"):
+        assert not reach(low) & {"tune", "nas", "worker"}, (low, reach(low))
+    for module in graph:
+        assert module not in reach(module), f"search/{module}.py is in an import circle"
+    assert not any("worker" in imported for imported in graph.values())
+
+
+def test_a_proposer_object_handed_to_the_trial_loop_draws_every_trial(ledger_home):
+    """As Optuna hands a study a sampler: any object with ``propose`` drives the trials, and its notes are
+    stored with each."""
+    from dltricks.search import cells
+    from dltricks.search.claims import ensure_table
+    from dltricks.search.trials import SearchJob
+
+    class Listed:
+        def __init__(self):
+            self.calls: list[tuple[int, int]] = []
+
+        def propose(self, d, history, k, pending):
+            self.calls.append((k, len(history)))
+            return {"train.lr": [0.01, 0.02][k]}, {"mine": k}
+
+    ledger = Ledger()
+    d = tn.define(small(), space=["train.lr=1e-3..3e-2:log"], sampler="random", trials=2, study="own")
+    ensure_table(ledger)
+    sd.create_or_load(ledger, d)
+    proposer = Listed()
+    assert cells.work(SearchJob(ledger, "own", proposer)) == 2
+    done = sd.finished(sd.load(ledger, "own")[0])
+    assert [sd.config_of(t) for t in done] == [{"train.lr": 0.01}, {"train.lr": 0.02}]
+    assert [t.system_attrs for t in done] == [{"mine": 0}, {"mine": 1}]
+    assert proposer.calls == [(0, 0), (1, 1)]  # the second saw the first finished
+    assert all(t.state == TrialState.COMPLETE for t in done)
