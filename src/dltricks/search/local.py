@@ -1,4 +1,5 @@
-"""Local worker processes of a sweep: started first, told the study once it exists.
+"""Local worker processes of a sweep (ablation, tuning, architecture search): started first, told the study
+once it exists; :func:`run_workers` runs them beside this process under one progress display.
 
 A new process needs seconds before it can train (Python, torch, and torch._dynamo, which every
 torch optimiser imports). `dltricks ablate --workers N` therefore starts its N - 1 children before it
