@@ -22,6 +22,7 @@ from dltricks.ledger.study_report import AblationResult
 from dltricks.recipe import Recipe
 from dltricks.search import claims, local
 from dltricks.search import study as st
+from dltricks.search.definition import base_recipe
 from dltricks.search.plan import Mode, plan_variants
 from dltricks.search.study_job import StudyJob
 from dltricks.tricks import Trick, parse_trick
@@ -44,9 +45,7 @@ def define(recipe: Recipe, tricks: list[Trick], *, mode: Mode, seeds: int | str,
     else:
         raise DltricksError(f'seeds must be a whole number >= 1 or "auto", got {seeds!r}')
     seed_list = [recipe.seed + i for i in range(n_seeds)]
-    base = recipe.to_dict()
-    for section in ("ablate", "tune", "nas"):
-        base.pop(section, None)  # the sweeps' own settings are not part of what each run trains
+    base = base_recipe(recipe)  # the sweeps' own settings are not part of what each run trains
     if not study:
         parts: list[Any] = [base, [v.patch for v in variants], seed_list, metric, mode]
         if schedule:  # a sequential study's ROPE decides which cells run

@@ -178,7 +178,7 @@ def directions_for(objectives: list[str]) -> list[str]:
 
 
 def base_recipe(recipe: Recipe) -> dict[str, Any]:
-    """What every trial trains: the recipe without the sweeps' own sections."""
+    """What every cell or trial trains: the recipe without the sweeps' own sections."""
     d = recipe.to_dict()
     for section in ("ablate", "tune", "nas"):
         d.pop(section, None)
