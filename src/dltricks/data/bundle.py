@@ -63,6 +63,9 @@ class DataBundle:
     target_unlabelled: torch.Tensor | None = None
     target_val: Pair | None = None
     target_test: Pair | None = None
+    # ``data.standardize``: the per-feature statistics of the training split the inputs were scaled with
+    # (a dltricks.data.standardize.Standardizer; typed loosely so this module imports nothing of ours)
+    standardizer: Any = None
 
     @property
     def in_shape(self) -> tuple[int, ...]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -33,6 +34,8 @@ from dltricks.recipe import PATH, DataSpec
 
 
 class NpzSpec(DataSpec):
+    tabular: ClassVar[bool] = True  # data.standardize = "auto" is on where x is (N, F)
+
     name: str = "npz"
     path: str = Field(min_length=1, description="an .npz file with arrays x, y (and x_test, y_test)",
                       json_schema_extra=PATH)
@@ -43,6 +46,8 @@ class NpzSpec(DataSpec):
 
 
 class CsvSpec(DataSpec):
+    tabular: ClassVar[bool] = True  # data.standardize = "auto" is on
+
     name: str = "csv"
     path: str = Field(min_length=1, description="a CSV file with a header row", json_schema_extra=PATH)
     label_column: str = Field("label", min_length=1, description="the column that holds the classes")

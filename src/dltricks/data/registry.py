@@ -37,6 +37,7 @@ def load_data(spec: DataSpec, seed: int = 0) -> DataBundle:
 
     if spec.name not in _LOADERS:
         raise unknown("dataset", spec.name, _LOADERS)
+    from dltricks.data.standardize import fit_standardizer, standardize_bundle, wants_standardize
     from dltricks.data.subsets import few_labels, hold_out_classes, keep_classes
 
     bundle = _LOADERS[spec.name](spec, seed)
@@ -54,10 +55,14 @@ def load_data(spec: DataSpec, seed: int = 0) -> DataBundle:
     if bundle.val is None and spec.val_fraction > 0:
         bundle.train, bundle.val = carve_val(bundle.train, spec.val_fraction, seed,
                                              stratify=bundle.task == "classification")
+    # statistics of the training split as it stands now: validation and test already set apart
+    stats = fit_standardizer(bundle.train[0]) if wants_standardize(spec, bundle) else None
     if spec.labels_per_class:
         few_labels(bundle, spec.labels_per_class, seed)
     if spec.target.active:
         from dltricks.data.domains import add_target
 
         add_target(bundle, spec, seed, _LOADERS[spec.name])
+    if stats is not None:
+        standardize_bundle(bundle, stats)
     return bundle
