@@ -66,6 +66,8 @@ class DataBundle:
     # ``data.standardize``: the per-feature statistics of the training split the inputs were scaled with
     # (a dltricks.data.standardize.Standardizer; typed loosely so this module imports nothing of ours)
     standardizer: Any = None
+    # the names of the features of (N, F) inputs read from a table (its header), for messages
+    feature_names: list[str] | None = None
 
     @property
     def in_shape(self) -> tuple[int, ...]:

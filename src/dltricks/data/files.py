@@ -291,7 +291,9 @@ def load_csv(spec: CsvSpec, seed: int) -> DataBundle:
                             at_test=lambda i: f"line {tlines[i]}")
     if yt is not None:
         test = (xt, yt)
-    return _bundle(x, y, test, names, spec, "classification")
+    bundle = _bundle(x, y, test, names, spec, "classification")
+    bundle.feature_names = columns
+    return bundle
 
 
 __all__ = ["NpzSpec", "CsvSpec", "load_npz", "load_csv"]

@@ -85,7 +85,9 @@ def load_csv_targets(spec) -> DataBundle:
     else:
         train, test = carve_val((torch.from_numpy(x), torch.from_numpy(y)), spec.test_fraction, spec.split_seed,
                                 stratify=False, key="data.test_fraction")
-    return _bundle(train, test, targets)
+    bundle = _bundle(train, test, targets)
+    bundle.feature_names = feats
+    return bundle
 
 
 def load_npz_targets(spec, arrays: dict[str, np.ndarray]) -> DataBundle:
