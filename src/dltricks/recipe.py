@@ -105,9 +105,9 @@ class DataSpec(Section):
     attributes: str = Field("", description="zero-shot class descriptions: a .json/.csv file mapping class "
                                             "name -> attribute vector; '' = the dataset's own, if it has any")
     target: DomainSpec = Field(default_factory=DomainSpec, description="a shifted target domain; {} = none")
-    standardize: bool | Literal["auto"] = Field("auto", description="scale each input feature (channel) to mean 0, "
-                                                 "std 1 with statistics of the training split; auto = on for "
-                                                 "feature tables (csv, npz of shape (N, F)), off otherwise")
+    standardize: Literal["auto", True, False] = Field(
+        "auto", description="scale each input feature (channel) to mean 0, std 1 with statistics of the training "
+                            "split; auto = on for feature tables (csv, npz of shape (N, F)), off otherwise")
 
     @pydantic.model_validator(mode="after")
     def _target_keys(self) -> DataSpec:
