@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 # the rule families register themselves on import
-from dltricks.analysis import rules_data, rules_field, rules_layers, rules_training  # noqa: F401
+from dltricks.analysis import rules_data, rules_field, rules_layers, rules_training
 from dltricks.analysis.advice import MIN_BATCH_FOR_BATCHNORM, RULES, Advice, Context
 from dltricks.analysis.advice_report import advice_to_json, render_advice
 from dltricks.analysis.inspect import DataInfo, data_info
@@ -48,6 +48,12 @@ __all__ = [
     "render_advice",
     "target_scales",
 ]
+
+# the order advice is listed in: the layers, their context, training, then the data (stable within a family)
+FAMILIES = (rules_layers, rules_field, rules_training, rules_data)
+_RANK = {f.__name__: i for i, f in enumerate(FAMILIES)}
+for _name in sorted(RULES, key=lambda n: _RANK.get(RULES[n].__module__, len(FAMILIES))):
+    RULES[_name] = RULES.pop(_name)
 
 
 def context(recipe, info: DataInfo | None = None) -> Context:
