@@ -328,3 +328,37 @@ def test_switching_model_in_a_file_follows_the_same_rule(tmp_path):
     assert r.model.name == "rnn" and r.model.hidden == 64
     d = write(tmp_path / "drop.toml", 'base = "mnist1d-mlp"\n[model]\nname = "mlp"\ndropout = 0.2\n')
     assert Recipe.load(write(tmp_path / "cnn.toml", f'base = "{d}"\n[model]\nname = "cnn"\n')).model.dropout == 0.2
+
+
+def test_every_key_of_the_common_sections_is_described():
+    """The docs' key reference is generated from ``Field(description=...)``: a key without one would be a
+    blank row. Every section the recipe package owns (the dataset's and model's own keys live with them)."""
+    from pydantic import BaseModel
+
+    import dltricks.recipe as schema
+
+    seen, blank = set(), []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        if model in seen:
+            return
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            if not (field.description or "").strip():
+                blank.append(f"{prefix}{name}")
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                walk(field.annotation, f"{prefix}{name}.")
+
+    walk(schema.Recipe, "")
+    assert {schema.DataSpec, schema.ModelSpec, schema.AugmentSpec, schema.DomainSpec, schema.TuneSpec} <= seen
+    assert blank == [], f"keys without a description: {blank}"
+
+
+def test_the_package_keeps_every_public_name():
+    """``from dltricks.recipe import X`` keeps working for every name the single module had."""
+    import dltricks.recipe as schema
+
+    for name in ("Section", "AugmentSpec", "DomainSpec", "DataSpec", "ModelSpec", "TrainSpec", "EvalSpec",
+                 "AblateSpec", "TuneSpec", "NasSpec", "CompressSpec", "Recipe", "register_section",
+                 "bundled_recipes", "explain_errors", "parse_override", "set_dotted", "get_dotted", "PATH"):
+        assert name in schema.__all__ and getattr(schema, name) is not None, name
