@@ -362,3 +362,38 @@ def test_the_package_keeps_every_public_name():
                  "AblateSpec", "TuneSpec", "NasSpec", "CompressSpec", "Recipe", "register_section",
                  "bundled_recipes", "explain_errors", "parse_override", "set_dotted", "get_dotted", "PATH"):
         assert name in schema.__all__ and getattr(schema, name) is not None, name
+
+
+# ---- what is not a recipe ------------------------------------------------------------------------------
+
+def test_a_folder_or_a_data_file_is_refused_for_what_it_is(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(DltricksError, match=r"^runs is a folder, not a recipe"):
+        Recipe.load("runs")
+    (tmp_path / "mnist1d-cnn").mkdir()  # a folder named like a bundled recipe: the bundled name still wins
+    assert Recipe.load("mnist1d-cnn").name == "mnist1d-cnn"
+    (tmp_path / "vols" / "imagesTr").mkdir(parents=True)
+    (tmp_path / "vols" / "imagesTr" / "case1.nii.gz").write_bytes(b"")
+    with pytest.raises(DltricksError, match=r"vols is a folder of NIfTI volumes in sub-folders.*name = \"nifti\""):
+        Recipe.load("vols")
+    for name, kind, loader in (("x.csv", "a CSV table", "csv"), ("x.npz", "NumPy arrays", "npz"),
+                               ("x.png", "an image", "npz"), ("x.wav", "a sound file", "npz")):
+        (tmp_path / name).write_bytes(b"1,2\n")
+        with pytest.raises(DltricksError, match=rf"^{name} is {kind}, not a recipe;.*name = \"{loader}\""):
+            Recipe.load(name)
+    # the suggested recipe never overwrites a file that is there
+    (tmp_path / "x.toml").write_text("")
+    with pytest.raises(DltricksError, match=r"> x-2\.toml && dltricks train x-2\.toml$"):
+        Recipe.load("x.csv")
+
+
+def test_a_missing_base_names_the_file_and_the_key(tmp_path):
+    p = write(tmp_path / "leaf.toml", 'base = "../nope/parent.toml"\n')
+    with pytest.raises(DltricksError, match=r"leaf\.toml: base = '\.\./nope/parent\.toml': no recipe file /"):
+        Recipe.load(p)
+    mid = write(tmp_path / "mid.toml", 'base = "mnist1d-cnnn"\n')
+    top = write(tmp_path / "top.toml", f'base = "{mid}"\n')
+    with pytest.raises(DltricksError) as e:  # the recipe that holds the bad key is named, once
+        Recipe.load(top)
+    assert str(e.value).startswith(f"{mid}: base = 'mnist1d-cnnn': no recipe file or bundled recipe named")

@@ -9,8 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from dltricks.errors import DltricksError, did_you_mean, one_of
+from dltricks.recipe.guide import data_kind, not_a_recipe
 from dltricks.recipe.overrides import switched
 from dltricks.recipe.section import _VARIANTS, plugins_loaded
+
+
+class RecipeNotFound(DltricksError):
+    """No recipe file (``path``) or bundled recipe of that name (the ``base`` that names it says where)."""
+
+    def __init__(self, message: str, path: Path | None = None):
+        super().__init__(message)
+        self.path = path
 
 
 def bundled_recipes() -> dict[str, str]:
@@ -36,9 +45,11 @@ def load_tree(ref: str, seen: tuple[tuple[str, str], ...], relative_to: Path | N
     ``seen`` holds (resolved path or bundled name, display name) of the recipes that led here."""
     path = Path(ref).expanduser()
     path = path if relative_to is None or path.is_absolute() else relative_to / path
+    if path.is_file() and data_kind(path):
+        raise DltricksError(not_a_recipe(path, ref))
     if ref.endswith(".toml") or path.is_file():
         if not path.is_file():
-            raise DltricksError(f"recipe file not found: {path}")
+            raise RecipeNotFound(f"recipe file not found: {path}", path)
         try:
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as e:
@@ -46,9 +57,11 @@ def load_tree(ref: str, seen: tuple[tuple[str, str], ...], relative_to: Path | N
         source, here, key = str(path), path.parent, str(path.resolve())
     else:
         names = bundled_recipes()
+        if ref not in names and path.is_dir():
+            raise DltricksError(not_a_recipe(path, ref))
         if ref not in names:
-            raise DltricksError(f"no recipe file or bundled recipe named {ref!r}{did_you_mean(ref, names)}; "
-                                f"bundled: {one_of(names)}")
+            raise RecipeNotFound(f"no recipe file or bundled recipe named {ref!r}{did_you_mean(ref, names)}; "
+                                 f"bundled: {one_of(names)}")
         text = (resources.files("dltricks.recipes") / f"{ref}.toml").read_text()
         source, here, key = f"{ref} (bundled)", None, f"{ref} (bundled)"
     if key in (k for k, _ in seen):
@@ -64,7 +77,11 @@ def load_tree(ref: str, seen: tuple[tuple[str, str], ...], relative_to: Path | N
         return d, source
     if not isinstance(base, str):
         raise DltricksError(f"{source}: base must be a recipe name or path, got {base!r}")
-    parent, _ = load_tree(base, seen + ((key, source),), here)
+    try:
+        parent, _ = load_tree(base, seen + ((key, source),), here)
+    except RecipeNotFound as e:  # name the recipe and its key: the user's mistake is in this file
+        what = f"no recipe file {e.path.resolve()}" if e.path is not None else str(e)
+        raise DltricksError(f"{source}: base = {base!r}: {what}") from None
     if here is not None:
         absolute_paths(d, here, inherited=parent)
     return _merge(parent, d), source
