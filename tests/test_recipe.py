@@ -397,3 +397,10 @@ def test_a_missing_base_names_the_file_and_the_key(tmp_path):
     with pytest.raises(DltricksError) as e:  # the recipe that holds the bad key is named, once
         Recipe.load(top)
     assert str(e.value).startswith(f"{mid}: base = 'mnist1d-cnnn': no recipe file or bundled recipe named")
+
+
+def test_a_data_file_as_base_names_the_recipe_that_says_so(tmp_path):
+    write(tmp_path / "rows.csv", "a,label\n1,0\n")
+    p = write(tmp_path / "exp.toml", 'base = "rows.csv"\n')
+    with pytest.raises(DltricksError, match=r"exp\.toml: base = 'rows\.csv': rows\.csv is a CSV table, not a recipe"):
+        Recipe.load(p)

@@ -8,7 +8,7 @@ from dltricks.cli.common import Parents, command, err, out, page, recipe_args, r
 from dltricks.errors import DltricksError
 
 
-def add_parsers(sub, parents: Parents) -> None:
+def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p = page(sub, "inspect", parents.plain, "layer table with receptive field, params and FLOPs; "
                                             "--compare A B side by side",
              "dltricks inspect mnist1d-cnn\n"

@@ -8,7 +8,7 @@ import sys
 from dltricks.cli.common import Parents, command, out, page, recipe_args, recipe_of
 
 
-def add_parsers(sub, parents: Parents) -> None:
+def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
     page(sub, "recipes", parents.plain, "list the bundled recipes", "dltricks recipes")
     p = page(sub, "show", parents.plain, "print a recipe fully resolved, as TOML",
              "dltricks show mnist1d-cnn\ndltricks show my.toml -o train.lr=0.01 -o model.name=resnet")

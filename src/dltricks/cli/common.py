@@ -8,8 +8,13 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+
+if TYPE_CHECKING:  # the CLI starts fast: the ledger and the schema load when a command needs them
+    from dltricks.ledger import Ledger
+    from dltricks.recipe import Recipe
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -28,13 +33,13 @@ def command(fn: Command) -> Command:
     return fn
 
 
-def ledger_of(args: argparse.Namespace):
+def ledger_of(args: argparse.Namespace) -> Ledger:
     from dltricks.ledger import Ledger
 
     return Ledger(url=args.ledger)
 
 
-def recipe_of(args: argparse.Namespace):
+def recipe_of(args: argparse.Namespace) -> Recipe:
     from dltricks.recipe import Recipe
 
     return Recipe.load(args.recipe, args.override)
@@ -73,7 +78,8 @@ def parents() -> Parents:
     return Parents(plain, ledgered, common)
 
 
-def page(sub, name: str, parent: argparse.ArgumentParser, help: str, examples: str) -> argparse.ArgumentParser:
+def page(sub: argparse._SubParsersAction, name: str, parent: argparse.ArgumentParser, help: str,
+         examples: str) -> argparse.ArgumentParser:
     """A command's parser and its --help page: the one-line help as its description, examples at the end."""
     return sub.add_parser(name, parents=[parent], help=help, description=help,
                           epilog="examples:\n" + "\n".join("  " + line for line in examples.splitlines()),

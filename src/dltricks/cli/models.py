@@ -9,7 +9,7 @@ from rich.console import Console
 from dltricks.cli.common import Parents, command, ledger_of, out, page, positive, print_line
 
 
-def add_parsers(sub, parents: Parents) -> None:
+def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p = page(sub, "ensemble", parents.common, "average completed runs of one task into an ensemble run with its "
                                               "own metrics",
              "dltricks ensemble RUN_A RUN_B RUN_C   (completed runs of one task -> an ensemble run)\n"

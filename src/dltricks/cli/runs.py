@@ -8,7 +8,7 @@ from dltricks.cli.common import Parents, command, err, ledger_of, out, page, wri
 from dltricks.errors import DltricksError
 
 
-def add_parsers(sub, parents: Parents) -> None:
+def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p = page(sub, "runs", parents.ledgered, "the sheet of runs; `runs diff A B`, `runs show ID`",
              "dltricks runs\ndltricks runs --status failed --limit 5\ndltricks runs --format csv > runs.csv\n"
              "dltricks runs diff RUN_A RUN_B\ndltricks runs show RUN_ID")

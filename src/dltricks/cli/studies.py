@@ -20,7 +20,7 @@ from dltricks.cli.common import (
 )
 
 
-def add_parsers(sub, parents: Parents) -> None:
+def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p = page(sub, "ablate", parents.common, "which tricks help on this task? paired seeds, honest stats",
              "dltricks ablate                                   (the bundled demo study)\n"
              "dltricks ablate mnist1d-cnn --trick label_smoothing --trick one_cycle --seeds 5 --workers 2\n"

@@ -9,9 +9,15 @@ instead; ``--resume RUN_ID`` or ``--resume last`` names the run to continue.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from dltricks.cli.common import Parents, command, err, ledger_of, out, page, recipe_args, recipe_of
 from dltricks.errors import DltricksError
+
+if TYPE_CHECKING:
+    from dltricks.ledger import Ledger
+    from dltricks.ledger.record import RunRecord
+    from dltricks.recipe import Recipe
 
 RERUN = """\
 Rerunning an interrupted `dltricks train RECIPE` resumes it: the newest interrupted run of the
@@ -19,7 +25,7 @@ same resolved recipe and seed (outside any study) continues from its checkpoint,
 so; --fresh starts a new run instead."""
 
 
-def add_parsers(sub, parents: Parents) -> None:
+def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p = page(sub, "train", parents.common, "train a recipe and record the run",
              "dltricks train mnist1d-cnn\ndltricks train my.toml -o train.epochs=5 -o train.lr=3e-3\n"
              "dltricks train my.toml           (again, after Ctrl-C: resumes the interrupted run)\n"
@@ -78,16 +84,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _interrupted_run_of(ledger, recipe):
+def _interrupted_run_of(ledger: Ledger, recipe: Recipe) -> RunRecord | None:
     """The newest interrupted run of ``recipe`` as resolved (its seed included) that no study owns, or None.
     A study's cells resume through their study (a rerun of ``dltricks ablate``), never here."""
-    from dltricks.recipe import Recipe
-
     for rec in ledger.runs(status="interrupted", name=recipe.name):
         if rec.study is not None:
             continue
         try:
-            same = Recipe.from_dict(rec.recipe, source=f"run {rec.id}").digest() == recipe.digest()
+            same = type(recipe).from_dict(rec.recipe, source=f"run {rec.id}").digest() == recipe.digest()
         except DltricksError:  # recorded by an older schema that no longer validates: not this recipe
             same = False
         if same:
@@ -95,7 +99,7 @@ def _interrupted_run_of(ledger, recipe):
     return None
 
 
-def _last_interrupted(ledger):
+def _last_interrupted(ledger: Ledger) -> RunRecord:
     """``--resume last``: the newest interrupted run that no study owns."""
     for rec in ledger.runs(status="interrupted"):
         if rec.study is None:

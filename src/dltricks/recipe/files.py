@@ -22,6 +22,10 @@ class RecipeNotFound(DltricksError):
         self.path = path
 
 
+class NotARecipe(RecipeNotFound):
+    """A folder or a data file where a recipe was expected."""
+
+
 def bundled_recipes() -> dict[str, str]:
     """Bundled recipe names and their one-line description (the TOML's first comment)."""
     out = {}
@@ -46,7 +50,7 @@ def load_tree(ref: str, seen: tuple[tuple[str, str], ...], relative_to: Path | N
     path = Path(ref).expanduser()
     path = path if relative_to is None or path.is_absolute() else relative_to / path
     if path.is_file() and data_kind(path):
-        raise DltricksError(not_a_recipe(path, ref))
+        raise NotARecipe(not_a_recipe(path, ref))
     if ref.endswith(".toml") or path.is_file():
         if not path.is_file():
             raise RecipeNotFound(f"recipe file not found: {path}", path)
@@ -58,7 +62,7 @@ def load_tree(ref: str, seen: tuple[tuple[str, str], ...], relative_to: Path | N
     else:
         names = bundled_recipes()
         if ref not in names and path.is_dir():
-            raise DltricksError(not_a_recipe(path, ref))
+            raise NotARecipe(not_a_recipe(path, ref))
         if ref not in names:
             raise RecipeNotFound(f"no recipe file or bundled recipe named {ref!r}{did_you_mean(ref, names)}; "
                                  f"bundled: {one_of(names)}")
