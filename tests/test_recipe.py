@@ -404,3 +404,11 @@ def test_a_data_file_as_base_names_the_recipe_that_says_so(tmp_path):
     p = write(tmp_path / "exp.toml", 'base = "rows.csv"\n')
     with pytest.raises(DltricksError, match=r"exp\.toml: base = 'rows\.csv': rows\.csv is a CSV table, not a recipe"):
         Recipe.load(p)
+
+
+def test_a_folder_of_tables_points_at_one_of_its_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tables").mkdir()
+    write(tmp_path / "tables" / "train.csv", "a,label\n1,0\n")
+    with pytest.raises(DltricksError, match=r"^tables is a folder of CSV tables.*path = \"tables/train\.csv\""):
+        Recipe.load("tables")

@@ -30,10 +30,11 @@ def data_kind(path: Path) -> str:
     return next((kind for suffix, kind in DATA_FILES.items() if name.endswith(suffix)), "")
 
 
-def folder_contents(folder: Path) -> tuple[list[str], str, bool]:
+def folder_contents(folder: Path) -> tuple[list[str], str, bool, str]:
     """The recipe files directly in ``folder``, the kind of data files most of it holds (here and one
-    level down; "" when none), and whether those sit in sub-folders (one per class, as images do)."""
-    recipes, kinds, nested, seen = [], {}, False, 0
+    level down; "" when none), whether those sit in sub-folders (one per class, as images do), and the
+    first file of that kind directly in ``folder`` ("" when none)."""
+    recipes, kinds, nested, seen, first = [], {}, False, 0, {}
     try:
         with os.scandir(folder) as top:
             for entry in top:
@@ -44,6 +45,7 @@ def folder_contents(folder: Path) -> tuple[list[str], str, bool]:
                     recipes.append(entry.name)
                 elif entry.is_file() and (kind := data_kind(Path(entry.name))):
                     kinds[kind] = kinds.get(kind, 0) + 1
+                    first.setdefault(kind, entry.name)
                 elif entry.is_dir() and not entry.name.startswith("."):
                     with os.scandir(entry.path) as inner:
                         for sub in inner:
@@ -56,7 +58,7 @@ def folder_contents(folder: Path) -> tuple[list[str], str, bool]:
     except OSError:
         pass
     kind = max(kinds, key=kinds.get) if kinds else ""
-    return sorted(recipes), kind, nested
+    return sorted(recipes), kind, nested, first.get(kind, "")
 
 
 def _recipe_for(kind: str, ref: str) -> tuple[list[str], str]:
@@ -68,9 +70,13 @@ def _recipe_for(kind: str, ref: str) -> tuple[list[str], str]:
     if kind == "NumPy arrays":
         return ["[data]", 'name = "npz"', f"path = {path}", "[model]", 'name = "mlp"'], ""
     if kind == "a NIfTI volume":
-        root = json.dumps(ref if Path(ref).is_dir() else str(Path(ref).parent.parent))
+        folder = Path(ref) if Path(ref).is_dir() else Path(ref).parent
+        # the dataset's root holds imagesTr/ and labelsTr/: a volume or a folder of them sits one level down
+        root = json.dumps(str(folder.parent if folder.name in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
+                              or not Path(ref).is_dir() else folder))
         return (["[data]", 'name = "nifti"', f"root = {root}", "[model]", 'name = "unet"'],
-                "dltricks reads NIfTI from a folder with imagesTr/ and labelsTr/ (imagesTs/, labelsTs/ to test)")
+                "dltricks reads NIfTI from a dataset folder holding imagesTr/ and labelsTr/ (imagesTs/, "
+                "labelsTs/ to test): lay them out so")
     npz = json.dumps(str(Path(ref).with_suffix("")) + ".npz" if Path(ref).is_file() else ref.rstrip("/") + ".npz")
     reads = {"an image": "images", "images": "images", "a sound file": "sound", "sound files": "sound"}.get(kind)
     first = (f"dltricks reads {reads} from an .npz of arrays x (N, C, ...) and y (N,) for now: save them so"
@@ -95,14 +101,16 @@ def how_to_start(ref: str, kind: str) -> str:
 def not_a_recipe(path: Path, ref: str) -> str:
     """The one-line error for an existing folder or a data file given where a recipe was expected."""
     if path.is_dir():
-        recipes, kind, nested = folder_contents(path)
+        recipes, kind, nested, example = folder_contents(path)
         if recipes:
             shown = ", ".join(str(Path(ref) / r) for r in recipes[:3]) + (", ..." if len(recipes) > 3 else "")
             return (f"{ref} is a folder, not a recipe: give a recipe file in it ({shown}) or a bundled recipe "
                     f"name (see: dltricks recipes)")
         if kind:
             what = _FOLDERS.get(kind, "data") + (" in sub-folders" if nested else "")
-            return f"{ref} is a folder of {what}, not a recipe; " + how_to_start(ref, kind)
+            # a table or arrays is one file: the recipe names one of them, not the folder
+            named = str(Path(ref) / example) if example and kind in ("a CSV table", "NumPy arrays") else ref
+            return f"{ref} is a folder of {what}, not a recipe; " + how_to_start(named, kind)
         return (f"{ref} is a folder, not a recipe: give a .toml recipe file or a bundled recipe name "
                 f"(see: dltricks recipes)")
     kind = data_kind(path)
