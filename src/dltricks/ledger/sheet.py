@@ -19,6 +19,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from dltricks.direction import higher_is_better
 from dltricks.ledger.record import RunRecord
 
 __all__ = [
@@ -53,15 +54,6 @@ class _Missing:
 
 
 MISSING: Any = _Missing()
-
-
-LOWER_IS_BETTER = ("loss", "error", "err", "mae", "mse", "rmse", "nll", "ece", "perplexity", "time", "latency")
-
-
-def higher_is_better(metric: str) -> bool:
-    """False for losses, errors and costs (by the words in the name), True otherwise."""
-    words = metric.lower().replace("-", "_").split("_")
-    return not any(w in LOWER_IS_BETTER for w in words)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
