@@ -37,6 +37,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Engine,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -52,9 +53,10 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.pool import NullPool, StaticPool
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.schema import CreateColumn, CreateIndex, CreateTable
 
 from dltricks.errors import DltricksError, one_of
 from dltricks.ledger.gitinfo import git_state, keep_out_of_git
@@ -73,6 +75,8 @@ __all__ = ["UPDATABLE", "Ledger", "RunExistsError"]
 
 VALID_URLS = "sqlite:///path/to/ledger.db, postgresql://user@host:port/db"
 UPDATABLE = ("status", "metrics", "curves", "checkpoint", "failure", "finished", "device")
+# Columns newer than the first ledgers: a ledger without them gets them when opened.
+ADDED_COLUMNS = ("active_s", "attempt_started")
 # How long a write keeps retrying a locked SQLite database (on top of each try's busy timeout).
 LOCK_WAIT_S = 120.0
 BUSY_TIMEOUT_S = 30.0
@@ -108,6 +112,10 @@ runs_table = Table(
     Column("failure", Text),
     Column("study", String),
     Column("variant", String),
+    # Seconds of the attempts that have ended, and when the current attempt began: the run's duration
+    # leaves out the idle time between an interrupt and its resume. Added to older ledgers on open.
+    Column("active_s", Float),
+    Column("attempt_started", DateTime(timezone=True)),
     Index("ix_runs_started", "started"),
     Index("ix_runs_study", "study"),
 )
@@ -163,6 +171,19 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur.execute("PRAGMA synchronous = NORMAL")
     finally:
         cur.close()
+
+
+def _add_column(conn: Connection, column: Column) -> None:
+    """``ALTER TABLE runs ADD COLUMN``: idempotent, for two processes that open an older ledger at once."""
+    spec = CreateColumn(column).compile(dialect=conn.dialect)
+    if conn.dialect.name == "postgresql":
+        conn.execute(sql_text(f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {spec}"))
+        return
+    try:
+        conn.execute(sql_text(f"ALTER TABLE runs ADD COLUMN {spec}"))
+    except exc.OperationalError as e:
+        if "duplicate column" not in str(e):  # another process added it first
+            raise
 
 
 def _make_engine(url: str) -> tuple[Engine, str]:
@@ -290,11 +311,14 @@ class Ledger:
         def create(conn: Connection) -> None:
             conn.execute(CreateTable(runs_table, if_not_exists=True))
             have = {c["name"] for c in inspect(conn).get_columns("runs")}
-            missing = [c.name for c in runs_table.c if c.name not in have]
+            missing = [c.name for c in runs_table.c if c.name not in have and c.name not in ADDED_COLUMNS]
             if missing:
                 raise DltricksError(
                     f"{self.where} has a 'runs' table that is not a dltricks ledger (no column "
                     f"{', '.join(missing[:3])}); set DLTRICKS_LEDGER to another database")
+            for name in ADDED_COLUMNS:
+                if name not in have:
+                    _add_column(conn, runs_table.c[name])
             for ix in runs_table.indexes:
                 conn.execute(CreateIndex(ix, if_not_exists=True))
 
@@ -347,6 +371,7 @@ class Ledger:
             "pid": os.getpid(), "started": _now(), "finished": None, "metrics": {}, "curves": {},
             "checkpoint": None, "failure": None, "study": study, "variant": variant,
         }
+        row.update(active_s=0.0, attempt_started=row["started"])
         for _ in range(5):
             rid = run_id or new_run_id()
             try:
@@ -388,7 +413,10 @@ class Ledger:
             else:
                 values[key] = str(value)
         full = self._resolve(run_id)
-        if values:
+        if "status" in values:
+            self._tx(lambda c: c.execute(update(runs_table).where(runs_table.c.id == full)
+                                         .values(**values, **_attempt_times(c, full, values))))
+        elif values:
             self._tx(lambda c: c.execute(update(runs_table).where(runs_table.c.id == full).values(**values)))
 
     def finish(self, run_id: str, status: str, *, metrics: dict | None = None, curves: dict | None = None,
@@ -438,6 +466,22 @@ class Ledger:
         return [_record(r) for r in self._tx(lambda c: c.execute(query).all())]
 
 
+def _attempt_times(conn: Connection, run_id: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The run's active time on a change of status: a run that stops running adds the attempt that ends
+    (up to ``finished`` when given); a run that starts running again (a resume) begins a new attempt."""
+    row = conn.execute(select(runs_table.c.status, runs_table.c.active_s, runs_table.c.attempt_started)
+                       .where(runs_table.c.id == run_id)).one()
+    now = values.get("finished") or _now()
+    if values["status"] == "running":
+        return {} if row.status == "running" and row.attempt_started else {"attempt_started": now}
+    if row.status != "running" or row.attempt_started is None:
+        return {}
+    if row.active_s is None:  # a run from before attempts were timed: its duration stays finished - started
+        return {"attempt_started": None}
+    ended = max(0.0, (now - utc(row.attempt_started)).total_seconds())
+    return {"active_s": row.active_s + ended, "attempt_started": None}
+
+
 def _record(row: Any) -> RunRecord:
     return RunRecord(
         id=row.id, name=row.name, status=row.status, recipe=dict(row.recipe or {}), seed=row.seed,
@@ -445,5 +489,5 @@ def _record(row: Any) -> RunRecord:
         versions=dict(row.versions or {}), device=row.device, host=row.host, pid=row.pid,
         started=utc(row.started), finished=utc(row.finished), metrics=as_metrics(row.metrics),
         curves=as_curves(row.curves), checkpoint=row.checkpoint, failure=row.failure,
-        study=row.study, variant=row.variant,
+        study=row.study, variant=row.variant, active_s=row.active_s,
     )
