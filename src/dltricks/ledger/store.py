@@ -15,8 +15,6 @@ they never need to coordinate. Files that belong to a run live under ``root/runs
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import platform
 import random
@@ -36,7 +34,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
-    Engine,
     Float,
     Index,
     Integer,
@@ -44,21 +41,18 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
     delete,
-    event,
     exc,
     insert,
     inspect,
     select,
     update,
 )
-from sqlalchemy import text as sql_text
-from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.pool import NullPool, StaticPool
-from sqlalchemy.schema import CreateColumn, CreateIndex, CreateTable
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from dltricks.errors import DltricksError, one_of
+from dltricks.ledger.database import add_column, is_busy, make_engine, reason
 from dltricks.ledger.gitinfo import git_state, keep_out_of_git
 from dltricks.ledger.record import (
     STATUSES,
@@ -73,13 +67,11 @@ from dltricks.ledger.record import (
 
 __all__ = ["UPDATABLE", "Ledger", "RunExistsError"]
 
-VALID_URLS = "sqlite:///path/to/ledger.db, postgresql://user@host:port/db"
 UPDATABLE = ("status", "metrics", "curves", "checkpoint", "failure", "finished", "device")
 # Columns newer than the first ledgers: a ledger without them gets them when opened.
 ADDED_COLUMNS = ("active_s", "attempt_started")
 # How long a write keeps retrying a locked SQLite database (on top of each try's busy timeout).
 LOCK_WAIT_S = 120.0
-BUSY_TIMEOUT_S = 30.0
 
 T = TypeVar("T")
 
@@ -143,89 +135,6 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _reason(e: BaseException) -> str:
-    """The driver's message, first line only."""
-    orig = getattr(e, "orig", None) or e
-    text = str(orig).strip().splitlines()
-    return text[0] if text else type(orig).__name__
-
-
-def _is_busy(e: exc.DBAPIError) -> bool:
-    text = _reason(e).lower()
-    return any(s in text for s in ("database is locked", "database is busy", "deadlock detected",
-                                    "could not serialize"))
-
-
-def _bad_url(url: str) -> DltricksError:
-    return DltricksError(f"bad ledger URL {url!r}; valid forms: {VALID_URLS}")
-
-
-def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    try:
-        cur.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        # WAL lets readers and one writer work at once; it persists in the file, so this is a
-        # no-op after the first connection. NORMAL sync is safe in WAL (a power cut may lose the
-        # last commits, never corrupt the file).
-        cur.execute("PRAGMA journal_mode = WAL")
-        cur.execute("PRAGMA synchronous = NORMAL")
-    finally:
-        cur.close()
-
-
-def _add_column(conn: Connection, column: Column) -> None:
-    """``ALTER TABLE runs ADD COLUMN``: idempotent, for two processes that open an older ledger at once."""
-    spec = CreateColumn(column).compile(dialect=conn.dialect)
-    if conn.dialect.name == "postgresql":
-        conn.execute(sql_text(f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {spec}"))
-        return
-    try:
-        conn.execute(sql_text(f"ALTER TABLE runs ADD COLUMN {spec}"))
-    except exc.OperationalError as e:
-        if "duplicate column" not in str(e):  # another process added it first
-            raise
-
-
-def _make_engine(url: str) -> tuple[Engine, str]:
-    """An engine for ``url`` and a password-free description of where the ledger is."""
-    text = url.strip()
-    if text.startswith("postgres://"):  # the spelling Heroku and others hand out
-        text = "postgresql://" + text[len("postgres://"):]
-    try:
-        u: URL = make_url(text)
-        backend = u.get_backend_name()
-    except (exc.ArgumentError, ValueError):
-        raise _bad_url(url) from None
-    serializer = functools.partial(json.dumps, default=str)
-
-    if backend == "sqlite":
-        if u.database in (None, "", ":memory:"):
-            # One shared connection, or every checkout would see a different empty database.
-            engine = create_engine(u, poolclass=StaticPool, json_serializer=serializer,
-                                   connect_args={"check_same_thread": False})
-            return engine, "in-memory SQLite"
-        path = Path(u.database).expanduser().resolve()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise DltricksError(f"cannot create the ledger folder {path.parent}: {e.strerror}") from None
-        if path.is_dir():
-            raise DltricksError(f"ledger path {path} is a folder; give a file, e.g. sqlite:///{path}/ledger.db")
-        # NullPool: a connection per operation, so a forked worker never shares a parent's socket.
-        engine = create_engine(u.set(database=str(path)), poolclass=NullPool, json_serializer=serializer)
-        event.listen(engine, "connect", _sqlite_on_connect)
-        return engine, str(path)
-
-    if backend == "postgresql":
-        try:
-            engine = create_engine(u, pool_pre_ping=True, json_serializer=serializer)
-        except (ImportError, exc.NoSuchModuleError) as e:
-            raise DltricksError(f"a PostgreSQL ledger needs psycopg: pip install 'dltricks[postgres]' ({e})") from None
-        return engine, u.render_as_string(hide_password=True)
-
-    raise _bad_url(url)
-
-
 class Ledger:
     """Every run, its git version and results. See the module docstring."""
 
@@ -237,7 +146,7 @@ class Ledger:
         # Absolute, so a later chdir (a worker, a notebook) still finds the same files.
         self.root = Path(home).expanduser().resolve()
         self.url = url or os.environ.get("DLTRICKS_LEDGER") or f"sqlite:///{self.root / 'ledger.db'}"
-        self._engine, self.where = _make_engine(self.url)
+        self._engine, self.where = make_engine(self.url)
         self._pid = os.getpid()
         self._ensure_schema()
         keep_out_of_git(self.root)  # if it exists: a ledger elsewhere does not create this folder
@@ -273,12 +182,12 @@ class Ledger:
     # --- plumbing --------------------------------------------------------------------
 
     def _error(self, e: exc.DBAPIError) -> DltricksError:
-        reason = _reason(e)
-        if "file is not a database" in reason or "malformed" in reason:
+        why = reason(e)
+        if "file is not a database" in why or "malformed" in why:
             return DltricksError(
-                f"ledger file {self.where} is not an SQLite database or is corrupt ({reason}); "
+                f"ledger file {self.where} is not an SQLite database or is corrupt ({why}); "
                 "move it away or set DLTRICKS_LEDGER to another file")
-        return DltricksError(f"ledger {self.where}: {reason}")
+        return DltricksError(f"ledger {self.where}: {why}")
 
     def _tx(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` in one transaction, retrying while another process holds the lock."""
@@ -296,7 +205,7 @@ class Ledger:
             except (exc.OperationalError, exc.DatabaseError) as e:
                 if isinstance(e, exc.ProgrammingError):
                     raise
-                if _is_busy(e) and time.monotonic() < deadline:
+                if is_busy(e) and time.monotonic() < deadline:
                     time.sleep(delay * (0.5 + random.random()))  # jitter: workers must not retry in step
                     delay = min(delay * 2, 1.0)
                     continue
@@ -318,7 +227,7 @@ class Ledger:
                     f"{', '.join(missing[:3])}); set DLTRICKS_LEDGER to another database")
             for name in ADDED_COLUMNS:
                 if name not in have:
-                    _add_column(conn, runs_table.c[name])
+                    add_column(conn, runs_table.c[name])
             for ix in runs_table.indexes:
                 conn.execute(CreateIndex(ix, if_not_exists=True))
 
