@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -107,24 +106,28 @@ def test_an_interrupted_run_on_the_sheet_and_its_duration_after_the_resume(ledge
     assert row["duration_s"] == pytest.approx(done.duration.total_seconds())
 
 
-def test_a_ledger_from_before_attempts_were_timed_opens_and_keeps_its_durations(ledger_home: Path):
-    ledger = Ledger()
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_ledger_from_before_attempts_were_timed_opens_and_keeps_its_durations(backend: str, ledger_home: Path,
+                                                                               request: pytest.FixtureRequest):
+    from sqlalchemy import create_engine, inspect, text
+
+    url = request.getfixturevalue("fresh_postgres_url") if backend == "postgresql" else None
+    ledger = Ledger(url=url)
     old = ledger.start_run(name="old", recipe=RECIPE, seed=0, device="cpu")
     ledger.finish(old, "completed", metrics={"test_accuracy": 0.5})
     ledger.close()
-    db = sqlite3.connect(ledger_home / "ledger.db")
-    for column in ("active_s", "attempt_started"):  # the schema as the first ledgers wrote it
-        db.execute(f"ALTER TABLE runs DROP COLUMN {column}")
-    db.commit()
-    db.close()
-    again = Ledger()
+    engine = create_engine(url or f"sqlite:///{ledger_home / 'ledger.db'}")
+    with engine.begin() as conn:  # the runs table as the first ledgers wrote it
+        for column in ("active_s", "attempt_started"):
+            conn.execute(text(f"ALTER TABLE runs DROP COLUMN {column}"))
+    again, twice = Ledger(url=url), Ledger(url=url)  # opened by two processes, say: each finds the columns there
     rec = again.get(old)
     assert rec.active_s is None and rec.duration == rec.finished - rec.started
-    columns = {row[1] for row in sqlite3.connect(ledger_home / "ledger.db").execute("PRAGMA table_info(runs)")}
-    assert {"active_s", "attempt_started"} <= columns
-    new = again.start_run(name="new", recipe=RECIPE, seed=0, device="cpu")
+    assert {"active_s", "attempt_started"} <= {c["name"] for c in inspect(engine).get_columns("runs")}
+    new = twice.start_run(name="new", recipe=RECIPE, seed=0, device="cpu")
     again.update(new, status="interrupted")
     assert again.get(new).duration is not None and again.get(new).active_s >= 0
+    engine.dispose()
 
 
 @pytest.fixture
