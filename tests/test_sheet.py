@@ -189,3 +189,18 @@ def test_at_80_columns_every_name_variant_and_main_metric_reads_whole(study_ledg
         block = " ".join(lines[i:i + 2])  # the name may wrap onto the next line, at a space
         assert f"[{variant}]" in block.split(), (key, lines[i:i + 2])
         assert lines[i].split()[-1] == f"{ledger.get(run_id).metrics['test_accuracy']:.4g}", lines[i]
+
+
+def test_a_tuning_study_folds_to_its_first_trials_and_a_count(ledger_home: Path):
+    from dltricks.ledger import runs_table
+
+    ledger = Ledger()
+    for k in range(20):
+        run = ledger.start_run(name="mnist1d-cnn", recipe=RECIPE, seed=0, device="cpu", study="tune-3",
+                               variant=f"trial-{k:02d}")
+        ledger.finish(run, "completed", metrics={"test_accuracy": 0.5 + k / 100})
+    console = Console(record=True, width=80, color_system=None)
+    console.print(runs_table(ledger.runs(), width=80, fold=True))
+    text = console.export_text()
+    names = [line.split()[0] for line in text.splitlines() if line.strip().startswith("trial-")]
+    assert names == [f"trial-{k:02d}" for k in range(11)] and "... and 9 more" in text

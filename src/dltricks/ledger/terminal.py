@@ -26,6 +26,7 @@ __all__ = ["HEADLINE_METRICS", "KNOWN_METRICS", "SHEET_COLUMNS", "StudyLine", "V
 # Shown in the terminal table and Markdown when any run has them, in this order; the first is the main one.
 HEADLINE_METRICS = ("test_accuracy", "test_dice", "test_iou", "test_mae", "test_loss")
 MAX_HEADLINE = 4
+MAX_VARIANTS = 12  # lines under a folded study
 STATUS_STYLE = {"running": "cyan", "completed": "green", "failed": "red", "interrupted": "yellow"}
 SHEET_COLUMNS = ("id", "name", "status", "seed", "commit", "started", "duration")
 # By name only (--columns): the CSV's columns of the same name.
@@ -84,12 +85,23 @@ def fold_studies(records: list[RunRecord]) -> list[RunRecord | StudyLine]:
     return out
 
 
-def _variants(study: StudyLine) -> list[VariantLine]:
-    """The study's variants in the order they first ran (the baseline first, as a study starts it)."""
+@dataclass(frozen=True)
+class MoreLine:
+    """Stands for the variants of a folded study beyond the first few (a tuning study's many trials)."""
+
+    count: int
+
+
+def _variants(study: StudyLine) -> list[VariantLine | MoreLine]:
+    """The study's variants in the order they first ran (the baseline first, as a study starts it); past
+    :data:`MAX_VARIANTS`, one line says how many more (``--study`` lists them all)."""
     groups: dict[str, list[RunRecord]] = {}
     for r in sorted(study.runs, key=lambda r: r.started):
         groups.setdefault(r.variant or "", []).append(r)
-    return [VariantLine(v, runs) for v, runs in groups.items()]
+    lines: list[VariantLine | MoreLine] = [VariantLine(v, runs) for v, runs in groups.items()]
+    if len(lines) > MAX_VARIANTS:
+        lines = [*lines[:MAX_VARIANTS - 1], MoreLine(len(lines) - MAX_VARIANTS + 1)]
+    return lines
 
 
 def headline_metrics(records: list[RunRecord]) -> list[str]:
@@ -134,8 +146,11 @@ def _group_cells(runs: list[RunRecord], metrics: list[str]) -> dict[str, Any]:
     }
 
 
-def _cells(item: RunRecord | StudyLine | VariantLine, metrics: list[str]) -> dict[str, Text]:
+def _cells(item: RunRecord | StudyLine | VariantLine | MoreLine, metrics: list[str]) -> dict[str, Text]:
     """Column -> cell of one line of the sheet (plain text: a ``[baseline]`` is never read as markup)."""
+    if isinstance(item, MoreLine):
+        blank = dict.fromkeys([*SHEET_COLUMNS, *EXTRA_COLUMNS, *metrics, "failure"], "")
+        return {**{k: Text(v) for k, v in blank.items()}, "name": Text(f"{_INDENT}... and {item.count} more")}
     if isinstance(item, StudyLine):
         variants = len({r.variant for r in item.runs})
         return {**_group_cells(item.runs, metrics), "id": Text("study"),
@@ -181,7 +196,7 @@ def runs_table(records: list[RunRecord], title: str | None = None, *, width: int
     asked = _check_columns(columns, records) if columns else []
     metrics = headline_metrics(records)
     metrics += [m for m in asked if m not in metrics]
-    items: list[RunRecord | StudyLine | VariantLine] = []
+    items: list[RunRecord | StudyLine | VariantLine | MoreLine] = []
     for item in (fold_studies(records) if fold else records):
         items += [item, *_variants(item)] if isinstance(item, StudyLine) else [item]
     rows = [_cells(item, metrics) for item in items]
