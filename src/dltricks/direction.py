@@ -11,7 +11,7 @@ __all__ = ["HIGHER_IS_BETTER", "LOWER_IS_BETTER", "higher_is_better"]
 # Losses, errors, distances and costs: a rise is worse.
 LOWER_IS_BETTER = frozenset({
     "loss", "error", "err", "nll", "ece", "brier", "perplexity", "mae", "mse", "rmse", "hd95", "fpr",
-    "time", "latency", "ms", "seconds", "params", "flops", "macs", "memory", "bytes", "size", "width",
+    "time", "latency", "seconds", "params", "flops", "macs", "memory", "bytes", "size", "width",
 })
 # Words that make a name "how many times better", whatever cost it names (``size_ratio`` = source size /
 # compressed size, ``speedup_b1``): they win over the words above.
