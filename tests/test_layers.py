@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dltricks
 
-SHARED = {"errors", "recipe", "cores", "__version__"}  # what every package may use
+SHARED = {"errors", "recipe", "cores", "direction", "__version__"}  # what every package may use
 ALLOWED = {
     "recipe": set(),
     "tricks": set(),
