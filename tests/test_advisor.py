@@ -49,7 +49,7 @@ CASES = {
 
 
 def test_every_rule_has_a_case() -> None:
-    assert set(CASES) | {"target_scales"} == set(RULES)
+    assert set(CASES) | {"target_scales", "feature_scales"} == set(RULES)
 
 
 @pytest.mark.parametrize("rule", sorted(CASES))
@@ -175,3 +175,56 @@ def test_cli_inspect_and_compare(capsys) -> None:
     assert rows["depth"] == (4, 10) and rows["receptive field"][0] == rows["receptive field"][1]
     assert main(["inspect"]) == 2  # a user mistake: one line, exit 2
     assert "inspect needs a RECIPE" in capsys.readouterr().err
+
+
+# ---- feature vectors (a CSV table) ---------------------------------------------------------------------
+
+def wine_recipe(tmp_path) -> str:
+    """scikit-learn's bundled wine data as a CSV (feature std from 0.12 to 314) and a recipe on it."""
+    from sklearn.datasets import load_wine
+
+    d = load_wine()
+    names = [n.replace("/", "_") for n in d.feature_names]
+    rows = [",".join(names + ["label"])] + [",".join(f"{v:g}" for v in x) + f",{int(y)}"
+                                            for x, y in zip(d.data, d.target)]
+    (tmp_path / "wine.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "wine.toml").write_text('name = "wine"\n[data]\nname = "csv"\npath = "wine.csv"\n'
+                                        '[model]\nname = "mlp"\n[train]\nschedule = "cosine"\n')
+    return str(tmp_path / "wine.toml")
+
+
+def test_cli_inspect_and_advise_on_a_csv_recipe(tmp_path, capsys) -> None:
+    from dltricks.cli import main
+
+    path = wine_recipe(tmp_path)
+    assert main(["inspect", path, "--no-latency", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["in_shape"] == [13] and d["receptive_field"]["size"] == []  # no spatial axis: no field
+    # mlp hidden [100, 100]: (13 + 1) * 100 + 101 * 100 + 101 * 3 weights
+    assert d["cost"]["params"] == 14 * 100 + 101 * 100 + 101 * 3 and d["cost"]["flops"] > 0
+    assert [r["kind"] for r in d["layers"] if r["params"]] == ["Linear"] * 3
+    assert main(["inspect", path, "--no-latency"]) == 0
+    text = capsys.readouterr().out
+    assert "receptive field n/a" in text and "Linear" in text and "Traceback" not in text
+    assert main(["inspect", "--compare", path, path, "-b", "model.hidden=[32]", "--no-latency"]) == 0
+    assert "n/a" in capsys.readouterr().out
+    # standardised by default: a sound recipe; read as it is, the 2500x spread of its features is flagged
+    assert main(["advise", path, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 0
+    assert main(["advise", path, "--json", "-o", "data.standardize=false"]) == 0
+    (a,) = json.loads(capsys.readouterr().out)["advice"]
+    assert a["rule"] == "feature_scales" and a["patch"] == {"data.standardize": True}
+    assert "'proline'" in a["evidence"] and "differ" in a["evidence"]
+
+
+def test_feature_scales_rule_counts_spreads_not_constants() -> None:
+    n = 64
+    x = torch.randn(n, 3)
+    x[:, 0] *= 1000
+    r = recipe({"name": "mlp"})
+    info = DataInfo("classification", (3,), 2, SimpleNamespace(train=(x, torch.randint(0, 2, (n,)))))
+    (a,) = advise(r, info)
+    assert a.rule == "feature_scales" and "feature 0" in a.evidence
+    x[:, 0] /= 20  # 50x apart: within the rule's 100x
+    x[:, 2] = 7.0  # a constant column has no scale to compare
+    assert advise(r, info) == []

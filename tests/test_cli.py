@@ -367,3 +367,121 @@ def test_only_the_process_s_own_command_freezes_the_heap_before_exit(monkeypatch
     finally:
         gc.unfreeze()
     assert "mnist1d-cnn" in capsys.readouterr().out
+
+
+# ---- a rerun after Ctrl-C resumes; --fresh, --resume last ------------------------------------------------------
+
+def interrupt(env: Env, root: Path, *args: str) -> tuple[str, str]:
+    """``dltricks train ARGS`` stopped by a real SIGINT once its run has a checkpoint: (run id, stderr)."""
+    before = set((root / "home" / "runs").glob("*/checkpoint/state.json"))
+    proc = subprocess.Popen([*DLTRICKS, "train", *args], cwd=root, env=env.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not set((root / "home" / "runs").glob("*/checkpoint/state.json")) - before:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    (new,) = set((root / "home" / "runs").glob("*/checkpoint/state.json")) - before
+    return new.parent.parent.name, err
+
+
+def test_rerunning_an_interrupted_train_resumes_it_unless_fresh(own_env, tmp_path):
+    env, root = own_env, tmp_path
+    (root / "slower.toml").write_text(SLOWER)
+    a, err = interrupt(env, root, "slower.toml", "-q")
+    assert "the same command" in err and f"--resume {a}" in err  # how to continue, both ways
+    # --fresh: a new run, the interrupted one left as it is
+    fresh = env.run("train", "slower.toml", "-q", "--fresh", cwd=root)
+    b = env.run_id(fresh)
+    assert b != a and "resuming" not in fresh.stderr
+    assert {r["id"]: r["status"] for r in env.runs(root)} == {a: "interrupted", b: "completed"}
+    # another seed is another recipe: it does not resume run a
+    other = env.run("train", "slower.toml", "-q", "-o", "seed=1", "-o", "train.epochs=1", cwd=root)
+    assert env.run_id(other) not in (a, b) and "resuming" not in other.stderr
+    # the same command again: run a continues, says so in one line, and ends as the uninterrupted run b
+    again = env.run("train", "slower.toml", "-q", cwd=root)
+    assert env.run_id(again) == a
+    assert again.stderr.strip().splitlines() == [again.stderr.strip()] and f"resuming run {a}" in again.stderr
+    records = {r["id"]: r for r in env.runs(root)}
+    assert len(records) == 3 and records[a]["status"] == "completed"
+    assert records[a]["curves"] == records[b]["curves"]
+    # --resume last: the newest interrupted run; none left is one clear line
+    c, _ = interrupt(env, root, "slower.toml", "-q", "-o", "seed=2")
+    done = env.run("train", "--resume", "last", "-q", cwd=root)
+    assert env.run_id(done) == c
+    assert_one_line_error(env.run("train", "--resume", "last", cwd=root), 2, "no interrupted run")
+    assert_one_line_error(env.run("train", "slower.toml", "--fresh", "--resume", c, cwd=root), 2, "--resume")
+
+
+def test_train_help_documents_what_a_rerun_does():
+    from dltricks.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    page = sub.choices["train"].format_help()
+    assert "resumes" in page and "--fresh" in page and "--resume last" in page
+
+
+# ---- what is not a recipe says what it is and what would do ----------------------------------------------------
+
+def test_a_folder_is_not_a_recipe(env, tmp_path):
+    (tmp_path / "adir").mkdir()
+    assert_one_line_error(env.run("train", "adir", cwd=tmp_path), 2, "adir is a folder, not a recipe",
+                          "bundled recipe name")
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "small.toml").write_text(TINY)
+    assert_one_line_error(env.run("train", "exp", cwd=tmp_path), 2, "exp is a folder", "exp/small.toml")
+    for c in ("cat", "dog"):
+        (tmp_path / "pics" / c).mkdir(parents=True)
+        (tmp_path / "pics" / c / "1.png").write_bytes(b"\x89PNG")
+    assert_one_line_error(env.run("show", "pics", cwd=tmp_path), 2, "pics is a folder of images in sub-folders",
+                          ".npz")
+
+
+def test_a_data_file_needs_a_recipe_and_the_message_writes_one(env, tmp_path):
+    import random
+
+    rng = random.Random(0)
+    rows = ["a,b,label"] + [f"{x:.3f},{rng.random():.3f},{int(x > 0.5)}" for x in (rng.random() for _ in range(120))]
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    err = assert_one_line_error(env.run("train", "data.csv", cwd=tmp_path), 2,
+                                "data.csv is a CSV table, not a recipe", 'name = "csv"', "dltricks train data.toml")
+    assert "TOML" not in err
+    # the recipe it shows is one that trains: run its command as a user would paste it
+    write = err.split("names it: ", 1)[1].split(" && ")[0]
+    subprocess.run(["bash", "-c", write], cwd=tmp_path, check=True)
+    done = env.run("train", "data.toml", "-q", "-o", "train.epochs=1", cwd=tmp_path)
+    env.run_id(done)
+    (tmp_path / "arrays.npz").write_bytes(b"PK")
+    assert_one_line_error(env.run("ablate", "arrays.npz", cwd=tmp_path), 2, "arrays.npz is NumPy arrays",
+                          'name = "npz"')
+
+
+def test_a_missing_base_names_the_recipe_file_and_the_key(env, tmp_path):
+    (tmp_path / "child.toml").write_text('base = "parent.toml"\n[train]\nepochs = 1\n')
+    assert_one_line_error(env.run("show", "child.toml", cwd=tmp_path), 2, "child.toml", "base = 'parent.toml'",
+                          str(tmp_path / "parent.toml"))
+    (tmp_path / "named.toml").write_text('base = "mnist1d-cnnn"\n')
+    assert_one_line_error(env.run("show", "named.toml", cwd=tmp_path), 2, "named.toml", "base = 'mnist1d-cnnn'",
+                          "did you mean mnist1d-cnn")
+
+
+# ---- 80 columns -------------------------------------------------------------------------------------------
+
+def test_ablate_prints_its_report_path_whole_at_80_columns(own_env, tmp_path):
+    out = tmp_path / "a-folder-with-a-long-name-for-reports" / "of-the-label-smoothing-study-at-80-columns"
+    env = {**own_env.env, "COLUMNS": "80"}
+    done = subprocess.run([*DLTRICKS, "ablate", "mnist1d-cnn", "--trick", "label_smoothing", "--seeds", "1", "-q",
+                           "--out", str(out), "-o", "data.num_samples=400", "-o", "train.epochs=1",
+                           "-o", "model.channels=[4, 8]"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = str(out / "report.html")
+    assert len(report) > 80 and (out / "report.html").is_file()
+    assert f"report: {report}" in done.stdout.splitlines(), done.stdout

@@ -328,3 +328,87 @@ def test_switching_model_in_a_file_follows_the_same_rule(tmp_path):
     assert r.model.name == "rnn" and r.model.hidden == 64
     d = write(tmp_path / "drop.toml", 'base = "mnist1d-mlp"\n[model]\nname = "mlp"\ndropout = 0.2\n')
     assert Recipe.load(write(tmp_path / "cnn.toml", f'base = "{d}"\n[model]\nname = "cnn"\n')).model.dropout == 0.2
+
+
+def test_every_key_of_the_common_sections_is_described():
+    """The docs' key reference is generated from ``Field(description=...)``: a key without one would be a
+    blank row. Every section the recipe package owns (the dataset's and model's own keys live with them)."""
+    from pydantic import BaseModel
+
+    import dltricks.recipe as schema
+
+    seen, blank = set(), []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        if model in seen:
+            return
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            if not (field.description or "").strip():
+                blank.append(f"{prefix}{name}")
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                walk(field.annotation, f"{prefix}{name}.")
+
+    walk(schema.Recipe, "")
+    assert {schema.DataSpec, schema.ModelSpec, schema.AugmentSpec, schema.DomainSpec, schema.TuneSpec} <= seen
+    assert blank == [], f"keys without a description: {blank}"
+
+
+def test_the_package_keeps_every_public_name():
+    """``from dltricks.recipe import X`` keeps working for every name the single module had."""
+    import dltricks.recipe as schema
+
+    for name in ("Section", "AugmentSpec", "DomainSpec", "DataSpec", "ModelSpec", "TrainSpec", "EvalSpec",
+                 "AblateSpec", "TuneSpec", "NasSpec", "CompressSpec", "Recipe", "register_section",
+                 "bundled_recipes", "explain_errors", "parse_override", "set_dotted", "get_dotted", "PATH"):
+        assert name in schema.__all__ and getattr(schema, name) is not None, name
+
+
+# ---- what is not a recipe ------------------------------------------------------------------------------
+
+def test_a_folder_or_a_data_file_is_refused_for_what_it_is(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(DltricksError, match=r"^runs is a folder, not a recipe"):
+        Recipe.load("runs")
+    (tmp_path / "mnist1d-cnn").mkdir()  # a folder named like a bundled recipe: the bundled name still wins
+    assert Recipe.load("mnist1d-cnn").name == "mnist1d-cnn"
+    (tmp_path / "vols" / "imagesTr").mkdir(parents=True)
+    (tmp_path / "vols" / "imagesTr" / "case1.nii.gz").write_bytes(b"")
+    with pytest.raises(DltricksError, match=r"vols is a folder of NIfTI volumes in sub-folders.*name = \"nifti\""):
+        Recipe.load("vols")
+    for name, kind, loader in (("x.csv", "a CSV table", "csv"), ("x.npz", "NumPy arrays", "npz"),
+                               ("x.png", "an image", "npz"), ("x.wav", "a sound file", "npz")):
+        (tmp_path / name).write_bytes(b"1,2\n")
+        with pytest.raises(DltricksError, match=rf"^{name} is {kind}, not a recipe;.*name = \"{loader}\""):
+            Recipe.load(name)
+    # the suggested recipe never overwrites a file that is there
+    (tmp_path / "x.toml").write_text("")
+    with pytest.raises(DltricksError, match=r"> x-2\.toml && dltricks train x-2\.toml$"):
+        Recipe.load("x.csv")
+
+
+def test_a_missing_base_names_the_file_and_the_key(tmp_path):
+    p = write(tmp_path / "leaf.toml", 'base = "../nope/parent.toml"\n')
+    with pytest.raises(DltricksError, match=r"leaf\.toml: base = '\.\./nope/parent\.toml': no recipe file /"):
+        Recipe.load(p)
+    mid = write(tmp_path / "mid.toml", 'base = "mnist1d-cnnn"\n')
+    top = write(tmp_path / "top.toml", f'base = "{mid}"\n')
+    with pytest.raises(DltricksError) as e:  # the recipe that holds the bad key is named, once
+        Recipe.load(top)
+    assert str(e.value).startswith(f"{mid}: base = 'mnist1d-cnnn': no recipe file or bundled recipe named")
+
+
+def test_a_data_file_as_base_names_the_recipe_that_says_so(tmp_path):
+    write(tmp_path / "rows.csv", "a,label\n1,0\n")
+    p = write(tmp_path / "exp.toml", 'base = "rows.csv"\n')
+    with pytest.raises(DltricksError, match=r"exp\.toml: base = 'rows\.csv': rows\.csv is a CSV table, not a recipe"):
+        Recipe.load(p)
+
+
+def test_a_folder_of_tables_points_at_one_of_its_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tables").mkdir()
+    write(tmp_path / "tables" / "train.csv", "a,label\n1,0\n")
+    with pytest.raises(DltricksError, match=r"^tables is a folder of CSV tables.*path = \"tables/train\.csv\""):
+        Recipe.load("tables")

@@ -87,7 +87,8 @@ class Inspection:
         t = Table("layer", "kind", "output", "RF", "stride", "params", "FLOPs", box=None,
                   title=f"{self.name} ({self.model_name}) on input {'x'.join(map(str, self.in_shape))}")
         for r in self.rf.layers:
-            rf = fmt_dims(r.rf_size) if r.rf_size else ("pooled" if r.pooled else "global")
+            rf = "n/a" if not self.rf.applies else fmt_dims(r.rf_size) if r.rf_size else (
+                "pooled" if r.pooled else "global")
             t.add_row(r.name, r.kind, "x".join(map(str, r.out_shape[1:])), rf, fmt_dims(r.rf_stride),
                       human(r.params) if r.params else "", human(r.flops) if r.flops else "")
         return t
@@ -130,6 +131,22 @@ def inspect_recipe(recipe, latency: bool = True, info: DataInfo | None = None) -
     return inspect_model(model, info.in_shape, recipe.name, recipe.model.name, latency, info.task)
 
 
+def _top(values) -> float | None:
+    """The largest value per axis; None for a feature vector (no axes)."""
+    return max(values) if values else None
+
+
+def _ratio(rf: RF) -> float | None:
+    return rf.min_ratio if rf.applies else None
+
+
+def _dims(rf: RF, shown) -> str:
+    """How a field quantity is shown: "n/a" where the input has no spatial axes."""
+    if not rf.applies:
+        return "n/a"
+    return shown if isinstance(shown, str) else fmt_dims(shown)
+
+
 @dataclass
 class Comparison:
     """Two inspections side by side: one row per quantity, with B / A."""
@@ -152,9 +169,11 @@ class Comparison:
             ("latency (ms)", lat(a), lat(b), f"{lat(a):.2f}" if lat(a) is not None else "-",
              f"{lat(b):.2f}" if lat(b) is not None else "-"),
             ("depth", a.depth, b.depth, str(a.depth), str(b.depth)),
-            ("receptive field", max(a.rf.size), max(b.rf.size), fmt_dims(a.rf.size), fmt_dims(b.rf.size)),
-            ("RF stride", max(a.rf.stride), max(b.rf.stride), fmt_dims(a.rf.stride), fmt_dims(b.rf.stride)),
-            ("RF / input", a.rf.min_ratio, b.rf.min_ratio, f"{a.rf.min_ratio:.2f}", f"{b.rf.min_ratio:.2f}"),
+            ("receptive field", _top(a.rf.size), _top(b.rf.size), _dims(a.rf, a.rf.size), _dims(b.rf, b.rf.size)),
+            ("RF stride", _top(a.rf.stride), _top(b.rf.stride), _dims(a.rf, a.rf.stride),
+             _dims(b.rf, b.rf.stride)),
+            ("RF / input", _ratio(a.rf), _ratio(b.rf), _dims(a.rf, f"{a.rf.min_ratio:.2f}"),
+             _dims(b.rf, f"{b.rf.min_ratio:.2f}")),
             ("global context", None, None, ", ".join(a.rf.context) or "-", ", ".join(b.rf.context) or "-"),
         ]
 

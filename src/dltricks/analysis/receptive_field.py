@@ -23,7 +23,8 @@ from rich.table import Table
 from rich.text import Text
 from torch import nn
 
-from dltricks.analysis.trace import Global, LayerRow, Local, Trace, trace
+from dltricks.analysis.fields import Global, Local
+from dltricks.analysis.trace import LayerRow, Trace, trace
 from dltricks.errors import DltricksError
 
 __all__ = ["RF", "EmpiricalRF", "empirical_receptive_field", "fmt_dims", "receptive_field"]
@@ -62,6 +63,11 @@ class RF:
     unknown_ops: tuple[str, ...] = ()
 
     @property
+    def applies(self) -> bool:
+        """False for a feature vector (F,): no spatial axis, so no receptive field ("n/a")."""
+        return bool(self.input_size)
+
+    @property
     def ratio(self) -> tuple[float, ...]:
         """Field size over input size per axis (>= 1: every output position can see the whole input)."""
         return tuple(s / n for s, n in zip(self.size, self.input_size))
@@ -83,12 +89,15 @@ class RF:
     def table(self, title: str | None = None) -> Table:
         t = Table("layer", "kind", "output", "RF", "stride", "padding", title=title, box=None)
         for r in self.layers:
-            rf = fmt_dims(r.rf_size) if r.rf_size else ("global" if not r.pooled else "pooled")
+            rf = "n/a" if not self.applies else fmt_dims(r.rf_size) if r.rf_size else (
+                "global" if not r.pooled else "pooled")
             t.add_row(r.name, r.kind, "x".join(map(str, r.out_shape[1:])), rf, fmt_dims(r.rf_stride),
                       fmt_dims(r.rf_padding))
         return t
 
     def summary(self) -> str:
+        if not self.applies:
+            return "receptive field n/a (the input is a feature vector, without spatial axes)"
         ctx = f" + global context ({', '.join(self.context)})" if self.context else ""
         ratio = ", ".join(f"{r:.2f}" for r in self.ratio)
         return (f"receptive field {fmt_dims(self.size)} (stride {fmt_dims(self.stride)}, padding "
@@ -102,6 +111,9 @@ class RF:
 
 def rf_from_trace(t: Trace) -> RF:
     spatial = t.input_shape[1:]
+    if not spatial:  # a feature vector (F,): nothing is local, the field does not apply
+        return RF(size=(), stride=(), padding=(), input_size=(), layers=t.rows, context=tuple(sorted(t.context)),
+                  unknown_ops=tuple(sorted(t.unknown_ops)))
     best = t.largest
     dense = isinstance(t.output_state, Global) and not t.output_state.pooled
     if best is None or (max(best.size) <= 1 and dense):

@@ -3,14 +3,13 @@ disk and latency at batch 1 and 64. Every number was measured in the same sessio
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import math
 from pathlib import Path
 from typing import Any
 
 from dltricks.analysis.cost import human
+from dltricks.ledger.writers import csv_table, markdown_table
 from dltricks.recipe import Recipe
 
 __all__ = ["COLUMNS", "format_rows", "pareto_front", "write_report"]
@@ -96,22 +95,16 @@ def write_report(folder: str | Path, result: Any, *, recipe: Recipe, metric: str
     paths = {"csv": folder / "compress.csv", "md": folder / "compress.md", "html": folder / "compress.html",
              "pareto": folder / "pareto.png"}
     columns = COLUMNS + ([metric] if metric not in COLUMNS else [])
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for r in rows:
-        w.writerow(["" if r.get(c) is None else r.get(c) for c in columns])
-    paths["csv"].write_text(buf.getvalue())
+    paths["csv"].write_text(csv_table(columns, [[r.get(c) for c in columns] for r in rows]))
     cells = format_rows(rows, metric)
     shown = [c if c != "metric" else metric for c in SHOWN]
     note = ("Size is the weights file on disk. Latency is the median forward time on one CPU thread, all "
             "models timed in interleaved rounds; speed-ups are ratios to the source measured in the same "
             "rounds. Δ is the test accuracy change against the source on the same samples, with a paired "
             "bootstrap 95% CI: an interval that contains 0 shows no evidence of a drop.")
-    md = [f"# Compression of run {result.source} ({recipe.name})", "", "| " + " | ".join(shown) + " |",
-          "|" + "---|" * len(shown)]
-    md += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
-    md += ["", note]
+    numbers = [c for c in shown if c not in ("variant", "run")]
+    md = [f"# Compression of run {result.source} ({recipe.name})", "", markdown_table(shown, cells, right=numbers),
+          note]
     if result.failures:
         md += ["", "## Failed variants", ""] + [f"- {f['variant']} (run {f['run']}): {f['reason']}"
                                                for f in result.failures]

@@ -11,6 +11,7 @@ from dltricks.data import (  # noqa: F401  (register)
     toy1d,  # noqa: F401  (register)
     zsl1d,
 )
-from dltricks.data.registry import DataBundle, Target, datasets, load_data, register_dataset
+from dltricks.data.bundle import DataBundle, Target
+from dltricks.data.registry import datasets, load_data, register_dataset
 
 __all__ = ["DataBundle", "Target", "datasets", "load_data", "register_dataset"]

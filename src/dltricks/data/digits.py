@@ -7,7 +7,8 @@ from typing import ClassVar
 import torch
 from pydantic import Field
 
-from dltricks.data.registry import DataBundle, register_dataset
+from dltricks.data.bundle import DataBundle
+from dltricks.data.registry import register_dataset
 from dltricks.recipe import DataSpec
 
 

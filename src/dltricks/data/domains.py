@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from dltricks.data.registry import DataBundle
+from dltricks.data.bundle import DataBundle
 from dltricks.errors import DltricksError
 from dltricks.recipe import DataSpec, DomainSpec
 

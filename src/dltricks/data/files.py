@@ -17,21 +17,25 @@ Every problem with a file is one line that names it.
 
 from __future__ import annotations
 
-import csv
 import zipfile
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from dltricks.data.registry import DataBundle, register_dataset
+from dltricks.data.bundle import DataBundle
+from dltricks.data.registry import register_dataset
 from dltricks.data.splits import carve_val
+from dltricks.data.tables import check_finite, csv_rows, existing_file, int_labels
 from dltricks.errors import DltricksError
 from dltricks.recipe import PATH, DataSpec
 
 
 class NpzSpec(DataSpec):
+    tabular: ClassVar[bool] = True  # data.standardize = "auto" is on where x is (N, F)
+
     name: str = "npz"
     path: str = Field(min_length=1, description="an .npz file with arrays x, y (and x_test, y_test)",
                       json_schema_extra=PATH)
@@ -42,6 +46,8 @@ class NpzSpec(DataSpec):
 
 
 class CsvSpec(DataSpec):
+    tabular: ClassVar[bool] = True  # data.standardize = "auto" is on
+
     name: str = "csv"
     path: str = Field(min_length=1, description="a CSV file with a header row", json_schema_extra=PATH)
     label_column: str = Field("label", min_length=1, description="the column that holds the classes")
@@ -51,58 +57,6 @@ class CsvSpec(DataSpec):
     split_seed: int = Field(0, ge=0, description="fixes the held-out test split across runs")
     regression_columns: list[str] = Field(default_factory=list, description="columns that are regression "
                                                                             "targets (see dltricks.data.targets_files)")
-
-
-# ---- shared checks ------------------------------------------------------------------------------------
-
-def _existing(path: str, key: str) -> Path:
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise DltricksError(f"{key} = {path!r}: no such file (looked for {p.resolve()})")
-    if not p.is_file():
-        raise DltricksError(f"{key} = {path!r} is a folder, not a file")
-    return p
-
-
-def _check_finite(x: np.ndarray, where: str, describe=None) -> None:
-    """One line naming how many values are NaN or infinite and where the first one is."""
-    bad = ~np.isfinite(x)
-    count = int(bad.sum())
-    if count == 0:
-        return
-    first = np.unravel_index(int(np.argmax(bad.reshape(-1))), x.shape)
-    n_nan, n_inf = int(np.isnan(x).sum()), count - int(np.isnan(x).sum())
-    kinds = ", ".join(s for s in (f"{n_nan} NaN" if n_nan else "", f"{n_inf} infinite" if n_inf else "") if s)
-    place = describe(first) if describe else f"first at sample {first[0]}, index {tuple(int(i) for i in first[1:])}"
-    rows = int(bad.reshape(len(x), -1).any(axis=1).sum())
-    raise DltricksError(f"{where} has {count} non-finite values ({kinds}) in {rows} of {len(x)} samples, "
-                        f"{place}; clean or impute them first")
-
-
-def _int_labels(y: np.ndarray, where: str, at=lambda i: f"position {i}") -> np.ndarray:
-    """Integer class ids >= 0 from an integer, bool or integral float array. ``at(i)`` says where the
-    i-th label is in the user's terms (a CSV line, an array position)."""
-    if y.dtype.kind == "b":
-        return y.astype(np.int64)
-    if y.dtype.kind in "iu":
-        out = y.astype(np.int64)
-    elif y.dtype.kind == "f":
-        if not np.isfinite(y).all():
-            bad = int((~np.isfinite(y)).sum())
-            raise DltricksError(f"{where} has {bad} NaN/infinite labels; labels must be class ids 0..K-1")
-        frac = y != np.round(y)
-        if frac.any():
-            i = int(np.argmax(frac.reshape(-1)))
-            raise DltricksError(f"{where} has {int(frac.sum())} non-integer labels "
-                                f"(e.g. {float(y.reshape(-1)[i]):g} at {at(i)}); labels must be class ids 0..K-1")
-        out = y.astype(np.int64)
-    else:
-        raise DltricksError(f"{where} has dtype {y.dtype}; labels must be integer class ids (or strings)")
-    if (out < 0).any():
-        i = int(np.argmax((out < 0).reshape(-1)))
-        raise DltricksError(f"{where} has {int((out < 0).sum())} negative labels (e.g. {int(out.reshape(-1)[i])} "
-                            f"at {at(i)}); labels must be class ids 0..K-1")
-    return out
 
 
 def _encode(train_y: np.ndarray, test_y: np.ndarray | None, where: str, where_test: str,
@@ -115,8 +69,8 @@ def _encode(train_y: np.ndarray, test_y: np.ndarray | None, where: str, where_te
         index = {n: i for i, n in enumerate(names)}
         enc = np.vectorize(index.__getitem__, otypes=[np.int64])
         return enc(train_y), (enc(test_y) if test_y is not None else None), [str(n) for n in names]
-    a = _int_labels(train_y, where, *([at] if at else []))
-    b = _int_labels(test_y, where_test, *([at_test] if at_test else [])) if test_y is not None else None
+    a = int_labels(train_y, where, *([at] if at else []))
+    b = int_labels(test_y, where_test, *([at_test] if at_test else [])) if test_y is not None else None
     k = int(max(a.max(initial=0), b.max(initial=0) if b is not None else 0)) + 1
     if contiguous:
         _check_contiguous(a, b, k, where)
@@ -207,7 +161,7 @@ def _labels_shape(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray,
 
 @register_dataset("npz", NpzSpec)
 def load_npz(spec: NpzSpec, seed: int) -> DataBundle:
-    path = _existing(spec.path, "data.path")
+    path = existing_file(spec.path, "data.path")
     arrays = _read_npz(path, "data.path")
     if spec.regression:
         from dltricks.data.targets_files import load_npz_targets
@@ -231,7 +185,7 @@ def load_npz(spec: NpzSpec, seed: int) -> DataBundle:
                                 f"{len(y) if y.ndim else 'a scalar'}; they must match")
         if len(x) == 0:
             raise DltricksError(f"{src}: {kx} is empty")
-        _check_finite(x, f"{src}: {kx}")
+        check_finite(x, f"{src}: {kx}")
         y, task = _labels_shape(x, y, f"{src}: {ky}")
         return x, y, task
 
@@ -252,26 +206,6 @@ def load_npz(spec: NpzSpec, seed: int) -> DataBundle:
 
 
 # ---- csv ----------------------------------------------------------------------------------------------
-
-def csv_rows(path: Path, key: str) -> list[tuple[int, list[str]]]:
-    """The non-blank rows of a CSV file with each row's line number; the delimiter (``,``, ``;`` or tab) is
-    sniffed from the start of the file. ``key`` names the recipe key in errors."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            sample = f.read(65536)
-            f.seek(0)
-            try:
-                dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
-            except csv.Error:
-                dialect = csv.excel
-            reader = csv.reader(f, dialect)
-            numbered = [(reader.line_num, r) for r in reader]
-    except UnicodeDecodeError:
-        raise DltricksError(f"{key} = {str(path)!r} is not a UTF-8 text (CSV) file") from None
-    except (OSError, csv.Error) as e:
-        raise DltricksError(f"{key} = {str(path)!r} cannot be read as CSV ({e})") from None
-    return [(n, r) for n, r in numbered if any(c.strip() for c in r)]  # blank lines
-
 
 def _read_csv(path: Path, key: str, label_column: str) -> tuple[np.ndarray, np.ndarray, list[str], list[int]]:
     """Features (N, F) float32, labels as strings, the feature column names and each row's line number."""
@@ -320,7 +254,7 @@ def _read_csv(path: Path, key: str, label_column: str) -> tuple[np.ndarray, np.n
         kind = "empty" if missing[n, j] else repr(body[n][feats[j]].strip())
         return f"first at line {lines[n]}, column {header[feats[j]]!r} ({kind})"
 
-    _check_finite(x, str(path), describe)
+    check_finite(x, str(path), describe)
     return x, y, [header[i] for i in feats], lines
 
 
@@ -338,12 +272,12 @@ def load_csv(spec: CsvSpec, seed: int) -> DataBundle:
         from dltricks.data.targets_files import load_csv_targets
 
         return load_csv_targets(spec)
-    path = _existing(spec.path, "data.path")
+    path = existing_file(spec.path, "data.path")
     x, y_raw, columns, lines = _read_csv(path, "data.path", spec.label_column)
     test = None
     yt_raw = None
     if spec.test_path:
-        tpath = _existing(spec.test_path, "data.test_path")
+        tpath = existing_file(spec.test_path, "data.test_path")
         xt, yt_raw, tcolumns, tlines = _read_csv(tpath, "data.test_path", spec.label_column)
         if tcolumns != columns:
             raise DltricksError(f"{tpath} has feature columns {', '.join(tcolumns)} but {path} has "
@@ -357,7 +291,9 @@ def load_csv(spec: CsvSpec, seed: int) -> DataBundle:
                             at_test=lambda i: f"line {tlines[i]}")
     if yt is not None:
         test = (xt, yt)
-    return _bundle(x, y, test, names, spec, "classification")
+    bundle = _bundle(x, y, test, names, spec, "classification")
+    bundle.feature_names = columns
+    return bundle
 
 
 __all__ = ["NpzSpec", "CsvSpec", "load_npz", "load_csv"]

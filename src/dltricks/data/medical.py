@@ -34,8 +34,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from dltricks.data.bundle import DataBundle
 from dltricks.data.patches import SegDataSpec, check_labels, segmentation_bundle
-from dltricks.data.registry import DataBundle, register_dataset
+from dltricks.data.registry import register_dataset
 from dltricks.errors import DltricksError
 from dltricks.recipe import PATH
 

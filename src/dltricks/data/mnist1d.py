@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from dltricks.data.registry import DataBundle, register_dataset
+from dltricks.data.bundle import DataBundle
+from dltricks.data.registry import register_dataset
 from dltricks.errors import DltricksError
 from dltricks.recipe import DataSpec
 

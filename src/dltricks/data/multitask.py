@@ -14,8 +14,9 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from dltricks.data.bundle import DataBundle, Target
 from dltricks.data.mnist1d import Mnist1dSpec, load_mnist1d
-from dltricks.data.registry import DataBundle, Target, register_dataset
+from dltricks.data.registry import register_dataset
 
 
 class Mnist1dTasksSpec(Mnist1dSpec):

@@ -14,7 +14,7 @@ import torch
 from pydantic import Field
 from torch.utils.data import Dataset
 
-from dltricks.data.registry import DataBundle
+from dltricks.data.bundle import DataBundle
 from dltricks.data.splits import carve_val
 from dltricks.errors import DltricksError
 from dltricks.recipe import DataSpec

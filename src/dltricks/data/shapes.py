@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
+from dltricks.data.bundle import DataBundle
 from dltricks.data.mnist1d import cache_dir
 from dltricks.data.patches import SegDataSpec, segmentation_bundle
-from dltricks.data.registry import DataBundle, register_dataset
+from dltricks.data.registry import register_dataset
 
 __all__ = ["ShapesSpec", "generate", "load_shapes"]
 

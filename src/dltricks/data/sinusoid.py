@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 from pydantic import Field, model_validator
 
-from dltricks.data.registry import DataBundle, Target, register_dataset
+from dltricks.data.bundle import DataBundle, Target
+from dltricks.data.registry import register_dataset
 from dltricks.recipe import DataSpec
 
 __all__ = ["SinusoidSpec", "SinusoidTasks", "TaskBatch"]

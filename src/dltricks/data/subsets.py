@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from dltricks.data.registry import DataBundle
+from dltricks.data.bundle import DataBundle
 from dltricks.errors import DltricksError
 
 

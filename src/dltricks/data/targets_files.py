@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dltricks.data.registry import DataBundle, Target
+from dltricks.data.bundle import DataBundle, Target
 from dltricks.data.splits import carve_val
+from dltricks.data.tables import csv_rows, existing_file, int_labels
 from dltricks.errors import DltricksError
 
 
@@ -31,9 +32,7 @@ def _numeric(values: list[str], where: str, lines: list[int]) -> np.ndarray:
 
 
 def _read_table(path: str, key: str) -> tuple[list[str], list[list[str]], list[int]]:
-    from dltricks.data.files import _existing, csv_rows
-
-    numbered = csv_rows(_existing(path, key), key)
+    numbered = csv_rows(existing_file(path, key), key)
     if len(numbered) < 2:
         raise DltricksError(f"{key} = {path!r} needs a header row and data rows")
     header = [h.strip() for h in numbered[0][1]]
@@ -86,7 +85,9 @@ def load_csv_targets(spec) -> DataBundle:
     else:
         train, test = carve_val((torch.from_numpy(x), torch.from_numpy(y)), spec.test_fraction, spec.split_seed,
                                 stratify=False, key="data.test_fraction")
-    return _bundle(train, test, targets)
+    bundle = _bundle(train, test, targets)
+    bundle.feature_names = feats
+    return bundle
 
 
 def load_npz_targets(spec, arrays: dict[str, np.ndarray]) -> DataBundle:
@@ -114,9 +115,7 @@ def load_npz_targets(spec, arrays: dict[str, np.ndarray]) -> DataBundle:
         x = arrays["x" + suffix].astype(np.float32)
         cols, targets = [], []
         if "y" + suffix in arrays:
-            from dltricks.data.files import _int_labels
-
-            y = _int_labels(arrays["y" + suffix].reshape(-1), f"{src}: y{suffix}")
+            y = int_labels(arrays["y" + suffix].reshape(-1), f"{src}: y{suffix}")
             cols.append(y.astype(np.float32))
             targets.append(Target("y", "classification", int(arrays["y"].max()) + 1))
         cols += [column(name, suffix, len(x)) for name in spec.regression]

@@ -18,7 +18,8 @@ import math
 import torch
 from pydantic import Field
 
-from dltricks.data.registry import DataBundle, register_dataset
+from dltricks.data.bundle import DataBundle
+from dltricks.data.registry import register_dataset
 from dltricks.recipe import DataSpec
 
 ATTRIBUTES = ["slow_wave", "fast_wave", "bump_left", "bump_right", "dip_centre", "ramp"]

@@ -55,10 +55,16 @@ class RunRecord:
     failure: str | None = None
     study: str | None = None
     variant: str | None = None
+    active_s: float | None = None  # seconds of its attempts that have ended (None in ledgers before them)
 
     @property
     def duration(self) -> timedelta | None:
-        """finished - started, or None while running."""
+        """The time the run was active, its attempts summed: an interrupted run's idle time before its
+        resume is not in it. None while it runs; finished - started in ledgers that did not time attempts."""
+        if self.status == "running":
+            return None
+        if self.active_s is not None:
+            return timedelta(seconds=self.active_s)
         return None if self.finished is None else self.finished - self.started
 
     @property

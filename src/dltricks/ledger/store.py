@@ -15,8 +15,6 @@ they never need to coordinate. Files that belong to a run live under ``root/runs
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import platform
 import random
@@ -36,27 +34,25 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
-    Engine,
+    Float,
     Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
-    create_engine,
     delete,
-    event,
     exc,
     insert,
     inspect,
     select,
     update,
 )
-from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.pool import NullPool, StaticPool
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from dltricks.errors import DltricksError, one_of
+from dltricks.ledger.database import add_column, is_busy, make_engine, reason
 from dltricks.ledger.gitinfo import git_state, keep_out_of_git
 from dltricks.ledger.record import (
     STATUSES,
@@ -71,11 +67,11 @@ from dltricks.ledger.record import (
 
 __all__ = ["UPDATABLE", "Ledger", "RunExistsError"]
 
-VALID_URLS = "sqlite:///path/to/ledger.db, postgresql://user@host:port/db"
 UPDATABLE = ("status", "metrics", "curves", "checkpoint", "failure", "finished", "device")
+# Columns newer than the first ledgers: a ledger without them gets them when opened.
+ADDED_COLUMNS = ("active_s", "attempt_started")
 # How long a write keeps retrying a locked SQLite database (on top of each try's busy timeout).
 LOCK_WAIT_S = 120.0
-BUSY_TIMEOUT_S = 30.0
 
 T = TypeVar("T")
 
@@ -108,6 +104,10 @@ runs_table = Table(
     Column("failure", Text),
     Column("study", String),
     Column("variant", String),
+    # Seconds of the attempts that have ended, and when the current attempt began: the run's duration
+    # leaves out the idle time between an interrupt and its resume. Added to older ledgers on open.
+    Column("active_s", Float),
+    Column("attempt_started", DateTime(timezone=True)),
     Index("ix_runs_started", "started"),
     Index("ix_runs_study", "study"),
 )
@@ -135,76 +135,6 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _reason(e: BaseException) -> str:
-    """The driver's message, first line only."""
-    orig = getattr(e, "orig", None) or e
-    text = str(orig).strip().splitlines()
-    return text[0] if text else type(orig).__name__
-
-
-def _is_busy(e: exc.DBAPIError) -> bool:
-    text = _reason(e).lower()
-    return any(s in text for s in ("database is locked", "database is busy", "deadlock detected",
-                                    "could not serialize"))
-
-
-def _bad_url(url: str) -> DltricksError:
-    return DltricksError(f"bad ledger URL {url!r}; valid forms: {VALID_URLS}")
-
-
-def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    try:
-        cur.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        # WAL lets readers and one writer work at once; it persists in the file, so this is a
-        # no-op after the first connection. NORMAL sync is safe in WAL (a power cut may lose the
-        # last commits, never corrupt the file).
-        cur.execute("PRAGMA journal_mode = WAL")
-        cur.execute("PRAGMA synchronous = NORMAL")
-    finally:
-        cur.close()
-
-
-def _make_engine(url: str) -> tuple[Engine, str]:
-    """An engine for ``url`` and a password-free description of where the ledger is."""
-    text = url.strip()
-    if text.startswith("postgres://"):  # the spelling Heroku and others hand out
-        text = "postgresql://" + text[len("postgres://"):]
-    try:
-        u: URL = make_url(text)
-        backend = u.get_backend_name()
-    except (exc.ArgumentError, ValueError):
-        raise _bad_url(url) from None
-    serializer = functools.partial(json.dumps, default=str)
-
-    if backend == "sqlite":
-        if u.database in (None, "", ":memory:"):
-            # One shared connection, or every checkout would see a different empty database.
-            engine = create_engine(u, poolclass=StaticPool, json_serializer=serializer,
-                                   connect_args={"check_same_thread": False})
-            return engine, "in-memory SQLite"
-        path = Path(u.database).expanduser().resolve()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise DltricksError(f"cannot create the ledger folder {path.parent}: {e.strerror}") from None
-        if path.is_dir():
-            raise DltricksError(f"ledger path {path} is a folder; give a file, e.g. sqlite:///{path}/ledger.db")
-        # NullPool: a connection per operation, so a forked worker never shares a parent's socket.
-        engine = create_engine(u.set(database=str(path)), poolclass=NullPool, json_serializer=serializer)
-        event.listen(engine, "connect", _sqlite_on_connect)
-        return engine, str(path)
-
-    if backend == "postgresql":
-        try:
-            engine = create_engine(u, pool_pre_ping=True, json_serializer=serializer)
-        except (ImportError, exc.NoSuchModuleError) as e:
-            raise DltricksError(f"a PostgreSQL ledger needs psycopg: pip install 'dltricks[postgres]' ({e})") from None
-        return engine, u.render_as_string(hide_password=True)
-
-    raise _bad_url(url)
-
-
 class Ledger:
     """Every run, its git version and results. See the module docstring."""
 
@@ -216,7 +146,7 @@ class Ledger:
         # Absolute, so a later chdir (a worker, a notebook) still finds the same files.
         self.root = Path(home).expanduser().resolve()
         self.url = url or os.environ.get("DLTRICKS_LEDGER") or f"sqlite:///{self.root / 'ledger.db'}"
-        self._engine, self.where = _make_engine(self.url)
+        self._engine, self.where = make_engine(self.url)
         self._pid = os.getpid()
         self._ensure_schema()
         keep_out_of_git(self.root)  # if it exists: a ledger elsewhere does not create this folder
@@ -252,12 +182,12 @@ class Ledger:
     # --- plumbing --------------------------------------------------------------------
 
     def _error(self, e: exc.DBAPIError) -> DltricksError:
-        reason = _reason(e)
-        if "file is not a database" in reason or "malformed" in reason:
+        why = reason(e)
+        if "file is not a database" in why or "malformed" in why:
             return DltricksError(
-                f"ledger file {self.where} is not an SQLite database or is corrupt ({reason}); "
+                f"ledger file {self.where} is not an SQLite database or is corrupt ({why}); "
                 "move it away or set DLTRICKS_LEDGER to another file")
-        return DltricksError(f"ledger {self.where}: {reason}")
+        return DltricksError(f"ledger {self.where}: {why}")
 
     def _tx(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` in one transaction, retrying while another process holds the lock."""
@@ -275,7 +205,7 @@ class Ledger:
             except (exc.OperationalError, exc.DatabaseError) as e:
                 if isinstance(e, exc.ProgrammingError):
                     raise
-                if _is_busy(e) and time.monotonic() < deadline:
+                if is_busy(e) and time.monotonic() < deadline:
                     time.sleep(delay * (0.5 + random.random()))  # jitter: workers must not retry in step
                     delay = min(delay * 2, 1.0)
                     continue
@@ -290,11 +220,14 @@ class Ledger:
         def create(conn: Connection) -> None:
             conn.execute(CreateTable(runs_table, if_not_exists=True))
             have = {c["name"] for c in inspect(conn).get_columns("runs")}
-            missing = [c.name for c in runs_table.c if c.name not in have]
+            missing = [c.name for c in runs_table.c if c.name not in have and c.name not in ADDED_COLUMNS]
             if missing:
                 raise DltricksError(
                     f"{self.where} has a 'runs' table that is not a dltricks ledger (no column "
                     f"{', '.join(missing[:3])}); set DLTRICKS_LEDGER to another database")
+            for name in ADDED_COLUMNS:
+                if name not in have:
+                    add_column(conn, runs_table.c[name])
             for ix in runs_table.indexes:
                 conn.execute(CreateIndex(ix, if_not_exists=True))
 
@@ -347,6 +280,7 @@ class Ledger:
             "pid": os.getpid(), "started": _now(), "finished": None, "metrics": {}, "curves": {},
             "checkpoint": None, "failure": None, "study": study, "variant": variant,
         }
+        row.update(active_s=0.0, attempt_started=row["started"])
         for _ in range(5):
             rid = run_id or new_run_id()
             try:
@@ -388,7 +322,10 @@ class Ledger:
             else:
                 values[key] = str(value)
         full = self._resolve(run_id)
-        if values:
+        if "status" in values:
+            self._tx(lambda c: c.execute(update(runs_table).where(runs_table.c.id == full)
+                                         .values(**values, **_attempt_times(c, full, values))))
+        elif values:
             self._tx(lambda c: c.execute(update(runs_table).where(runs_table.c.id == full).values(**values)))
 
     def finish(self, run_id: str, status: str, *, metrics: dict | None = None, curves: dict | None = None,
@@ -438,6 +375,22 @@ class Ledger:
         return [_record(r) for r in self._tx(lambda c: c.execute(query).all())]
 
 
+def _attempt_times(conn: Connection, run_id: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The run's active time on a change of status: a run that stops running adds the attempt that ends
+    (up to ``finished`` when given); a run that starts running again (a resume) begins a new attempt."""
+    row = conn.execute(select(runs_table.c.status, runs_table.c.active_s, runs_table.c.attempt_started)
+                       .where(runs_table.c.id == run_id)).one()
+    now = values.get("finished") or _now()
+    if values["status"] == "running":
+        return {} if row.status == "running" and row.attempt_started else {"attempt_started": now}
+    if row.status != "running" or row.attempt_started is None:
+        return {}
+    if row.active_s is None:  # a run from before attempts were timed: its duration stays finished - started
+        return {"attempt_started": None}
+    ended = max(0.0, (now - utc(row.attempt_started)).total_seconds())
+    return {"active_s": row.active_s + ended, "attempt_started": None}
+
+
 def _record(row: Any) -> RunRecord:
     return RunRecord(
         id=row.id, name=row.name, status=row.status, recipe=dict(row.recipe or {}), seed=row.seed,
@@ -445,5 +398,5 @@ def _record(row: Any) -> RunRecord:
         versions=dict(row.versions or {}), device=row.device, host=row.host, pid=row.pid,
         started=utc(row.started), finished=utc(row.finished), metrics=as_metrics(row.metrics),
         curves=as_curves(row.curves), checkpoint=row.checkpoint, failure=row.failure,
-        study=row.study, variant=row.variant,
+        study=row.study, variant=row.variant, active_s=row.active_s,
     )

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dltricks.direction import higher_is_better  # noqa: F401  (callers import it from here too)
+
 
 class Meter(Protocol):
     def update(self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None: ...
@@ -53,14 +55,3 @@ class Classification:
 
     def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x)
-
-
-_LOWER_IS_BETTER = {"loss", "error", "err", "ece", "hd95", "time", "latency", "params", "flops", "memory", "mae",
-                    "mse", "rmse", "nll", "perplexity", "bytes", "brier", "width"}
-
-
-def higher_is_better(metric: str) -> bool:
-    """Direction of a metric by the words in its name: ``test_accuracy`` up; ``val_loss``, ``test_ece``,
-    ``wall_time_s`` and ``params`` (costs) down."""
-    words = metric.lower().replace("-", "_").split("_")
-    return not any(w in _LOWER_IS_BETTER for w in words)
