@@ -159,7 +159,7 @@ def switched_off(d: dict[str, Any]) -> list[str]:
 
 def changes(d: dict[str, Any]) -> dict[str, str]:
     """Per variant, the recipe keys whose value differs from the reference's: "train.lr: 0.01 -> 1e-06"."""
-    from dltricks.ledger.sheet import flatten
+    from dltricks.ledger.writers import flatten
 
     base = _base(d)
 
