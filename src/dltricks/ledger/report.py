@@ -21,8 +21,6 @@ a reader never sees a half-written report.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import shutil
 from collections.abc import Mapping, Sequence
@@ -33,6 +31,7 @@ from dltricks.ledger.atomic import atomic_write
 from dltricks.ledger.report_docs import display_rows, evidence_rows, html_page, markdown, seed_table
 from dltricks.ledger.report_plots import plot_curves, plot_forest, plot_seeds
 from dltricks.ledger.variant_stats import VariantStats
+from dltricks.ledger.writers import csv_table
 
 SHEET_COLUMNS = [
     "variant", "n", "n_paired", "mean", "std", "delta", "ci_low", "ci_high",
@@ -107,12 +106,7 @@ def _sheet_rows(stats: Sequence[VariantStats], extras: Mapping[str, Mapping[str,
 
 
 def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> Path:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([csv_value(row.get(c)) for c in columns])
-    atomic_write(path, buffer.getvalue())
+    atomic_write(path, csv_table(columns, [[csv_value(row.get(c)) for c in columns] for row in rows]))
     return path
 
 

@@ -14,9 +14,7 @@ Every file is replaced atomically, so the report can be rewritten while workers 
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -24,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dltricks.ledger.atomic import atomic_write, save_figure
+from dltricks.ledger.writers import csv_table
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; max-width: 1100px; color: #222; }
@@ -196,13 +195,8 @@ def write_search_report(out: str | Path, *, title: str, header: Mapping[str, str
             *(t.get("cost", {}).get(c, "") for c in costs), t.get("failure", "")]
 
     ordered = sorted(trials, key=lambda t: t["trial"])
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(columns)
-    for t in ordered:
-        w.writerow(row(t))
     paths["csv"] = out / "trials.csv"
-    atomic_write(paths["csv"], buf.getvalue())
+    atomic_write(paths["csv"], csv_table(columns, [row(t) for t in ordered]))
 
     e = html.escape
     best_trial = header.get("best", "").split(":")[0].removeprefix("t")
