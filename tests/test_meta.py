@@ -12,7 +12,7 @@ from test_train import InterruptAt, weights_equal
 from torch import nn
 
 from dltricks.data import load_data
-from dltricks.errors import DltricksError
+from dltricks.errors import DltricksError, RunFailed
 from dltricks.loop.targets import make_targets_task
 from dltricks.loop.training import TrainingInterrupted
 from dltricks.methods.meta import MetaLearner, meta_loss
@@ -106,6 +106,18 @@ def test_meta_learner_resumes_bit_identically_after_ctrl_c(tmp_path, shared_data
     resumed, h = run(resume=True, seed=5, d="b")
     assert h.curves == h_full.curves and weights_equal(resumed, full)
     assert set(h.curves) >= {"train_loss", "val_pre_update_mse", "val_post_update_mse_1step"}
+
+
+@pytest.mark.parametrize("algo", ["maml", "reptile"])
+def test_a_meta_loss_that_blows_up_fails_with_the_loops_diagnosis(algo, shared_data_cache):
+    """The outer loop goes through the loop's own NaN check: one line, where, and what to lower."""
+    r = Recipe.load("sinusoid-maml", SMALL + [f"train.meta={algo}", "train.inner_lr=1e30"])
+    bundle = load_data(r.data, 0)
+    learner = MetaLearner(make_targets_task(r, bundle), bundle, r.train, [1])
+    with pytest.raises(RunFailed, match=r"^meta-loss (became NaN/Inf|diverged to .*) at epoch 1, step 1\b.*"
+                                        r"try a lower train.inner_lr \(now 1e\+30\), or a lower train.lr") as e:
+        learner.outer_loop()(net(), spec=r.train, device="cpu", progress=False)
+    assert "\n" not in str(e.value)
 
 
 def test_study_recipe_runs_each_learner_into_the_ledger(home_ledger):

@@ -457,6 +457,29 @@ def test_resume_with_another_recipe_is_refused(tmp_path):
             resume=True, **FAST)
 
 
+def test_fit_takes_a_train_spec_as_it_is_and_keywords_replace_its_keys():
+    """The runner hands fit the recipe's train section itself: the same training as its keys given one by
+    one; a keyword given beside it replaces that key (validated like a recipe's), the spec is left as it was."""
+    x, y = blobs(120)
+    spec = TrainSpec(epochs=2, batch_size=16, lr=1e-2, schedule="cosine", weight_decay=1e-3, device="cpu")
+    a, b = mlp(), mlp()
+    ha = fit(a, (x, y), (x, y), spec=spec, progress=False)
+    hb = fit(b, (x, y), (x, y), epochs=2, batch_size=16, lr=1e-2, schedule="cosine", weight_decay=1e-3, **FAST)
+    assert ha.curves == hb.curves and weights_equal(a, b)
+    hc = fit(mlp(), (x, y), spec=spec, epochs=3, lr=1e-3, progress=False)
+    assert hc.epochs == 3 and hc["lr"][0] < 1e-3 and spec.epochs == 2 and spec.lr == 1e-2
+    with pytest.raises(DltricksError, match=r"^fit: .*epochs") as e:
+        fit(mlp(), (x, y), spec=spec, epochs=0, progress=False)
+    assert "\n" not in str(e.value)
+
+
+def test_fit_fits_on_one_screen():
+    """fit reads top to bottom; what it is made of has names (dltricks.loop.parts)."""
+    import inspect
+
+    assert len(inspect.getsource(fit).splitlines()) <= 80
+
+
 def test_metric_direction_by_name():
     from dltricks.loop.tasks import higher_is_better
 

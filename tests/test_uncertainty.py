@@ -233,7 +233,7 @@ def test_ctrl_c_in_an_ensemble_member_resumes_there_to_the_same_result(home_ledg
     import os
     import signal
 
-    from dltricks.loop import loop
+    from dltricks.loop import training as loop
     from dltricks.loop.training import TrainingInterrupted
     from dltricks.methods.uncertainty import ensemble
 

@@ -19,14 +19,11 @@ from dltricks.compress import prune, quantize, sparse, structured
 from dltricks.compress.store import Description
 from dltricks.data import DataBundle
 from dltricks.loop.tasks import Task
-from dltricks.loop.training import fit
+from dltricks.loop.training import fit, train_spec
 from dltricks.nn import build_model
 from dltricks.recipe import CompressSpec, Recipe
 
 __all__ = ["compress_model", "finetuner", "label"]
-
-# train keys that fit() takes by name, or that fine-tuning sets itself
-_NAMED = {"epochs", "batch_size", "lr", "optimizer", "schedule", "grad_clip", "label_smoothing", "device"}
 
 
 def label(spec: CompressSpec) -> str:
@@ -47,16 +44,13 @@ def finetuner(recipe: Recipe, bundle: DataBundle, task: Task, epochs: int, *, pr
               curves: dict[str, list[float]] | None = None):
     """``finetune(model, step)``: ``epochs`` epochs of the recipe's training at the fine-tuning lr;
     each step's curves are appended to ``curves``."""
-    t = recipe.train
-    options = t.model_dump(exclude=_NAMED)
-    options["early_stopping"] = 0  # a few epochs of recovery: no patience to run out of
 
     def finetune(model: nn.Module, step: int = 0) -> None:
-        history = fit(model, bundle.train_source or bundle.train, bundle.val, epochs=epochs,
-                      batch_size=t.batch_size, lr=t.lr * recipe.compress.finetune_lr_factor,
-                      optimizer=t.optimizer, schedule=t.schedule, grad_clip=t.grad_clip,
-                      label_smoothing=t.label_smoothing, seed=recipe.seed + 1000 + step, device=t.device,
-                      progress=progress, task=task, **options)
+        # a few epochs of recovery: no patience to run out of
+        spec = train_spec(recipe.train, epochs=epochs, lr=recipe.train.lr * recipe.compress.finetune_lr_factor,
+                          early_stopping=0)
+        history = fit(model, bundle.train_source or bundle.train, bundle.val, spec=spec,
+                      seed=recipe.seed + 1000 + step, progress=progress, task=task)
         if curves is not None:
             for k, v in history.curves.items():
                 curves.setdefault(f"finetune_{k}", []).extend(v)

@@ -14,16 +14,15 @@ N-way K-shot classification episodes of the base classes when ``data.novel_class
 label means another class in every episode). BatchNorm layers use each batch's own statistics while
 meta-learning and adapting (:func:`~dltricks.loop.adaptation.batch_statistics`).
 
-The learner owns its outer loop (meta-updates instead of epochs over a dataset) but goes through the same
-parts as :func:`dltricks.loop.training.fit`: the recipe's optimiser and schedule, a progress bar, a checkpoint
-(safetensors, with the task generator's state) after every epoch of ``train.meta_steps`` meta-updates and
-on Ctrl-C, and the runner records it in the ledger like any run.
+The learner owns its outer loop (meta-updates instead of epochs over a dataset) but is built from the
+named parts of :func:`dltricks.loop.training.fit` (:class:`~dltricks.loop.parts.Loop`): the recipe's
+optimiser and schedule, the NaN check, clipping, a progress bar, a checkpoint (safetensors, with the task
+generator's state) after every epoch of ``train.meta_steps`` meta-updates and on Ctrl-C, and the runner
+records it in the ledger like any run.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,15 +30,14 @@ import torch
 from torch import nn
 from torch.func import vmap
 
-from dltricks.errors import DltricksError, RunFailed
+from dltricks.errors import DltricksError
 from dltricks.loop.adaptation import adapt, batch_statistics, post_update_metrics, task_loss
-from dltricks.loop.checkpoint import LoopState, find_checkpoint, load_checkpoint, save_checkpoint
+from dltricks.loop.evaluation import resolve_device
 from dltricks.loop.method import Method
 from dltricks.loop.optim import build_optimizer
-from dltricks.loop.progress import TrainProgress
+from dltricks.loop.parts import History, Loop
 from dltricks.loop.schedules import build_scheduler
 from dltricks.loop.tasks import Task
-from dltricks.loop.training import History, StopFlag, TrainingInterrupted, resolve_device
 from dltricks.recipe import EvalSpec, TrainSpec
 
 if TYPE_CHECKING:
@@ -89,83 +87,48 @@ class MetaLearner(Method):
     def outer_loop(self):
         return self.fit
 
-    def fit(self, model: nn.Module, train: Any = None, val: Any = None, *, epochs: int, seed: int = 0,
-            device: str = "auto", progress: bool = True, checkpoint_dir: str | Path | None = None,
-            resume: bool = False, fingerprint: str = "", on_epoch: Any = None, **_: Any) -> History:
-        """Meta-train ``model`` in place for ``epochs`` x ``train.meta_steps`` meta-updates."""
-        cfg, dev = self.cfg, resolve_device(device)
+    def fit(self, model: nn.Module, train: Any = None, val: Any = None, *, spec: TrainSpec | None = None,
+            epochs: int | None = None, seed: int = 0, device: str | None = None, progress: bool = True,
+            checkpoint_dir: str | Path | None = None, resume: bool = False, fingerprint: str = "",
+            on_epoch: Any = None, **_: Any) -> History:
+        """Meta-train ``model`` in place for ``epochs`` x ``train.meta_steps`` meta-updates, through the
+        loop's named parts (:class:`~dltricks.loop.parts.Loop`): restore, update, end of epoch."""
+        cfg = spec or self.cfg
+        epochs, dev = epochs or cfg.epochs, resolve_device(device or cfg.device)
         model.to(dev)
         opt = build_optimizer(model, cfg, self.param_groups(model, cfg))
-        scheduler = build_scheduler(opt, cfg, cfg.meta_steps)
-        ckpt = Path(checkpoint_dir) / "checkpoint" if checkpoint_dir else None
         gen = torch.Generator().manual_seed(seed)
+        loop = Loop(model, self, cfg, opt, build_scheduler(opt, cfg, cfg.meta_steps), epochs=epochs,
+                    steps=cfg.meta_steps, rngs={"task_rng": gen}, device=dev, checkpoint_dir=checkpoint_dir,
+                    fingerprint=fingerprint, progress=progress, on_epoch=on_epoch, what="meta-loss",
+                    hints=[f"a lower train.inner_lr (now {cfg.inner_lr:g})", f"a lower train.lr (now {cfg.lr:g})"])
         torch.manual_seed(seed)
-        st = LoopState()
         if resume:
-            if ckpt is None or find_checkpoint(ckpt) is None:
-                raise DltricksError(f"nothing to resume: no checkpoint under {checkpoint_dir}")
-            st, _ = load_checkpoint(ckpt, model, opt, scheduler, fingerprint)
-            gen.set_state(st.tensors["task_rng"])
-            torch.set_rng_state(st.tensors["torch_rng"])
-
-        def snapshot() -> None:
-            st.tensors.update(task_rng=gen.get_state(), torch_rng=torch.get_rng_state())
-            save_checkpoint(ckpt, model, opt, scheduler, st, None, fingerprint)
-
-        bar = TrainProgress(progress, epochs, cfg.meta_steps)
-        t0 = time.perf_counter() - st.elapsed
-        with StopFlag() as stop, bar:
-            while st.epoch < epochs:
-                model.train()
-                bar.start_epoch(st.epoch, st.step)
+            loop.restore()
+        st = loop.st
+        with loop:
+            while loop.running():
+                loop.start_epoch()
                 while st.step < cfg.meta_steps:
                     batch = self.family.sample(cfg.meta_batch, gen)
                     batch = type(batch)(*(t.to(dev) for t in vars(batch).values()))
                     params = dict(model.named_parameters())
                     with batch_statistics(model):  # each task normalised by its own statistics
                         loss, mean_phi = meta_loss(model, params, batch, cfg.meta, cfg.inner_steps, cfg.inner_lr)
-                    lv = loss.item()
-                    if not math.isfinite(lv):
-                        raise RunFailed(f"meta-loss became NaN/Inf at epoch {st.epoch + 1}, step {st.step + 1}; "
-                                        f"try a lower train.inner_lr (now {cfg.inner_lr:g}) or train.lr")
-                    opt.zero_grad(set_to_none=True)
+                    lv = loop.check(loss.item())
                     if mean_phi is None:
-                        loss.backward()
+                        loop.update(loss)
                     else:  # Reptile: the meta-gradient is theta - mean(phi)
-                        for k, p in params.items():
-                            p.grad = p.detach() - mean_phi[k]
-                    if cfg.grad_clip > 0:
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    opt.step()
-                    if scheduler is not None:
-                        scheduler.step()
-                    st.loss_sum += lv
-                    st.seen += 1
-                    st.step += 1
-                    st.global_step += 1
-                    bar.step(lv)
-                    if stop.requested:
+                        loop.update(None, grads=[(p, p.detach() - mean_phi[k]) for k, p in params.items()])
+                    loop.count(lv, 1)  # the curve is the mean meta-loss per meta-batch
+                    if loop.stopping:
                         break
-                st.elapsed = time.perf_counter() - t0
-                if stop.requested and st.step < cfg.meta_steps:
-                    if ckpt is not None:
-                        snapshot()
-                    raise TrainingInterrupted(ckpt, History.of(st), epoch=st.epoch, step=st.step, epochs=epochs,
-                                              steps=cfg.meta_steps)
-                row = {"train_loss": st.loss_sum / max(st.seen, 1), "lr": opt.param_groups[0]["lr"]}
+                row = loop.end_steps()  # stopped mid-epoch: checkpoint, TrainingInterrupted
                 if self.val_tasks is not None:
                     vm = post_update_metrics(model, self.val_tasks, self.eval_steps[:1], cfg.inner_lr)
                     row.update({f"val_{k}": v for k, v in vm.items()})
-                st.end_epoch(row)
-                bar.end_epoch(row)
-                if on_epoch is not None:
-                    on_epoch(st.epoch, row)
-                st.elapsed = time.perf_counter() - t0
-                if ckpt is not None:
-                    snapshot()
-                if stop.requested:
-                    raise TrainingInterrupted(ckpt, History.of(st), epoch=st.epoch, epochs=epochs)
-        return History.of(st)
+                loop.end_epoch(row)
+        return loop.finish()
 
 
 def base_episodes(bundle: Any, spec: EvalSpec, seed: int) -> tuple[Episodes, EpisodeBatch | None]:

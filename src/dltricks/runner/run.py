@@ -162,8 +162,8 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         check_uncertainty(recipe, bundle, model, task)
         threads = use_threads(recipe, model, bundle, device, cap=threads_before)
         runner = method.outer_loop() or fit  # episodic learners (MAML) own their outer loop
-        history = runner(model, bundle.train_source or bundle.train, bundle.val, **fit_options(recipe),
-                         seed=recipe.seed, device=str(device), progress=progress, task=task, augment=augment,
+        history = runner(model, bundle.train_source or bundle.train, bundle.val, spec=recipe.train,
+                         seed=recipe.seed, progress=progress, task=task, augment=augment,
                          checkpoint_dir=run_dir, resume=resume_from_checkpoint, fingerprint=recipe.digest(),
                          method=method, on_epoch=on_epoch)
         weights = None
@@ -231,16 +231,6 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         for path in run_dir.glob("checkpoint*"):  # the checkpoint and any .old copy of a cut-short swap
             shutil.rmtree(path, ignore_errors=True)
     return RunResult(run_id, "completed", metrics, history, recipe, run_dir)
-
-
-def fit_options(recipe: Recipe) -> dict:
-    """The recipe's ``train`` keys as keywords of :func:`~dltricks.loop.training.fit` (all but the seed,
-    device, data and the run's own paths)."""
-    t = recipe.train
-    options = t.model_dump(exclude={"epochs", "batch_size", "lr", "optimizer", "schedule", "grad_clip",
-                                    "label_smoothing", "device"})
-    return dict(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer, schedule=t.schedule,
-                grad_clip=t.grad_clip, label_smoothing=t.label_smoothing, **options)
 
 
 # what final_metrics records besides the task's test_*/val_* metrics

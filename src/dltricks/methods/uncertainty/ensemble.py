@@ -42,7 +42,7 @@ def train_members(recipe: Any, bundle: Any, task: Any, device: torch.device, n: 
     from dltricks.loop.method import method_for
     from dltricks.loop.training import TrainingInterrupted, fit
     from dltricks.nn import build_model
-    from dltricks.runner.run import fit_options, make_augment
+    from dltricks.runner.run import make_augment
 
     members = []
     augment = make_augment(recipe, bundle)
@@ -58,7 +58,7 @@ def train_members(recipe: Any, bundle: Any, task: Any, device: torch.device, n: 
         ckpt = folder / f"member{k}" if folder is not None else None
         method = method_for(recipe, bundle, model, task, ledger, augmented=augment is not None, quiet=not progress)
         try:
-            fit(model, bundle.train_source or bundle.train, bundle.val, **fit_options(recipe), seed=seed,
+            fit(model, bundle.train_source or bundle.train, bundle.val, spec=recipe.train, seed=seed,
                 device=str(device), progress=progress, task=task, augment=augment, method=method,
                 checkpoint_dir=ckpt, resume=ckpt is not None and find_checkpoint(ckpt / "checkpoint") is not None)
         except TrainingInterrupted as e:  # the run's own curves stand; the run resumes where it points
