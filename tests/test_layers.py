@@ -1,5 +1,5 @@
-"""DESIGN.md's arrows: cli -> search/compress -> methods -> train -> nn/data -> torch, nothing below
-importing from above (at module level or inside a function). Registries are loaded by name instead."""
+"""DESIGN.md's arrows: cli -> search -> runner -> compress -> methods -> loop -> analysis -> data/nn ->
+ledger, nothing below importing from above (at module level or inside a function)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ ALLOWED = {
     "data": set(),
     "ledger": set(),
     "analysis": {"nn", "data"},
-    "loop": {"data", "nn", "ledger", "analysis", "runner", "methods"},  # TODO(arch): the runner above the loop
-    "methods": {"loop", "data", "nn", "ledger", "runner"},  # TODO(arch)
-    "runner": {"loop", "methods", "compress", "data", "nn", "ledger", "analysis"},
-    "search": {"loop", "runner", "methods", "ledger", "nn", "data", "analysis", "tricks"},
-    "compress": {"loop", "ledger", "nn", "data", "analysis", "runner"},  # TODO(arch)
+    "loop": {"data", "nn", "analysis", "ledger"},
+    "methods": {"loop", "data", "nn", "ledger", "analysis"},
+    "compress": {"loop", "methods", "nn", "data", "analysis", "ledger"},
+    "runner": {"compress", "methods", "loop", "data", "nn", "analysis", "ledger"},
+    "search": {"runner", "compress", "methods", "loop", "data", "nn", "analysis", "ledger", "tricks"},
 }
 
 

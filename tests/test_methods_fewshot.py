@@ -10,9 +10,9 @@ from test_train import RESUME_KW, InterruptAt, blobs, mlp, weights_equal
 from dltricks.data import load_data
 from dltricks.errors import DltricksError
 from dltricks.loop.batches import Batches
-from dltricks.loop.episodes import episode_accuracy, features, fewshot_metrics
 from dltricks.loop.metric import MetricTask, prototypical_loss, recall_at_1
 from dltricks.loop.training import TrainingInterrupted, fit
+from dltricks.methods.episodes import episode_accuracy, features, fewshot_metrics
 from dltricks.methods.fewshot import ClassBalanced
 from dltricks.recipe import Recipe
 from dltricks.runner.run import metric_names, train

@@ -185,7 +185,7 @@ def test_a_shifted_target_domain_is_told_apart_the_more_the_further_it_shifts(ho
 @pytest.mark.slow
 def test_ensemble_and_gp_widen_intervals_in_the_gap_of_the_cubic_toy(home_ledger):
     def _ratio(result):
-        from dltricks.loop.from_run import model_from_run
+        from dltricks.methods.build import model_from_run
         from dltricks.methods.uncertainty.evaluate import build_predictive, predict
         from dltricks.runner.run import make_task
 

@@ -15,11 +15,10 @@ from typing import Any
 from torch import nn
 
 from dltricks.errors import DltricksError
-from dltricks.loop.method import Method, register_method_factory
+from dltricks.loop.method import Method
 from dltricks.loop.tasks import Task
 
 
-@register_method_factory
 def build_method(recipe: Any, bundle: Any, model: nn.Module, task: Task, ledger: Any = None,
                  augmented: bool = False, quiet: bool = False) -> Method:
     """The method for ``recipe``; may load weights into ``model`` (``model.init_from``)."""

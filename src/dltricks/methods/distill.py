@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dltricks.errors import DltricksError
-from dltricks.loop.from_run import model_from_run, resolve_run_ref
 from dltricks.loop.method import Batch, Method
 from dltricks.loop.tasks import Task
+from dltricks.methods.build import model_from_run
 
 __all__ = ["Distill", "kd_loss"]
 
@@ -112,7 +112,7 @@ class Distill(Method):
 
         t = recipe.train
         ledger = ledger or Ledger()
-        t_recipe, t_bundle, teacher = model_from_run(ledger, resolve_run_ref(ledger, t.teacher),
+        t_recipe, t_bundle, teacher = model_from_run(ledger, t.teacher,
                                                      why="a teacher is distilled")
         if bundle.task != t_bundle.task or bundle.num_classes != t_bundle.num_classes or \
                 (bundle.class_names or []) != (t_bundle.class_names or []):

@@ -12,7 +12,7 @@ Two task families: the sinusoid regression tasks of the MAML paper (``data.name 
 N-way K-shot classification episodes of the base classes when ``data.novel_classes`` holds classes out
 (``eval.n_way``, the smallest of ``eval.shots``, ``eval.queries``; the model's head has N outputs, and a
 label means another class in every episode). BatchNorm layers use each batch's own statistics while
-meta-learning and adapting (:func:`~dltricks.loop.adaptation.batch_statistics`).
+meta-learning and adapting (:func:`~dltricks.methods.adaptation.batch_statistics`).
 
 The learner owns its outer loop (meta-updates instead of epochs over a dataset) but goes through the same
 parts as :func:`dltricks.loop.training.fit`: the recipe's optimiser and schedule, a progress bar, a checkpoint
@@ -32,7 +32,6 @@ from torch import nn
 from torch.func import vmap
 
 from dltricks.errors import DltricksError, RunFailed
-from dltricks.loop.adaptation import adapt, batch_statistics, post_update_metrics, task_loss
 from dltricks.loop.checkpoint import LoopState, find_checkpoint, load_checkpoint, save_checkpoint
 from dltricks.loop.method import Method
 from dltricks.loop.optim import build_optimizer
@@ -40,6 +39,7 @@ from dltricks.loop.progress import TrainProgress
 from dltricks.loop.schedules import build_scheduler
 from dltricks.loop.tasks import Task
 from dltricks.loop.training import History, StopFlag, TrainingInterrupted, resolve_device
+from dltricks.methods.adaptation import adapt, batch_statistics, post_update_metrics, task_loss
 from dltricks.recipe import EvalSpec, TrainSpec
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ def base_episodes(bundle: Any, spec: EvalSpec, seed: int) -> tuple[Episodes, Epi
     """The episodes to meta-train on, of the base (training) classes, and fixed validation episodes of
     the validation split (none without one); N-way with the fewest of ``eval.shots`` as in testing."""
     from dltricks.data.episodes import Episodes
-    from dltricks.loop.episodes import check_episodes
+    from dltricks.methods.episodes import check_episodes
 
     k = min(spec.shots)
     (x, y), names = bundle.train, bundle.class_names

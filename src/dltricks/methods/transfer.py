@@ -22,7 +22,7 @@ from rich.console import Console
 from torch import nn
 
 from dltricks.errors import DltricksError
-from dltricks.loop.from_run import resolve_run_ref, run_weights
+from dltricks.loop.from_run import run_weights
 from dltricks.loop.method import Batch, Method
 from dltricks.loop.optim import _NORMS
 from dltricks.recipe import TrainSpec
@@ -86,7 +86,7 @@ def init_from(model: nn.Module, ref: str, ledger: Any, bundle: Any = None, quiet
     from dltricks.ledger import Ledger
 
     ledger = ledger or Ledger()
-    rec, state = run_weights(ledger, resolve_run_ref(ledger, ref))
+    rec, state = run_weights(ledger, ref)
     source = f"model.init_from = {ref!r}" + (f" (run {rec.id})" if rec else "")
     loaded, fresh = load_matching(model, state, source)
     if not quiet:

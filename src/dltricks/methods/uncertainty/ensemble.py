@@ -39,10 +39,11 @@ def train_members(recipe: Any, bundle: Any, task: Any, device: torch.device, n: 
     import shutil
 
     from dltricks.loop.checkpoint import find_checkpoint, load_weights, save_weights
-    from dltricks.loop.method import method_for
+    from dltricks.loop.options import fit_options
     from dltricks.loop.training import TrainingInterrupted, fit
+    from dltricks.methods.base import build_method
+    from dltricks.methods.build import make_augment
     from dltricks.nn import build_model
-    from dltricks.runner.run import fit_options, make_augment
 
     members = []
     augment = make_augment(recipe, bundle)
@@ -56,7 +57,7 @@ def train_members(recipe: Any, bundle: Any, task: Any, device: torch.device, n: 
             members.append(load_weights(weights, model).eval())
             continue
         ckpt = folder / f"member{k}" if folder is not None else None
-        method = method_for(recipe, bundle, model, task, ledger, augmented=augment is not None, quiet=not progress)
+        method = build_method(recipe, bundle, model, task, ledger, augmented=augment is not None, quiet=not progress)
         try:
             fit(model, bundle.train_source or bundle.train, bundle.val, **fit_options(recipe), seed=seed,
                 device=str(device), progress=progress, task=task, augment=augment, method=method,
@@ -82,10 +83,9 @@ def _task_signature(recipe: Any, bundle: Any) -> tuple:
 def ensemble_of_runs(ledger: Any, run_ids: list[str], *, progress: bool = False) -> tuple[str, dict[str, float]]:
     """Record a new run that averages the completed runs ``run_ids`` (all on the same data and classes)
     and return its id and metrics."""
-    from dltricks.loop.from_run import model_from_run
     from dltricks.loop.training import resolve_device
+    from dltricks.methods.build import make_task, model_from_run
     from dltricks.recipe import Recipe
-    from dltricks.runner.run import make_task
 
     if len(run_ids) < 2:
         raise DltricksError(f"an ensemble needs at least 2 runs, got {len(run_ids)}")
