@@ -1,0 +1,77 @@
+"""Issue 20.1: the metric names a sweep checks before training (``metric_names``) are exactly the keys a
+real run records, for every bundled recipe; the README's domain-adaptation study starts and finishes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from dltricks.recipe import Recipe, bundled_recipes
+from dltricks.runner.run import metric_names, train
+
+MNIST1D = ["data.num_samples=400", "train.epochs=1"]
+EPISODES = ["eval.queries=5", "eval.episodes=5"]
+TINY: dict[str, list[str]] = {
+    "cubic1d-mlp": ["train.epochs=1"],
+    "digits-cnn": ["train.epochs=1", "model.channels=[4, 8]"],
+    "mnist1d-meta": MNIST1D + EPISODES,
+    "mnist1d-multitask": MNIST1D,
+    "mnist1d-oneshot": MNIST1D + EPISODES + ["model.channels=[8, 8]"],
+    "seg2d-unet": ["data.size=32", "data.num_train=8", "data.num_test=4", "data.val_fraction=0.25",
+                   "model.channels=[4, 8]", "train.epochs=1", "train.batch_size=4"],
+    "seg3d-unet": ["data.num_train=4", "data.num_test=2", "data.val_fraction=0.25", "data.size=24",
+                   "data.patch_size=[16, 16, 16]", "data.patches_per_epoch=2", "model.channels=[4, 8]",
+                   "train.epochs=1"],
+    "sinusoid-maml": ["data.train_tasks=20", "data.test_tasks=8", "train.epochs=1"],
+    "zsl1d-zeroshot": ["data.per_class=30", "model.channels=[8, 8]", "train.epochs=1", "eval.queries=5"],
+}
+
+
+def tiny(name: str, extra: list[str] = ()) -> Recipe:
+    over = TINY.get(name, MNIST1D)
+    return Recipe.load(name, [*over, *extra])
+
+
+def test_every_bundled_recipe_has_a_tiny_form():
+    # a new bundled recipe on a dataset without num_samples must say here how to make it small
+    for name in bundled_recipes():
+        tiny(name)
+
+
+@pytest.mark.parametrize("name", list(bundled_recipes()))
+def test_predicted_metric_names_are_the_keys_a_run_records(name, home_ledger):
+    recipe = tiny(name)
+    predicted = metric_names(recipe)
+    assert len(predicted) == len(set(predicted)), predicted
+    result = train(recipe, ledger=home_ledger, progress=False)
+    assert set(predicted) == set(result.metrics), (sorted(set(predicted) - set(result.metrics)),
+                                                   sorted(set(result.metrics) - set(predicted)))
+    if recipe.ablate.tricks:  # the metric the recipe's study compares exists, in every variant
+        from dltricks.tricks.catalogue import get
+
+        metric = recipe.ablate.metric or recipe.eval.metric
+        assert metric in predicted
+        for trick in recipe.ablate.tricks:
+            assert metric in metric_names(recipe.patch(get(trick).on)), trick
+
+
+def test_target_domain_metrics_are_known_before_training(home_ledger):
+    names = metric_names(tiny("mnist1d-da"))
+    assert {"test_target_accuracy", "oracle_test_target_accuracy", "oracle_val_target_accuracy"} <= set(names)
+    plain = metric_names(tiny("mnist1d-da", ["data.target={}"]))
+    assert not any("target" in k for k in plain)
+
+
+def test_the_readme_domain_adaptation_study_runs_at_the_smallest_size(ledger_home, shared_data_cache,
+                                                                      monkeypatch, capsys):
+    """`dltricks ablate mnist1d-da --seeds 3` exited 2 (`unknown metric 'test_target_accuracy'`)."""
+    from dltricks.cli import main
+
+    monkeypatch.setenv("DLTRICKS_CACHE", str(shared_data_cache))
+    t0 = time.perf_counter()
+    code = main(["ablate", "mnist1d-da", "--seeds", "3", "--workers", "1", "--quiet",
+                 *(a for o in MNIST1D + ["model.channels=[4, 8]"] for a in ("-o", o))])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "test_target_accuracy" in out.out and time.perf_counter() - t0 < 300
