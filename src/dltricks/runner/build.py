@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from dltricks.data import DataBundle
+from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
 from dltricks.loop.tasks import Task
 from dltricks.methods.base import build_method
@@ -22,7 +23,7 @@ from dltricks.methods.registry import Setup
 from dltricks.recipe import Recipe
 from dltricks.runner.references import Trainer, resolve_references
 
-__all__ = ["Prepared", "prepare", "use_threads"]
+__all__ = ["Prepared", "prepare", "check_forward", "use_threads"]
 
 
 @dataclass
@@ -48,7 +49,25 @@ def prepare(recipe: Recipe, ledger: Ledger, train: Trainer, *, progress: bool = 
     method = build_method(resolved, bundle, model, task, ledger, augmented=augment is not None, quiet=not progress)
     for s in setups:
         s.check_model(model, task)
+    check_forward(resolved, bundle, model)
     return Prepared(resolved, bundle, model, task, setups, augment, method)
+
+
+def check_forward(recipe: Recipe, bundle: DataBundle, model: nn.Module) -> None:
+    """One test sample through the model (eval mode, no gradient, torch's RNG untouched), so that a model
+    that cannot take this input fails before the run starts, not at its first step."""
+    x = bundle.test[0][:1]
+    was = model.training
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            model.eval()
+            model(x)
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DltricksError(f"model {recipe.model.name!r} cannot run on input {tuple(bundle.in_shape)}: "
+                            f"{first}") from None
+    finally:
+        model.train(was)
 
 
 def use_threads(recipe: Recipe, model: torch.nn.Module, bundle: DataBundle, device: torch.device, *,
