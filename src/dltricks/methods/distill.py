@@ -27,8 +27,9 @@ from dltricks.errors import DltricksError
 from dltricks.loop.method import Batch, Method
 from dltricks.loop.tasks import Task
 from dltricks.methods.build import model_from_run
+from dltricks.methods.registry import Setup, register_method
 
-__all__ = ["Distill", "kd_loss"]
+__all__ = ["Distill", "Distillation", "kd_loss"]
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -154,3 +155,17 @@ class Distill(Method):
             for proj, (ts, tt) in zip(self.projectors, self.taps):
                 loss = loss + self.hint_weight * F.mse_loss(proj(ts.value.float()), tt.value.float())
         return loss, out
+
+
+@register_method("distill")
+class Distillation(Setup):
+    """Knowledge distillation from a completed run (``train.teacher``)."""
+
+    step_rank = 2
+
+    @classmethod
+    def selects(cls, recipe, bundle) -> bool:
+        return bool(recipe.train.teacher)
+
+    def step(self, model: nn.Module, task: Task, ledger: Any, augmented: bool) -> Method:
+        return Distill.from_recipe(self.recipe, self.bundle, model, task, ledger, augmented)

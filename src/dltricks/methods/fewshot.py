@@ -73,3 +73,18 @@ class MetricLearning(Setup):
                                 "trained by a metric loss (e.g. model.embedding_dim = 64, train.metric_loss = "
                                 "'triplet'); set both or neither")
         return MetricTask(t.metric_loss, t.metric_margin)
+
+
+@register_method("class_balanced")
+class ClassBalancedBatches(Setup):
+    """P x K batches (``train.pk_samples``) for metric learning."""
+
+    step_rank = 1
+
+    @classmethod
+    def selects(cls, recipe, bundle) -> bool:
+        return bool(recipe.train.pk_samples)
+
+    def step(self, model, task: Task, ledger, augmented: bool) -> Method:
+        t = self.recipe.train
+        return ClassBalanced(task, self.bundle.train[1], t.batch_size, t.pk_samples, self.bundle.class_names)

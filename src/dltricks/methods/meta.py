@@ -40,12 +40,13 @@ from dltricks.loop.schedules import build_scheduler
 from dltricks.loop.tasks import Task
 from dltricks.loop.training import History, StopFlag, TrainingInterrupted, resolve_device
 from dltricks.methods.adaptation import adapt, batch_statistics, post_update_metrics, task_loss
+from dltricks.methods.registry import Setup, register_method
 from dltricks.recipe import EvalSpec, TrainSpec
 
 if TYPE_CHECKING:
     from dltricks.data.episodes import EpisodeBatch, Episodes
 
-__all__ = ["MetaLearner", "meta_loss", "base_episodes"]
+__all__ = ["MetaLearner", "MetaLearning", "meta_loss", "base_episodes"]
 
 
 def meta_loss(model: nn.Module, params: dict[str, torch.Tensor], batch, algo: str, steps: int,
@@ -183,3 +184,20 @@ def base_episodes(bundle: Any, spec: EvalSpec, seed: int) -> tuple[Episodes, Epi
     check_episodes(bundle.val[1], spec.n_way, [k], spec.queries, names, what="the validation split")
     val = Episodes(*bundle.val, spec.n_way, k, spec.queries).sample(50, torch.Generator().manual_seed(777_767 + seed))
     return family, val
+
+
+@register_method("meta")
+class MetaLearning(Setup):
+    """MAML, first-order MAML or Reptile (``train.meta``): the step owns its outer loop. Its evaluation is
+    that of its data: a task family's post-update errors (:class:`~dltricks.methods.adaptation.TaskFamily`)
+    or few-shot episodes of held-out classes (:class:`~dltricks.methods.episodes.FewShot`)."""
+
+    step_rank = 4
+
+    @classmethod
+    def selects(cls, recipe, bundle) -> bool:
+        return recipe.train.meta != "none"
+
+    def step(self, model: nn.Module, task: Task, ledger: Any, augmented: bool) -> Method:
+        r = self.recipe
+        return MetaLearner(task, self.bundle, r.train, r.eval.adapt_steps, r.eval, r.seed)

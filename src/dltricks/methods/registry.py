@@ -2,8 +2,9 @@
 subclass, selected by the recipe keys (and data) it reads, that owns its evaluation: the task it trains
 on, the width of the model's head, its checks before training, the names of the metrics it adds (known
 before training), those metrics after training, and its figures. The runner asks :func:`setups_for` and
-has no per-method branches. The step a set-up trains with is a :class:`~dltricks.loop.method.Method`
-(composed by :func:`dltricks.methods.base.build_method`).
+has no per-method branches. A set-up may also compute the training step (a
+:class:`~dltricks.loop.method.Method`: the selected set-up of highest ``step_rank`` does), prepare the model
+(load weights) or wrap the step (frozen layers); :func:`dltricks.methods.base.build_method` composes them.
 
     @register_method("my_setup")
     class MySetup(Setup):
@@ -24,6 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from dltricks.loop.method import Method
 from dltricks.loop.tasks import Task
 
 __all__ = ["Setup", "Trained", "register_method", "setups_for", "registered_methods"]
@@ -57,6 +59,7 @@ class Setup:
     order: ClassVar[int] = 50  # metrics merge in this order: a later set-up's value of a name wins
     replaces_test_metrics: ClassVar[bool] = False  # an episodic head has no plain test_*/val_* metrics...
     on_test_split: ClassVar[bool] = False  # ...so the set-ups that score the plain head step aside
+    step_rank: ClassVar[int] = 0  # of the set-ups that take the step, the highest rank computes it
 
     def __init__(self, recipe: Any, bundle: Any) -> None:
         self.recipe, self.bundle = recipe, bundle
@@ -77,6 +80,21 @@ class Setup:
     def task(self) -> Task | None:
         """The task (loss, meter, predict) this set-up trains on, when it is not the data's own."""
         return None
+
+    def prepare_model(self, model: nn.Module, ledger: Any, quiet: bool) -> None:
+        """Change the freshly built model before training (load a run's weights into it)."""
+
+    def takes_step(self) -> bool:
+        """Whether this set-up computes the training step (see ``step_rank``)."""
+        return self.step_rank > 0
+
+    def step(self, model: nn.Module, task: Task, ledger: Any, augmented: bool) -> Method:
+        """The training step; ``augmented`` says whether training batches are augmented."""
+        raise NotImplementedError
+
+    def wrap(self, step: Method, model: nn.Module) -> Method:
+        """The step, wrapped (frozen layers, layer-wise rates); by default as it is."""
+        return step
 
     def check_model(self, model: nn.Module, task: Task) -> None:
         """Refuse, before training, a model this set-up cannot evaluate."""

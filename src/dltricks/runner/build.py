@@ -46,7 +46,8 @@ def prepare(recipe: Recipe, ledger: Ledger, train: Trainer, *, progress: bool = 
     resolved = resolve_references(recipe, ledger, train, progress=progress)
     bundle, model, task, setups = build_with(resolved)
     augment = make_augment(resolved, bundle)
-    method = build_method(resolved, bundle, model, task, ledger, augmented=augment is not None, quiet=not progress)
+    method = build_method(resolved, bundle, model, task, ledger, augmented=augment is not None, quiet=not progress,
+                          setups=setups)
     for s in setups:
         s.check_model(model, task)
     check_forward(resolved, bundle, model)
