@@ -75,3 +75,34 @@ def test_the_readme_domain_adaptation_study_runs_at_the_smallest_size(ledger_hom
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "test_target_accuracy" in out.out and time.perf_counter() - t0 < 300
+
+
+def test_a_registered_setup_adds_its_metrics_names_and_figures_without_runner_changes(home_ledger):
+    """Adding a learning set-up is one class: its names before training, its metrics and figures after."""
+    from dltricks.methods import registry
+    from dltricks.methods.registry import Setup, register_method
+
+    @register_method("probe_for_test")
+    class Probe(Setup):
+        @classmethod
+        def selects(cls, recipe, bundle) -> bool:
+            return recipe.name == "probe-run"
+
+        def metric_names(self, model, task):
+            return ["test_probe_params"]
+
+        def metrics(self, run):
+            return {"test_probe_params": float(sum(p.numel() for p in run.model.parameters()))}
+
+        def figures(self, run, metrics):
+            (run.run_dir / "probe.txt").write_text(str(metrics["test_probe_params"]))
+
+    try:
+        recipe = tiny("mnist1d-mlp", ["name='probe-run'"])
+        assert "test_probe_params" in metric_names(recipe)
+        assert "test_probe_params" not in metric_names(tiny("mnist1d-mlp"))
+        result = train(recipe, ledger=home_ledger, progress=False)
+        assert result.metrics["test_probe_params"] == result.metrics["params"]
+        assert (result.run_dir / "probe.txt").read_text() == str(result.metrics["params"])
+    finally:
+        registry._SETUPS.pop("probe_for_test")
