@@ -59,6 +59,10 @@ def work(ledger: Ledger, study_name: str, *, threads: int = 0, progress: bool = 
                         raise KeyboardInterrupt from None
                     except (RunFailed, DltricksError) as e:  # NaN, a bad patch: a result, not a reason to stop
                         failure = str(e)
+                        try:
+                            ledger.get(run_id)
+                        except DltricksError:  # refused before its first step: the ledger has no run
+                            started = False
                 if claims.still_mine(ledger, claim):
                     # A bad patch never reaches the ledger: the trial then names no run.
                     st.record(optuna_study, definition, cell, variant.name, seed,
