@@ -125,10 +125,8 @@ def register_method(name: str):
 
 def _load_all() -> None:
     # every module of this package may hold set-ups: a new one is one file, found here by name
-    import dltricks.methods as pkg
-
-    for m in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"{pkg.__name__}.{m.name}")
+    for m in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        importlib.import_module(f"{__package__}.{m.name}")
 
 
 def registered_methods() -> dict[str, type[Setup]]:
