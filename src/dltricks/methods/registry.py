@@ -123,10 +123,16 @@ def register_method(name: str):
     return deco
 
 
+_LOADED: list[bool] = []
+
+
 def _load_all() -> None:
     # every module of this package may hold set-ups: a new one is one file, found here by name
+    if _LOADED:
+        return
     for m in pkgutil.iter_modules([str(Path(__file__).parent)]):
         importlib.import_module(f"{__package__}.{m.name}")
+    _LOADED.append(True)
 
 
 def registered_methods() -> dict[str, type[Setup]]:
