@@ -15,7 +15,8 @@ EPISODES = ["eval.queries=5", "eval.episodes=5"]
 TINY: dict[str, list[str]] = {
     "cubic1d-mlp": ["train.epochs=1"],
     "digits-cnn": ["train.epochs=1", "model.channels=[4, 8]"],
-    "mnist1d-meta": MNIST1D + EPISODES,
+    "mnist1d-meta": ["data.num_samples=1500", "train.epochs=1", "train.meta_steps=3", "train.meta_batch=2",
+                     *EPISODES],
     "mnist1d-multitask": MNIST1D,
     "mnist1d-oneshot": MNIST1D + EPISODES + ["model.channels=[8, 8]"],
     "seg2d-unet": ["data.size=32", "data.num_train=8", "data.num_test=4", "data.val_fraction=0.25",
@@ -47,13 +48,30 @@ def test_predicted_metric_names_are_the_keys_a_run_records(name, home_ledger):
     result = train(recipe, ledger=home_ledger, progress=False)
     assert set(predicted) == set(result.metrics), (sorted(set(predicted) - set(result.metrics)),
                                                    sorted(set(result.metrics) - set(predicted)))
-    if recipe.ablate.tricks:  # the metric the recipe's study compares exists, in every variant
-        from dltricks.tricks.catalogue import get
+    if recipe.ablate.tricks:  # the metric the recipe's study compares exists
+        assert (recipe.ablate.metric or recipe.eval.metric) in predicted
 
-        metric = recipe.ablate.metric or recipe.eval.metric
-        assert metric in predicted
-        for trick in recipe.ablate.tricks:
-            assert metric in metric_names(recipe.patch(get(trick).on)), trick
+
+# the runs a study's variant learns from, made tiny too (their bundled sizes train for minutes)
+REFERENCES = {"model.init_from": "mnist1d-pretrain-0to4", "train.teacher": "mnist1d-teacher"}
+
+
+@pytest.mark.parametrize("name", [n for n in bundled_recipes() if Recipe.load(n).ablate.tricks])
+def test_every_variant_of_a_bundled_study_records_the_predicted_names(name, home_ledger, tmp_path):
+    from dltricks.tricks.catalogue import get
+
+    recipe = tiny(name)
+    for trick in recipe.ablate.tricks:
+        patch = dict(get(trick).on)
+        for key, ref in REFERENCES.items():
+            if key in patch:
+                (tmp_path / f"{ref}.toml").write_text(tiny(ref).to_toml())
+                patch[key] = f"recipe:{tmp_path / ref}.toml"
+        variant = recipe.patch(patch)
+        predicted = metric_names(variant)
+        assert (recipe.ablate.metric or recipe.eval.metric) in predicted, trick
+        recorded = train(variant, ledger=home_ledger, progress=False).metrics
+        assert set(predicted) == set(recorded), (trick, sorted(set(predicted) ^ set(recorded)))
 
 
 def test_target_domain_metrics_are_known_before_training(home_ledger):
