@@ -20,7 +20,7 @@ from dltricks.compress.sparse import SparseLinear
 from dltricks.compress.store import flatten_state, unflatten_state
 from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
-from dltricks.loop.from_run import model_from_run
+from dltricks.methods.build import model_from_run
 from dltricks.recipe import CompressSpec, Recipe
 from dltricks.runner.run import make_task, train
 

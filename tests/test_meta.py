@@ -179,7 +179,7 @@ def test_episodes_relabel_a_fresh_draw_of_classes_in_every_episode():
 
 
 def test_maml_on_episodes_matches_autograd_with_cross_entropy_and_batch_statistics():
-    from dltricks.loop.adaptation import batch_statistics
+    from dltricks.methods.adaptation import batch_statistics
 
     model, (batch, _) = conv_bn(), episodes(n=3, k=2)
     running = model[1].running_mean.clone()
@@ -221,7 +221,7 @@ def test_maml_on_episodes_matches_autograd_with_cross_entropy_and_batch_statisti
 
 
 def test_adapting_scores_each_episode_after_each_number_of_steps():
-    from dltricks.loop.adaptation import post_update_scores
+    from dltricks.methods.adaptation import post_update_scores
 
     model, (batch, _) = conv_bn(), episodes(n=7, k=3, q=4)
     scores = post_update_scores(model, batch, [1, 3], lr=0.5, chunk=3)  # chunks of 3, 3 and 1 episodes

@@ -167,8 +167,8 @@ def test_two_workers_that_need_the_same_recipe_run_at_once_train_it_once(ledger_
 
     path = tmp_path / "pre.toml"
     path.write_text(Recipe.load("mnist1d-cnn", SMALL + ["train.epochs=3", "name=pre"]).to_toml())
-    code = ("from dltricks.ledger import Ledger; from dltricks.loop.from_run import resolve_run_ref; "
-            f"print(resolve_run_ref(Ledger(), 'recipe:{path}'))")
+    code = ("from dltricks.ledger import Ledger; from dltricks.runner.references import resolve_run_ref; "
+            f"from dltricks.runner import train; print(resolve_run_ref(Ledger(), 'recipe:{path}', train))")
     env = {**os.environ, "DLTRICKS_HOME": str(ledger_home)}
     env.pop("DLTRICKS_LEDGER", None)
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ledger_home, stdout=subprocess.PIPE,

@@ -332,6 +332,42 @@ def test_diverging_sgd_fails_and_the_ledger_says_why(ledger_home, monkeypatch):
     assert run.finished is not None
 
 
+def test_problems_found_before_the_first_step_record_no_run(ledger_home, monkeypatch, tmp_path):
+    """Issue 20.5: unreadable data, shapes that do not fit and a recipe a method refuses leave the ledger
+    empty (each once added a `failed` row); the same ledger then records a good run as usual."""
+    import numpy as np
+
+    from dltricks.ledger import Ledger
+    from dltricks.nn import register_model
+    from dltricks.recipe import ModelSpec, Recipe
+    from dltricks.runner.run import train
+
+    class WrongWidthSpec(ModelSpec):
+        name: str = "test_wrong_width"
+
+    # a model that builds but whose first layer does not take the data's width (fails on its first step)
+    register_model("test_wrong_width", WrongWidthSpec)(lambda spec, in_shape, k: nn.Sequential(nn.Flatten(),
+                                                                                               nn.Linear(7, k)))
+    monkeypatch.setenv("DLTRICKS_CACHE", str(ledger_home / "cache"))
+    (tmp_path / "bad.csv").write_bytes(b"a,label\n1,x\n\xff\xfe,\x00\n")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip archive")
+    np.savez(tmp_path / "short.npz", x=np.zeros((10, 5), np.float32), y=np.zeros(7, np.int64))
+    ledger = Ledger()
+    bad = [Recipe.load("mnist1d-mlp", [f"data={{name='csv', path='{tmp_path / 'bad.csv'}'}}"]),
+           Recipe.load("mnist1d-mlp", [f"data={{name='npz', path='{tmp_path / 'bad.npz'}'}}"]),
+           Recipe.load("mnist1d-mlp", [f"data={{name='npz', path='{tmp_path / 'short.npz'}'}}"]),
+           Recipe.load("mnist1d-mlp", ["data.num_samples=200", "train.domain_adaptation='dann'"]),
+           Recipe.load("mnist1d-mlp", ["data.num_samples=200", "model={name='test_wrong_width'}"])]
+    for recipe, why in zip(bad, ["bad.csv", "bad.npz", "short.npz", "needs a target domain",
+                                       "'test_wrong_width' cannot run on input \\(1, 40\\)"]):
+        with pytest.raises(DltricksError, match=why):
+            train(recipe, ledger=ledger, progress=False)
+    assert ledger.runs() == []
+    good = train(Recipe.load("mnist1d-mlp", ["data.num_samples=200", "train.epochs=1"]), ledger=ledger,
+                 progress=False)
+    assert [r.id for r in ledger.runs()] == [good.run_id] and good.status == "completed"
+
+
 def test_bad_options_are_one_line_errors():
     x, y = blobs(32)
     with pytest.raises(DltricksError, match="unknown key weight_decai.*did you mean weight_decay"):

@@ -11,7 +11,7 @@ import torch
 from dltricks.data import load_data
 from dltricks.data.zsl1d import ATTRIBUTES, class_table
 from dltricks.errors import DltricksError
-from dltricks.loop.zeroshot import dap_scores, eszsl_fit, eszsl_scores, per_class_accuracy
+from dltricks.methods.zeroshot import dap_scores, eszsl_fit, eszsl_scores, per_class_accuracy
 from dltricks.recipe import Recipe
 from dltricks.runner.run import metric_names, train
 from dltricks.tricks.catalogue import get

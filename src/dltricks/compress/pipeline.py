@@ -60,7 +60,7 @@ def finetuner(recipe: Recipe, bundle: DataBundle, task: Task, epochs: int, *, pr
 
 
 def _initial_weights(recipe: Recipe, bundle: DataBundle) -> dict[str, torch.Tensor]:
-    """The weights the run started from: :func:`dltricks.runner.run.build` seeds the init with the recipe's seed."""
+    """The weights the run started from: :func:`dltricks.methods.build.build` seeds the init with the recipe's seed."""
     torch.manual_seed(recipe.seed)
     return build_model(recipe.model, bundle.in_shape, bundle.num_classes).state_dict()
 

@@ -25,9 +25,9 @@ from dltricks.compress.prune import sparsity
 from dltricks.compress.store import load_compressed, save_compressed
 from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
-from dltricks.loop.from_run import completed_run, model_from_run
+from dltricks.loop.from_run import completed_run
+from dltricks.methods.build import make_task, model_from_run
 from dltricks.recipe import CompressSpec, Recipe
-from dltricks.runner.run import register_compressor
 
 __all__ = ["CompressResult", "compress_run", "compress_trained", "compressed_model", "variant_specs"]
 
@@ -54,7 +54,6 @@ def compress_run(ledger: Ledger, run_id: str, specs: list[CompressSpec], *, prog
                  out: str | Path | None = None, rounds: int = 5, threads: int = 1) -> CompressResult:
     """Compress the completed run ``run_id`` once per spec; record every variant; write the report."""
     from dltricks.compress.report import write_report
-    from dltricks.runner.run import make_task
 
     if not specs:
         raise DltricksError("nothing to compress: give --quantize and/or --prune (see `dltricks compress --help`)")
@@ -117,12 +116,11 @@ def compress_run(ledger: Ledger, run_id: str, specs: list[CompressSpec], *, prog
     return result
 
 
-@register_compressor
 def compress_trained(model: nn.Module, recipe: Recipe, bundle, task, run_dir: Path, *, progress: bool = False
                      ) -> tuple[nn.Module, Path, dict[str, float], dict[str, list[float]]]:
-    """The recipe route (``[compress]`` in a recipe): compress a model just trained by
-    :func:`dltricks.runner.run.train`, save it in ``run_dir``, and return the compressed model, its weights
-    file, its size and latency metrics and the fine-tuning curves."""
+    """The recipe route (``[compress]`` in a recipe): compress a model just trained by the recipe runner
+    (:func:`dltricks.runner.run.train`), save it in ``run_dir``, and return the compressed model, its
+    weights file, its size and latency metrics and the fine-tuning curves."""
     from dltricks.analysis.cost import measure_latency
 
     model, desc, curves = compress_model(model, recipe, bundle, task, recipe.compress, progress=progress)

@@ -5,7 +5,7 @@ An episode picks N classes at random, relabels them 0..N-1 in the order drawn (s
 different class in every episode, and a learner cannot memorise the classes), and takes K "support" and
 ``queries`` "query" samples of each. :func:`draw_episodes` is the one place episodes are drawn: the
 meta-learners train on episodes of the base classes, and every learner is tested on the same episodes of
-the novel classes (:mod:`dltricks.loop.episodes`), so that their accuracies pair episode by episode.
+the novel classes (:mod:`dltricks.methods.episodes`), so that their accuracies pair episode by episode.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""What one training step computes: the :class:`Method` protocol, the plain supervised step, and the
-registry through which the learning set-ups in :mod:`dltricks.methods` reach the recipe runner.
+"""What one training step computes: the :class:`Method` protocol and the plain supervised step; the
+learning set-ups in :mod:`dltricks.methods` subclass it.
 
 The loop (:func:`dltricks.loop.training.fit`) knows only this protocol. A method may
 
@@ -17,16 +17,10 @@ The loop (:func:`dltricks.loop.training.fit`) knows only this protocol. A method
   safetensors). ``extra_state`` carries JSON scalars (counters) the same way.
 
 Episodic learners (MAML, prototypical networks) may own their outer loop but build on the same parts.
-
-Why a registry here: arrows point ``methods -> train``, so neither the loop nor :mod:`dltricks.runner.run`
-may import :mod:`dltricks.methods`. ``methods`` registers its factory with :func:`register_method_factory`
-when it imports, and :func:`method_for` imports it by name (as :mod:`dltricks.recipe` does for the
-dataset and model registries), so the runner gets the method a recipe asks for without an upward import.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +32,7 @@ from dltricks.loop.optim import param_groups as default_param_groups
 from dltricks.loop.tasks import Task
 from dltricks.recipe import TrainSpec
 
-__all__ = ["Batch", "Method", "Stream", "Supervised", "register_method_factory", "method_for"]
+__all__ = ["Batch", "Method", "Stream", "Supervised"]
 
 
 @dataclass
@@ -164,23 +158,3 @@ class Stream:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.gen.set_state(state["gen"])
         self.perm, self.pos = state["perm"].clone(), int(state["pos"])
-
-# (recipe, bundle, model, task, ledger, augmented) -> Method ; filled by dltricks.methods when it imports
-MethodFactory = Callable[..., Method]
-_FACTORY: list[MethodFactory] = []
-
-
-def register_method_factory(factory: MethodFactory) -> MethodFactory:
-    """``dltricks.methods`` registers the one function that turns a recipe into its method."""
-    _FACTORY[:] = [factory]
-    return factory
-
-
-def method_for(recipe: Any, bundle: Any, model: nn.Module, task: Task, ledger: Any = None,
-               augmented: bool = False, quiet: bool = False) -> Method:
-    """The method a recipe's keys ask for (the supervised step when none does). It may load weights
-    into ``model`` (``model.init_from``, said on stderr unless ``quiet``); ``augmented`` says whether
-    training batches are augmented."""
-    if not _FACTORY:
-        importlib.import_module("dltricks.methods")  # registers; a name, not an upward import
-    return _FACTORY[0](recipe, bundle, model, task, ledger, augmented, quiet)

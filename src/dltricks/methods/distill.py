@@ -24,11 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from dltricks.errors import DltricksError
-from dltricks.loop.from_run import model_from_run, resolve_run_ref
 from dltricks.loop.method import Batch, Method
 from dltricks.loop.tasks import Task
+from dltricks.methods.build import model_from_run
+from dltricks.methods.registry import Setup, register_method
 
-__all__ = ["Distill", "kd_loss"]
+__all__ = ["Distill", "Distillation", "kd_loss"]
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -112,7 +113,7 @@ class Distill(Method):
 
         t = recipe.train
         ledger = ledger or Ledger()
-        t_recipe, t_bundle, teacher = model_from_run(ledger, resolve_run_ref(ledger, t.teacher),
+        t_recipe, t_bundle, teacher = model_from_run(ledger, t.teacher,
                                                      why="a teacher is distilled")
         if bundle.task != t_bundle.task or bundle.num_classes != t_bundle.num_classes or \
                 (bundle.class_names or []) != (t_bundle.class_names or []):
@@ -154,3 +155,17 @@ class Distill(Method):
             for proj, (ts, tt) in zip(self.projectors, self.taps):
                 loss = loss + self.hint_weight * F.mse_loss(proj(ts.value.float()), tt.value.float())
         return loss, out
+
+
+@register_method("distill")
+class Distillation(Setup):
+    """Knowledge distillation from a completed run (``train.teacher``)."""
+
+    step_rank = 2
+
+    @classmethod
+    def selects(cls, recipe, bundle) -> bool:
+        return bool(recipe.train.teacher)
+
+    def step(self, model: nn.Module, task: Task, ledger: Any, augmented: bool) -> Method:
+        return Distill.from_recipe(self.recipe, self.bundle, model, task, ledger, augmented)

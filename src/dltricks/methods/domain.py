@@ -28,10 +28,11 @@ from torch import nn
 from dltricks.errors import DltricksError
 from dltricks.loop.method import Batch, Method
 from dltricks.loop.tasks import Task
+from dltricks.methods.registry import Setup, Trained, register_method
 from dltricks.methods.ssl import StreamStep, pseudo_label_loss
 
-__all__ = ["dann_lambda", "GradReverse", "coral_loss", "DomainStep", "SourceOnly", "DANN", "SelfTraining",
-           "CORAL", "from_recipe"]
+__all__ = ["TargetDomain", "dann_lambda", "GradReverse", "coral_loss", "DomainStep", "SourceOnly", "DANN",
+           "SelfTraining", "CORAL", "from_recipe", "domain_step", "records_oracle"]
 
 
 def dann_lambda(progress: float) -> float:
@@ -204,3 +205,56 @@ def from_recipe(recipe: Any, bundle: Any, model: nn.Module, task: Task) -> Metho
                             threshold=t.confidence_threshold, **kw)
     cls = {"dann": DANN, "coral": CORAL}[kind]
     return cls(task, model, bundle, weight=t.domain_weight, **kw)
+
+
+def domain_step(recipe: Any, bundle: Any) -> bool:
+    """Whether the run's step is a :class:`DomainStep`: ``train.domain_adaptation``, or a target domain
+    with no other set-up (a teacher, multi-task weighting, semi-supervised, meta) taking the step."""
+    t = recipe.train
+    other = bool(t.teacher) or t.task_weighting != "fixed" or t.pcgrad or t.semi_supervised != "none" \
+        or t.meta != "none"
+    return t.domain_adaptation != "none" or (bundle.target_unlabelled is not None and not other)
+
+
+def records_oracle(recipe: Any, bundle: Any) -> bool:
+    """Whether the step records the oracle curves: a :class:`DomainStep` with a labelled target validation split."""
+    return domain_step(recipe, bundle) and bundle.target_val is not None
+
+
+@register_method("domain_adaptation")
+class TargetDomain(Setup):
+    """A ``[data.target]`` domain: its labelled test split scores the trained model (``test_target_*``,
+    its labels serve only here), and the step's oracle curves give ``oracle_*`` (see :class:`DomainStep`)."""
+
+    step_rank = 3
+
+    @classmethod
+    def selects(cls, recipe, bundle) -> bool:
+        return bundle.target_test is not None or recipe.train.domain_adaptation != "none"
+
+    def takes_step(self) -> bool:
+        return domain_step(self.recipe, self.bundle)
+
+    def step(self, model: nn.Module, task: Task, ledger: Any, augmented: bool) -> Method:
+        return from_recipe(self.recipe, self.bundle, model, task)
+
+    def metric_names(self, model: nn.Module, task: Task) -> list[str]:
+        from dltricks.loop.training import evaluate
+
+        if self.bundle.target_test is None:
+            return []
+        x, y = self.bundle.target_test
+        names = [f"test_target_{k}" for k in evaluate(model, (x[:4], y[:4]), task, batch_size=4, device="cpu")]
+        if records_oracle(self.recipe, self.bundle):
+            names += ["oracle_val_target_accuracy", "oracle_test_target_accuracy"]
+        return names
+
+    def metrics(self, run: Trained) -> dict[str, float]:
+        from dltricks.loop.training import evaluate
+
+        if self.bundle.target_test is None:
+            return {}
+        out = {f"test_target_{k}": v for k, v in evaluate(run.model, self.bundle.target_test, run.task,
+                                                          **run.eval_kw()).items()}
+        out.update({k: v[-1] for k, v in run.history.curves.items() if k.startswith("oracle_")})
+        return out

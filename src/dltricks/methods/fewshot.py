@@ -13,6 +13,7 @@ import torch
 from dltricks.errors import DltricksError
 from dltricks.loop.method import Method
 from dltricks.loop.tasks import Task
+from dltricks.methods.registry import Setup, register_method
 
 
 class ClassBalanced(Method):
@@ -52,3 +53,38 @@ class ClassBalanced(Method):
                 idx = self.by_class[c]
                 blocks.append(idx[torch.randperm(len(idx), generator=g)[:self.k]])
         return torch.cat(blocks)
+
+
+@register_method("metric_learning")
+class MetricLearning(Setup):
+    """An embedding head trained by a metric loss (``model.embedding_dim`` with ``train.metric_loss``)."""
+
+    @classmethod
+    def selects(cls, recipe, bundle) -> bool:
+        return (recipe.train.metric_loss != "none" or bool(recipe.model.embedding_dim)) \
+            and recipe.train.zero_shot != "dap" and bundle.task == "classification" and not bundle.targets
+
+    def task(self):
+        from dltricks.loop.metric import MetricTask
+
+        t = self.recipe.train
+        if t.metric_loss == "none" or not self.recipe.model.embedding_dim:
+            raise DltricksError("train.metric_loss and model.embedding_dim go together: an embedding model is "
+                                "trained by a metric loss (e.g. model.embedding_dim = 64, train.metric_loss = "
+                                "'triplet'); set both or neither")
+        return MetricTask(t.metric_loss, t.metric_margin)
+
+
+@register_method("class_balanced")
+class ClassBalancedBatches(Setup):
+    """P x K batches (``train.pk_samples``) for metric learning."""
+
+    step_rank = 1
+
+    @classmethod
+    def selects(cls, recipe, bundle) -> bool:
+        return bool(recipe.train.pk_samples)
+
+    def step(self, model, task: Task, ledger, augmented: bool) -> Method:
+        t = self.recipe.train
+        return ClassBalanced(task, self.bundle.train[1], t.batch_size, t.pk_samples, self.bundle.class_names)

@@ -12,7 +12,7 @@ Two task families: the sinusoid regression tasks of the MAML paper (``data.name 
 N-way K-shot classification episodes of the base classes when ``data.novel_classes`` holds classes out
 (``eval.n_way``, the smallest of ``eval.shots``, ``eval.queries``; the model's head has N outputs, and a
 label means another class in every episode). BatchNorm layers use each batch's own statistics while
-meta-learning and adapting (:func:`~dltricks.loop.adaptation.batch_statistics`).
+meta-learning and adapting (:func:`~dltricks.methods.adaptation.batch_statistics`).
 
 The learner owns its outer loop (meta-updates instead of epochs over a dataset) but is built from the
 named parts of :func:`dltricks.loop.training.fit` (:class:`~dltricks.loop.parts.Loop`): the recipe's
@@ -31,19 +31,20 @@ from torch import nn
 from torch.func import vmap
 
 from dltricks.errors import DltricksError
-from dltricks.loop.adaptation import adapt, batch_statistics, post_update_metrics, task_loss
 from dltricks.loop.evaluation import resolve_device
 from dltricks.loop.method import Method
 from dltricks.loop.optim import build_optimizer
 from dltricks.loop.parts import History, Loop
 from dltricks.loop.schedules import build_scheduler
 from dltricks.loop.tasks import Task
+from dltricks.methods.adaptation import adapt, batch_statistics, post_update_metrics, task_loss
+from dltricks.methods.registry import Setup, register_method
 from dltricks.recipe import EvalSpec, TrainSpec
 
 if TYPE_CHECKING:
     from dltricks.data.episodes import EpisodeBatch, Episodes
 
-__all__ = ["MetaLearner", "meta_loss", "base_episodes"]
+__all__ = ["MetaLearner", "MetaLearning", "meta_loss", "base_episodes"]
 
 
 def meta_loss(model: nn.Module, params: dict[str, torch.Tensor], batch, algo: str, steps: int,
@@ -135,7 +136,7 @@ def base_episodes(bundle: Any, spec: EvalSpec, seed: int) -> tuple[Episodes, Epi
     """The episodes to meta-train on, of the base (training) classes, and fixed validation episodes of
     the validation split (none without one); N-way with the fewest of ``eval.shots`` as in testing."""
     from dltricks.data.episodes import Episodes
-    from dltricks.loop.episodes import check_episodes
+    from dltricks.methods.episodes import check_episodes
 
     k = min(spec.shots)
     (x, y), names = bundle.train, bundle.class_names
@@ -146,3 +147,20 @@ def base_episodes(bundle: Any, spec: EvalSpec, seed: int) -> tuple[Episodes, Epi
     check_episodes(bundle.val[1], spec.n_way, [k], spec.queries, names, what="the validation split")
     val = Episodes(*bundle.val, spec.n_way, k, spec.queries).sample(50, torch.Generator().manual_seed(777_767 + seed))
     return family, val
+
+
+@register_method("meta")
+class MetaLearning(Setup):
+    """MAML, first-order MAML or Reptile (``train.meta``): the step owns its outer loop. Its evaluation is
+    that of its data: a task family's post-update errors (:class:`~dltricks.methods.adaptation.TaskFamily`)
+    or few-shot episodes of held-out classes (:class:`~dltricks.methods.episodes.FewShot`)."""
+
+    step_rank = 4
+
+    @classmethod
+    def selects(cls, recipe, bundle) -> bool:
+        return recipe.train.meta != "none"
+
+    def step(self, model: nn.Module, task: Task, ledger: Any, augmented: bool) -> Method:
+        r = self.recipe
+        return MetaLearner(task, self.bundle, r.train, r.eval.adapt_steps, r.eval, r.seed)

@@ -20,6 +20,7 @@ from torch import nn
 from dltricks.errors import DltricksError
 from dltricks.loop.method import Batch, Method
 from dltricks.loop.targets import Targets
+from dltricks.methods.registry import Setup, register_method
 
 
 class LogVariances(nn.Module):
@@ -95,3 +96,18 @@ def _pcgrad_surrogate(model: nn.Module, terms: list[torch.Tensor], total: torch.
         sur = sur + (p * g[offset:offset + n].view_as(p)).sum()
         offset += n
     return total.detach() + (sur - sur.detach())
+
+
+@register_method("multitask")
+class MultiTaskWeighting(Setup):
+    """Several targets weighted by learnt uncertainty or balanced by PCGrad (``train.task_weighting``,
+    ``train.pcgrad``)."""
+
+    step_rank = 2
+
+    @classmethod
+    def selects(cls, recipe, bundle) -> bool:
+        return recipe.train.task_weighting != "fixed" or recipe.train.pcgrad
+
+    def step(self, model: nn.Module, task, ledger, augmented: bool) -> Method:
+        return MultiTask(task, model, self.recipe)

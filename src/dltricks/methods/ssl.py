@@ -31,8 +31,9 @@ from torch import nn
 from dltricks.errors import DltricksError
 from dltricks.loop.method import Batch, Method, Stream
 from dltricks.loop.tasks import Task
+from dltricks.methods.registry import Setup, register_method
 
-__all__ = ["sigmoid_rampup", "pseudo_label_loss", "views", "StreamStep", "PseudoLabel", "PiModel",
+__all__ = ["SemiSupervised", "sigmoid_rampup", "pseudo_label_loss", "views", "StreamStep", "PseudoLabel", "PiModel",
            "MeanTeacher", "FixMatch", "from_recipe"]
 
 View = Callable[[torch.Tensor], torch.Tensor]
@@ -251,3 +252,17 @@ def from_recipe(recipe: Any, bundle: Any, model: nn.Module, task: Task) -> Metho
         return MeanTeacher(task, model, bundle.unlabelled, ema_decay=t.ema_decay, **kw)
     cls = {"pseudo_label": PseudoLabel, "pi_model": PiModel, "fixmatch": FixMatch}[kind]
     return cls(task, bundle.unlabelled, **kw)
+
+
+@register_method("semi_supervised")
+class SemiSupervised(Setup):
+    """Labelled and unlabelled data together (``train.semi_supervised``)."""
+
+    step_rank = 3
+
+    @classmethod
+    def selects(cls, recipe, bundle) -> bool:
+        return recipe.train.semi_supervised != "none"
+
+    def step(self, model: nn.Module, task: Task, ledger: Any, augmented: bool) -> Method:
+        return from_recipe(self.recipe, self.bundle, model, task)

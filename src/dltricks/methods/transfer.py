@@ -22,12 +22,13 @@ from rich.console import Console
 from torch import nn
 
 from dltricks.errors import DltricksError
-from dltricks.loop.from_run import resolve_run_ref, run_weights
+from dltricks.loop.from_run import run_weights
 from dltricks.loop.method import Batch, Method
 from dltricks.loop.optim import _NORMS
+from dltricks.methods.registry import Setup, register_method
 from dltricks.recipe import TrainSpec
 
-__all__ = ["init_from", "load_matching", "layer_groups", "head_name", "FineTune"]
+__all__ = ["Transfer", "init_from", "load_matching", "layer_groups", "head_name", "FineTune"]
 
 _WEIGHT_LAYERS = (nn.Linear, nn.modules.conv._ConvNd, nn.MultiheadAttention, nn.RNNBase, nn.Embedding)
 
@@ -86,7 +87,7 @@ def init_from(model: nn.Module, ref: str, ledger: Any, bundle: Any = None, quiet
     from dltricks.ledger import Ledger
 
     ledger = ledger or Ledger()
-    rec, state = run_weights(ledger, resolve_run_ref(ledger, ref))
+    rec, state = run_weights(ledger, ref)
     source = f"model.init_from = {ref!r}" + (f" (run {rec.id})" if rec else "")
     loaded, fresh = load_matching(model, state, source)
     if not quiet:
@@ -200,3 +201,26 @@ class FineTune(Method):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.inner.load_extra_state(state)
+
+
+@register_method("transfer")
+class Transfer(Setup):
+    """Fine-tuning: the model starts from a run's weights (``model.init_from``); frozen layers, layer-wise
+    rates and gradual unfreezing (``train.freeze``, ``train.layer_lr_decay``, ``train.unfreeze_every``)
+    wrap whichever step trains it."""
+
+    @classmethod
+    def selects(cls, recipe, bundle) -> bool:
+        t = recipe.train
+        return bool(recipe.model.init_from or t.freeze or t.layer_lr_decay < 1.0 or t.unfreeze_every)
+
+    def prepare_model(self, model: nn.Module, ledger: Any, quiet: bool) -> None:
+        if self.recipe.model.init_from:
+            init_from(model, self.recipe.model.init_from, ledger, self.bundle, quiet=quiet)
+
+    def wrap(self, step: Method, model: nn.Module) -> Method:
+        t = self.recipe.train
+        # a learner with its own outer loop (meta-learning) has no epochs of the loop to unfreeze over
+        if (t.freeze or t.layer_lr_decay < 1.0 or t.unfreeze_every) and step.outer_loop() is None:
+            return FineTune(step, model, t)
+        return step

@@ -36,7 +36,7 @@ class EvalSpec(Section):
                         "domain's test inputs: a shift of the data)")
     plots: bool = Field(False, description="write the reliability diagram (and, for 1D inputs, the "
                                            "predictive intervals) as PNGs beside the run")
-    # few-shot episodes on data.novel_classes (dltricks.loop.episodes)
+    # few-shot episodes on data.novel_classes (dltricks.methods.episodes)
     n_way: int = Field(5, ge=2, description="classes per few-shot episode")
     shots: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 5], min_length=1,
                                                      description="K of the N-way K-shot episodes")

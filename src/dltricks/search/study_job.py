@@ -61,6 +61,10 @@ class StudyJob:
             raise KeyboardInterrupt from None
         except (RunFailed, DltricksError) as e:  # NaN, a bad patch: a result, not a reason to stop
             failure = str(e)
+            try:
+                self.ledger.get(run_id)
+            except DltricksError:  # refused before its first step: the ledger has no run
+                started = False
         if claims.still_mine(self.ledger, claim):
             # A bad patch never reaches the ledger: the trial then names no run.
             st.record(self.study, self.definition, cell, variant.name, seed, run_id=run_id if started else None,

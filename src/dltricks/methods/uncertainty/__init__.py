@@ -3,7 +3,7 @@ approximation and a Gaussian-process head, with NLL, Brier, ECE, reliability dia
 regression intervals. Chosen by ``eval`` keys; every run's final metrics go through
 :func:`~dltricks.methods.uncertainty.evaluate.evaluate_uncertainty` (registered with the trainer)."""
 
-from dltricks.methods.uncertainty.ensemble import ensemble_of_runs
 from dltricks.methods.uncertainty.evaluate import evaluate_uncertainty  # noqa: F401  (registers)
+from dltricks.methods.uncertainty.of_runs import ensemble_of_runs
 
 __all__ = ["evaluate_uncertainty", "ensemble_of_runs"]

@@ -1,5 +1,5 @@
 """The uncertainty and calibration metrics of a run: its predictive distribution, chosen by the
-recipe's ``eval`` keys, scored on the test split. Registered with :mod:`dltricks.loop.predictive`, so
+recipe's ``eval`` keys, scored on the test split. Registered as the set-up ``uncertainty``, so
 every classification and single-target regression run reports them.
 
 Classification: ``test_accuracy``, ``test_nll``, ``test_brier``, ``test_ece`` (equal-width bins: the
@@ -23,11 +23,12 @@ from torch import nn
 
 from dltricks.errors import DltricksError
 from dltricks.loop import calibration as cal
-from dltricks.loop.predictive import register_uncertainty
 from dltricks.loop.training import eval_batch_size
+from dltricks.methods.registry import Setup, Trained, register_method
 from dltricks.methods.uncertainty.predictive import Ensemble, MCDropout, Plain, Predictive
 
-__all__ = ["evaluate_uncertainty", "check_recipe", "build_predictive", "predict", "ood_inputs", "asked_methods"]
+__all__ = ["Uncertainty", "evaluate_uncertainty", "check_recipe", "build_predictive", "predict", "ood_inputs",
+           "asked_methods"]
 
 _NOISE_POINTS = 4000
 
@@ -279,4 +280,26 @@ def metric_names(recipe: Any, bundle: Any, task: Any) -> list[str]:
     return names + (["test_ood_auroc"] if e.ood else [])
 
 
-register_uncertainty(evaluate_uncertainty, check_recipe, metric_names)
+
+
+@register_method("uncertainty")
+class Uncertainty(Setup):
+    """The recipe's predictive distribution (``eval.*`` keys) scored on the test split; its values replace
+    the plain model's of the same name (``test_ece`` is that of the temperature-scaled model, say)."""
+
+    order = 90
+    on_test_split = True
+
+    @classmethod
+    def selects(cls, recipe, bundle) -> bool:
+        return True
+
+    def check_model(self, model: nn.Module, task: Any) -> None:
+        check_recipe(self.recipe, self.bundle, model, task)
+
+    def metric_names(self, model: nn.Module, task: Any) -> list[str]:
+        return metric_names(self.recipe, self.bundle, task)
+
+    def metrics(self, run: Trained) -> dict[str, float]:
+        return evaluate_uncertainty(self.recipe, self.bundle, run.model, run.task, run.device, run_dir=run.run_dir,
+                                    ledger=run.ledger, progress=run.progress)

@@ -12,7 +12,7 @@ last linear layer, i.e. the baseline of Chen et al. 2019 ("A closer look at few-
 train a classifier on the base classes, then nearest centroid on its penultimate features.
 
 A meta-learned model (``train.meta``) is scored on the same episodes by adapting to each support instead
-(:func:`dltricks.loop.adaptation.post_update_scores`).
+(:func:`dltricks.methods.adaptation.post_update_scores`).
 
 Metrics (``test_`` prefixed by the runner): ``{N}way_{K}shot_accuracy`` and ``{N}way_{K}shot_ci95`` for
 each K in ``eval.shots`` (for a meta-learner also ``{N}way_{K}shot_accuracy_{S}step`` for each S in
@@ -30,10 +30,12 @@ from torch import nn
 
 from dltricks.data.episodes import draw_episodes, gather
 from dltricks.errors import DltricksError
-from dltricks.loop.adaptation import batch_statistics, post_update_scores
-from dltricks.loop.metric import recall_at_1
+from dltricks.loop.metric import NORMALISED, recall_at_1
+from dltricks.methods.adaptation import batch_statistics, plot_episode_adaptation, post_update_scores
+from dltricks.methods.registry import Setup, Trained, register_method
 
-__all__ = ["features", "novel_episodes", "episode_accuracy", "fewshot_metrics", "check_episodes", "mean_ci95"]
+__all__ = ["features", "novel_episodes", "episode_accuracy", "fewshot_metrics", "check_episodes", "mean_ci95",
+           "meta_episodes", "FewShot"]
 
 
 @torch.no_grad()
@@ -167,3 +169,66 @@ def fewshot_metrics(model: nn.Module, novel: tuple[torch.Tensor, torch.Tensor], 
         out[f"{n_way}way_{k}shot_accuracy"], out[f"{n_way}way_{k}shot_ci95"] = mean, ci
     out["novel_recall_at_1"] = recall_at_1(F.normalize(z, dim=1) if normalise else z, y)
     return out
+
+
+def meta_episodes(recipe, bundle) -> bool:
+    """A meta-learner on few-shot episodes (``train.meta`` with ``data.novel_classes``): its head has
+    ``eval.n_way`` outputs whose meaning changes with every episode, so it has no plain test accuracy;
+    it is scored by adapting to the novel classes' episodes."""
+    return recipe.train.meta != "none" and bundle.tasks is None and bundle.novel is not None
+
+
+@register_method("few_shot")
+class FewShot(Setup):
+    """Few-shot episodes on the classes held out of training (``data.novel_classes``): N-way K-shot
+    accuracy with 95% intervals and recall@1; a meta-learner's episodic head is adapted per episode."""
+
+    @classmethod
+    def selects(cls, recipe, bundle) -> bool:
+        return bundle.novel is not None and recipe.train.zero_shot != "dap"
+
+    @property
+    def episodic(self) -> bool:
+        return meta_episodes(self.recipe, self.bundle)
+
+    def check(self) -> None:  # before training, not after it
+        e = self.recipe.eval
+        check_episodes(self.bundle.novel[1], e.n_way, e.shots, e.queries, self.bundle.novel_names)
+
+    def head_width(self) -> int | None:
+        # one output per class of an episode, whichever classes it holds
+        return self.recipe.eval.n_way if self.episodic else None
+
+    @property
+    def replaces_test_metrics(self) -> bool:  # type: ignore[override]
+        return self.episodic
+
+    def metric_names(self, model, task) -> list[str]:
+        e, names = self.recipe.eval, []
+        steps = e.adapt_steps if self.episodic else []
+        for k in e.shots:
+            names += [f"test_{e.n_way}way_{k}shot_accuracy", f"test_{e.n_way}way_{k}shot_ci95"]
+            names += [f"test_{e.n_way}way_{k}shot_accuracy_{s}step" for s in steps]
+        return names + ["test_novel_recall_at_1"]
+
+    def metrics(self, run: Trained) -> dict[str, float]:
+        e, t = self.recipe.eval, self.recipe.train
+        fs = fewshot_metrics(run.model, self.bundle.novel, embedding=bool(self.recipe.model.embedding_dim),
+                             n_way=e.n_way, shots=e.shots, queries=e.queries, episodes=e.episodes,
+                             seed=self.recipe.seed, normalise=t.metric_loss in NORMALISED,
+                             names=self.bundle.novel_names, device=run.device, head=e.episode_head,
+                             adapt_steps=e.adapt_steps if self.episodic else None,
+                             inner_steps=t.inner_steps, inner_lr=t.inner_lr)
+        return {f"test_{k}": v for k, v in fs.items()}
+
+    def figures(self, run: Trained, metrics: dict[str, float]) -> None:
+        if not self.episodic or run.run_dir is None:
+            return
+        # accuracy against adaptation steps, on 200 of the test episodes
+        e, t = self.recipe.eval, self.recipe.train
+        x, y = self.bundle.novel
+        batches = {k: gather(x, novel_episodes(y, e.n_way, k, e.queries, min(e.episodes, 200), self.recipe.seed), k)
+                   for k in e.shots}
+        plot_episode_adaptation(run.model, batches, max(*e.adapt_steps, t.inner_steps), t.inner_lr,
+                                run.run_dir / "adaptation.png", t.inner_steps,
+                                f"{self.recipe.name}: train.meta = {t.meta}")

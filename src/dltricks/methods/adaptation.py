@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-__all__ = ["task_loss", "adapt", "batch_statistics", "post_update_scores", "post_update_metrics",
+from dltricks.methods.registry import Setup, Trained, register_method
+
+__all__ = ["TaskFamily", "task_loss", "adapt", "batch_statistics", "post_update_scores", "post_update_metrics",
            "plot_adaptation", "plot_episode_adaptation"]
 
 
@@ -170,3 +172,26 @@ def plot_episode_adaptation(model: nn.Module, episodes: dict[int, object], steps
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+@register_method("task_family")
+class TaskFamily(Setup):
+    """A family of tasks (``data.name = "sinusoid"``): the error on each test task before and after a few
+    gradient steps on its support points, and the MAML paper's pre/post-update figure."""
+
+    @classmethod
+    def selects(cls, recipe, bundle) -> bool:
+        return bundle.test_tasks is not None
+
+    def metric_names(self, model, task) -> list[str]:
+        return ["test_pre_update_mse"] + [f"test_post_update_mse_{s}step" for s in self.recipe.eval.adapt_steps]
+
+    def metrics(self, run: Trained) -> dict[str, float]:
+        adapted = post_update_metrics(run.model, self.bundle.test_tasks, self.recipe.eval.adapt_steps,
+                                      self.recipe.train.inner_lr)
+        return {f"test_{k}": v for k, v in adapted.items()}
+
+    def figures(self, run: Trained, metrics: dict[str, float]) -> None:
+        if run.run_dir is not None:
+            plot_adaptation(run.model, self.bundle.tasks, self.bundle.test_tasks, self.recipe.eval.adapt_steps,
+                            self.recipe.train.inner_lr, run.run_dir / "adaptation.png")

@@ -22,10 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from dltricks.errors import DltricksError
-from dltricks.loop.episodes import features
+from dltricks.methods.episodes import features
+from dltricks.methods.registry import Setup, Trained, register_method
 
-__all__ = ["AttributeTask", "dap_scores", "eszsl_fit", "eszsl_scores", "per_class_accuracy", "zero_shot_metrics",
-           "plot_zero_shot"]
+__all__ = ["AttributeTask", "ZeroShot", "dap_scores", "eszsl_fit", "eszsl_scores", "per_class_accuracy",
+           "zero_shot_metrics", "plot_zero_shot"]
 
 
 def dap_scores(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -142,3 +143,56 @@ def plot_zero_shot(metrics: dict[str, float], path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+_ZS_NAMES = ("zsl_accuracy", "gzsl_seen", "gzsl_unseen", "gzsl_h")
+
+
+@register_method("zero_shot")
+class ZeroShot(Setup):
+    """Held-out classes recognised from their attributes (``data.novel_classes`` with attributes;
+    ``train.zero_shot`` picks DAP or ESZSL). DAP trains the head on the attributes."""
+
+    @classmethod
+    def selects(cls, recipe, bundle) -> bool:
+        return recipe.train.zero_shot == "dap" or (bundle.novel is not None and bundle.attributes is not None)
+
+    def _dap(self) -> bool:
+        return self.recipe.train.zero_shot == "dap"
+
+    def head_width(self) -> int | None:
+        # DAP's head predicts the attributes, one logit each, instead of the classes
+        if self._dap() and self.bundle.attributes is not None:
+            return len(next(iter(self.bundle.attributes.values())))
+        return None
+
+    def task(self):
+        if not self._dap():
+            return None
+        recipe, t = self.recipe, self.recipe.train
+        seen, _ = seen_unseen(self.bundle)
+        if recipe.model.embedding_dim or t.metric_loss != "none":
+            raise DltricksError("train.zero_shot = 'dap' makes the head predict the attributes; it cannot also "
+                                "be an embedding (set model.embedding_dim = 0 and train.metric_loss = 'none')")
+        if seen.min() < 0 or seen.max() > 1:
+            raise DltricksError("train.zero_shot = 'dap' predicts attributes as probabilities: they must lie in "
+                                "[0, 1]; use train.zero_shot = 'eszsl' for real-valued attributes")
+        return AttributeTask(seen)
+
+    def _scored(self) -> bool:
+        return self.bundle.novel is not None and self.bundle.attributes is not None
+
+    def metric_names(self, model, task) -> list[str]:
+        return [f"test_{k}" for k in _ZS_NAMES] if self._scored() else []
+
+    def metrics(self, run: Trained) -> dict[str, float]:
+        if not self._scored():
+            return {}
+        t = self.recipe.train
+        zs = zero_shot_metrics(run.model, self.bundle, t.zero_shot, t.eszsl_gamma, t.eszsl_lambda, device=run.device)
+        return {f"test_{k}": v for k, v in zs.items()}
+
+    def figures(self, run: Trained, metrics: dict[str, float]) -> None:
+        if run.run_dir is not None and "test_gzsl_h" in metrics:
+            plot_zero_shot(metrics, run.run_dir / "zero_shot.png",
+                           f"{self.recipe.name}: train.zero_shot = {self.recipe.train.zero_shot}")
