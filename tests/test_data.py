@@ -503,14 +503,3 @@ def test_wine_with_the_default_csv_recipe_reaches_090(tmp_path, ledger_home):
     # read as it is (the 0.36): the same recipe without standardisation is far worse
     raw = train(recipe.patch({"data.standardize": False}), ledger=Ledger(), progress=False)
     assert raw.metrics["test_accuracy"] < result.metrics["test_accuracy"] - 0.2
-
-
-def test_no_import_circle_inside_data_or_analysis():
-    grimp = pytest.importorskip("grimp")  # the layer contract's tool (a dev dependency)
-    graph = grimp.build_graph("dltricks")
-    circles = []
-    for pkg in ("dltricks.data", "dltricks.analysis"):
-        mods = sorted(m for m in graph.modules if m.startswith(pkg + "."))
-        circles += [(a, b) for a in mods for b in mods if a != b and graph.direct_import_exists(importer=a, imported=b)
-                    and graph.chain_exists(importer=b, imported=a)]
-    assert not circles, circles
