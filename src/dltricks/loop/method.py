@@ -32,7 +32,7 @@ from dltricks.loop.optim import param_groups as default_param_groups
 from dltricks.loop.tasks import Task
 from dltricks.recipe import TrainSpec
 
-__all__ = ["Batch", "Method", "Stream", "Supervised"]
+__all__ = ["Batch", "Method", "Stream", "Supervised", "Wrapped"]
 
 
 @dataclass
@@ -122,6 +122,57 @@ class Method:
 
 
 Supervised = Method
+
+
+class Wrapped(Method):
+    """A step that changes another step (frozen layers, a flooded loss): every hook goes to ``inner``
+    unless the subclass overrides it."""
+
+    def __init__(self, inner: Method) -> None:
+        super().__init__(inner.task)
+        self.inner = inner
+
+    def modules(self) -> dict[str, nn.Module]:
+        return self.inner.modules()
+
+    def param_groups(self, model: nn.Module, cfg: TrainSpec) -> list[dict]:
+        return self.inner.param_groups(model, cfg)
+
+    def to(self, device: torch.device) -> None:
+        self.inner.to(device)
+
+    def start_epoch(self, model: nn.Module, epoch: int) -> None:
+        self.inner.start_epoch(model, epoch)
+
+    def order(self, batches: Any) -> torch.Tensor:
+        return self.inner.order(batches)
+
+    def outer_loop(self) -> Callable[..., Any] | None:
+        return self.inner.outer_loop()
+
+    def loss(self, model: nn.Module, batch: Batch, progress: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inner.loss(model, batch, progress)
+
+    def after_step(self, model: nn.Module) -> None:
+        self.inner.after_step(model)
+
+    def end_epoch(self) -> dict[str, float]:
+        return self.inner.end_epoch()
+
+    def finish(self, model: nn.Module) -> None:
+        self.inner.finish(model)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.inner.load_state_dict(state)
+
+    def extra_state(self) -> dict[str, Any]:
+        return self.inner.extra_state()
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.inner.load_extra_state(state)
 
 
 class Stream:

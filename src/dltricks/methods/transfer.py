@@ -23,7 +23,7 @@ from torch import nn
 
 from dltricks.errors import DltricksError
 from dltricks.loop.from_run import run_weights
-from dltricks.loop.method import Batch, Method
+from dltricks.loop.method import Method, Wrapped
 from dltricks.loop.optim import _NORMS
 from dltricks.methods.registry import Setup, register_method
 from dltricks.recipe import TrainSpec
@@ -98,14 +98,14 @@ def init_from(model: nn.Module, ref: str, ledger: Any, bundle: Any = None, quiet
     return loaded
 
 
-class FineTune(Method):
+class FineTune(Wrapped):
     """Wraps a step method with frozen layers, layer-wise rates and gradual unfreezing."""
 
     name = "fine_tune"
 
     def __init__(self, inner: Method, model: nn.Module, cfg: TrainSpec) -> None:
-        super().__init__(inner.task)
-        self.inner, self.cfg = inner, cfg
+        super().__init__(inner)
+        self.cfg = cfg
         self.groups = layer_groups(model)[::-1]  # top (head) first
         head = self.groups[0][0]
         prefixes = cfg.freeze
@@ -126,13 +126,7 @@ class FineTune(Method):
         self.always_frozen = {n for g in self.groups for n in g if frozen(n)}
         self.modules_by_name = dict(model.named_modules())
 
-    # ---- what trains -------------------------------------------------------------------------------------
-    def modules(self) -> dict[str, nn.Module]:
-        return self.inner.modules()
-
-    def order(self, batches):
-        return self.inner.order(batches)
-
+    # ---- what trains (the rest of the step is the inner method's) -----------------------------------------
     def param_groups(self, model: nn.Module, cfg: TrainSpec) -> list[dict]:
         out = []
         for depth, group in enumerate(self.groups):
@@ -173,34 +167,6 @@ class FineTune(Method):
                     p.requires_grad_(on)
                 if not on and isinstance(m, _NORMS):
                     m.eval()  # a frozen norm keeps its running statistics
-
-    # ---- the step: the inner method's -------------------------------------------------------------------
-    def loss(self, model: nn.Module, batch: Batch, progress: float):
-        return self.inner.loss(model, batch, progress)
-
-    def after_step(self, model: nn.Module) -> None:
-        self.inner.after_step(model)
-
-    def end_epoch(self) -> dict[str, float]:
-        return self.inner.end_epoch()
-
-    def finish(self, model: nn.Module) -> None:
-        self.inner.finish(model)
-
-    def to(self, device: torch.device) -> None:
-        self.inner.to(device)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.inner.load_state_dict(state)
-
-    def extra_state(self) -> dict[str, Any]:
-        return self.inner.extra_state()
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.inner.load_extra_state(state)
 
 
 @register_method("transfer")

@@ -30,6 +30,8 @@ class TrainSpec(Section):
     grad_clip: float = Field(0.0, ge=0.0, description="0 = off")
     grad_clip_mode: Literal["norm", "value"] = Field("norm", description="clip the gradients' global norm "
                                                                         "or each value to grad_clip")
+    flood_level: float = Field(0.0, ge=0.0, description="flooding: the training loss b that the step keeps "
+                               "floating around (|loss - b| + b: below b it climbs the gradient); 0 = off")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="share of the target spread over all "
                                                                     "classes; 0 = off")
     loss: Literal["ce", "dice", "ce_dice"] = Field("ce", description="dice and ce_dice for segmentation")
