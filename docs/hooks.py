@@ -148,9 +148,10 @@ def recipe_keys_page() -> str:
         "checks today. Set a key in a TOML file or with `-o section.key=value` (a TOML value). A dataset's",
         "or model's own keys apply when `data.name` or `model.name` selects it; switching the name starts",
         "that section from the new dataset's or model's defaults. `base = \"NAME\"` (a bundled recipe or a",
-        "path) is read before validation: the file inherits that recipe and overrides its keys. `[tune]` and `[nas]` also take search",
-        'dimensions: any dotted recipe key (`"train.lr" = { low = 1e-4, high = 0.1, log = true }` or a list',
-        "of choices), see [Tuning and architecture search](../search.md).",
+        "path) is read before validation: the file inherits that recipe and overrides its keys.",
+        '`[tune]` and `[nas]` also take search dimensions: any dotted recipe key',
+        '(`"train.lr" = { low = 1e-4, high = 0.1, log = true }` or a list of choices),',
+        "see [Tuning and architecture search](../search.md).",
         "",
     ]
     for heading, rows in _recipe_sections():
