@@ -6,5 +6,5 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[dev,docs]'
 .venv/bin/python -c "import torch, dltricks; print(f'dltricks {dltricks.__version__} ready (torch {torch.__version__})')"

@@ -1,0 +1,169 @@
+"""The documentation: generated reference pages cover the whole schema and catalogue; the site builds strictly;
+the README stays one page whose links resolve inside the repository."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def hooks():
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sections(page: str) -> dict[str, str]:
+    """``{"## heading": body}`` of a Markdown page, split at its second-level headings."""
+    parts = re.split(r"^(## .*)$", page, flags=re.M)
+    return {parts[i]: parts[i + 1] for i in range(1, len(parts), 2)}
+
+
+def keys_of(model: type[BaseModel], prefix: str) -> list[str]:
+    """Dotted keys of a pydantic model, nested tables included (the test's own walk, not the generator's)."""
+    out = []
+    for name, field in model.model_fields.items():
+        out.append(f"{prefix}.{name}")
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += keys_of(ann, f"{prefix}.{name}")
+    return out
+
+
+def variant_class(section: str, name: str) -> type[BaseModel]:
+    """The schema a registered dataset or model validates against, found through the public Recipe: required
+    keys the error names are filled with a placeholder until the recipe validates."""
+    from dltricks.errors import DltricksError
+    from dltricks.recipe import Recipe
+
+    table: dict = {"name": name}
+    for _ in range(5):
+        d = {"data": {"name": "mnist1d"}, "model": {"name": "mlp"}, section: table}
+        try:
+            return type(getattr(Recipe.from_dict(d), section))
+        except DltricksError as e:
+            missing = re.findall(rf"missing key {section}\.(\w+)", str(e))
+            assert missing, str(e)
+            table.update({k: "placeholder" for k in missing})
+    raise AssertionError(f"could not validate [{section}] name = {name!r}")
+
+
+def test_recipe_key_page_lists_every_key_of_every_section_and_variant(hooks):
+    from dltricks.data import datasets
+    from dltricks.nn import models
+    from dltricks.recipe import DataSpec, ModelSpec, Recipe
+
+    page = hooks.recipe_keys_page()
+    by_heading = sections(page)
+    documented = set(re.findall(r"^\| `([\w.]+)` \|", page, flags=re.M))
+    assert documented == set(hooks.recipe_keys())
+
+    # the fixed sections: every key under its own heading
+    for section, field in Recipe.model_fields.items():
+        ann = field.annotation
+        if section in ("data", "model") or not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            continue
+        body = by_heading[f"## `[{section}]`"]
+        for key in keys_of(ann, section):
+            assert f"| `{key}` |" in body, f"{key} missing from the recipe key page"
+    assert "| `name` |" in by_heading["## Top level"] and "| `seed` |" in by_heading["## Top level"]
+
+    # every registered dataset and model: the common keys once, its own keys under its heading
+    for section, base, names in (("data", DataSpec, datasets()), ("model", ModelSpec, models())):
+        kind = "dataset" if section == "data" else "model"
+        common = by_heading[f"## `[{section}]`: every {kind}"]
+        for key in keys_of(base, section):
+            assert f"| `{key}` |" in common, f"{key} missing from the recipe key page"
+        assert len(names) >= 6
+        for name in names:
+            body = by_heading[f'## `[{section}]` name = "{name}"']
+            cls = variant_class(section, name)
+            for key in keys_of(cls, section):
+                own = key.split(".")[1] not in base.model_fields or key == f"{section}.name"
+                assert f"| `{key}` |" in (body if own else common), f"{key} ({name}) missing from the page"
+
+    # a default and a description come through from the schema, escaped for the table
+    assert '| `train.loss` | `"ce" \\| "dice" \\| "ce_dice"` | `"ce"` | dice and ce_dice for segmentation |' in page
+
+
+def test_trick_page_lists_every_catalogue_trick_with_its_patch(hooks):
+    from dltricks.tricks import catalogue
+
+    page = hooks.tricks_page()
+    tricks = catalogue()
+    assert len(tricks) >= 40 and hooks.trick_names() == sorted(tricks)
+    for name, t in tricks.items():
+        heading = f"### `{name}` {{ #{name} }}"
+        assert heading in page, f"trick {name} missing from the catalogue page"
+        entry = page[page.index(heading):].split("\n### ", 1)[0]
+        assert t.tip in entry and (not t.reference or t.reference in entry)
+        for key in t.on:
+            assert entry.count(f"`{key} = ") == 2, f"{name}: patch of {key} not shown on and off"
+        assert f"## {t.family}\n" in page
+    ls = page[page.index("### `label_smoothing`"):].split("\n### ", 1)[0]
+    assert "- on: `train.label_smoothing = 0.1`" in ls and "- off: `train.label_smoothing = 0.0`" in ls
+
+
+def test_hooks_writes_the_generated_pages_from_the_command_line(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "docs" / "hooks.py"), str(tmp_path)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    keys = (tmp_path / "reference" / "recipe-keys.md").read_text()
+    tricks = (tmp_path / "reference" / "tricks.md").read_text()
+    assert "| `train.lr` |" in keys and "### `one_cycle`" in tricks
+    bad = subprocess.run([sys.executable, str(ROOT / "docs" / "hooks.py")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "usage: python docs/hooks.py OUT_DIR" in bad.stderr
+
+
+@pytest.mark.slow
+def test_site_builds_strictly_with_the_generated_pages(tmp_path):
+    pytest.importorskip("mkdocs", reason="the docs extra (pip install -e '.[docs]') builds the site")
+    site = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert done.returncode == 0, done.stderr[-4000:]
+    keys = (site / "reference" / "recipe-keys" / "index.html").read_text()
+    tricks = (site / "reference" / "tricks" / "index.html").read_text()
+    assert "train.label_smoothing" in keys and 'id="label_smoothing"' in tricks
+    assert not (site / "hooks.py").exists()
+
+
+def test_readme_is_one_page_whose_links_stay_in_the_repository():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 200
+    for phrase in ("| target |", "neither target", "before this work", "when the issue was filed", "../shared"):
+        assert phrase not in text.lower(), phrase
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert len(links) >= 15
+    for link in links:
+        assert not link.startswith(("/", "..", "http")), link
+        path = ROOT / link.split("#", 1)[0]
+        assert path.is_file(), f"README links {link}, which is not a file in the repository"
+    assert "docs/architecture.md" in links
+    # the two commands: set-up + the main job, and the tests
+    assert "./setup.sh && .venv/bin/dltricks ablate" in text and ".venv/bin/python -m pytest" in text
+
+
+def test_every_docs_page_is_in_the_nav_and_every_measured_table_says_when_it_was_measured():
+    nav = (ROOT / "mkdocs.yml").read_text()
+    pages = sorted(p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md"))
+    assert len(pages) >= 20
+    for page in pages:
+        assert page in nav, f"docs/{page} is not in mkdocs.yml's nav"
+    for page in pages:
+        text = (ROOT / "docs" / page).read_text()
+        assert "{{" not in text, f"docs/{page} has an unfilled placeholder"
+        if "| verdict |" in text and page not in ("statistics.md", "ablation.md"):
+            # a table of study verdicts says the date it was run, or that it was not rerun and how to
+            assert re.search(r"(?i)(rerun|measured) on 2\d{3}-\d\d-\d\d", text) or "not rerun since" in text, page
