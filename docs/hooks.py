@@ -215,7 +215,29 @@ def tricks_page() -> str:
     return "\n".join(lines)
 
 
+# ---- layers ------------------------------------------------------------------------------------------------
+
+LAYERS_MARK = "<!-- layers -->"
+
+
+def layers_text() -> str:
+    """The layer contract of pyproject.toml ([tool.importlinter], written there once) as a numbered list,
+    top first, for the architecture page."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    contracts = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    layers = next(c for c in contracts if c["type"] == "layers")["layers"]
+    return "\n".join(f"{i}. " + " | ".join(f"`{name.strip()}`" for name in layer.split("|"))
+                     for i, layer in enumerate(layers, 1))
+
+
 # ---- mkdocs ------------------------------------------------------------------------------------------------
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    """The architecture page shows the layers as the contract states them."""
+    return markdown.replace(LAYERS_MARK, layers_text()) if LAYERS_MARK in markdown else markdown
+
 
 def on_files(files: Any, config: Any) -> Any:
     """Add the generated pages to the build (they exist only in memory: nothing is written to docs/)."""

@@ -4,6 +4,7 @@ the README stays one page whose links resolve inside the repository."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -167,3 +168,43 @@ def test_every_docs_page_is_in_the_nav_and_every_measured_table_says_when_it_was
         if "| verdict |" in text and page not in ("statistics.md", "ablation.md"):
             # a table of study verdicts says the date it was run, or that it was not rerun and how to
             assert re.search(r"(?i)(rerun|measured) on 2\d{3}-\d\d-\d\d", text) or "not rerun since" in text, page
+
+
+def python_blocks(page: str, heading: str) -> list[str]:
+    """The ```python blocks of one ``## heading`` section of a docs page."""
+    body = sections(page)[heading]
+    return re.findall(r"```python\n(.*?)\n```", body, flags=re.S)
+
+
+def test_the_architecture_page_shows_the_contracts_layers(hooks):
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    assert hooks.LAYERS_MARK in page
+    text = hooks.layers_text()
+    for layer in ("cli", "search", "runner", "compress", "methods", "loop", "analysis", "recipe"):
+        assert f"`{layer}`" in text
+
+
+def test_the_architecture_pages_model_and_dataset_examples_train(tmp_path):
+    """The worked examples of "Add a model" and "Add a dataset" run as written: a recipe that names them
+    trains (in a subprocess, so that their registrations stay out of this one)."""
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    code = python_blocks(page, "## Add a model") + python_blocks(page, "## Add a dataset")
+    assert len(code) == 2
+    script = "\n\n".join(code) + '''
+
+from dltricks.ledger import Ledger
+from dltricks.recipe import Recipe
+from dltricks.runner import train
+
+recipe = Recipe.from_dict({"data": {"name": "blobs", "num_samples": 300}, "model": {"name": "tiny", "width": 8},
+                           "train": {"epochs": 5, "lr": 0.05, "batch_size": 32}})
+result = train(recipe, ledger=Ledger(), progress=False)
+print("accuracy", result.metrics["test_accuracy"])
+'''
+    env = {**os.environ, "DLTRICKS_HOME": str(tmp_path)}
+    env.pop("DLTRICKS_LEDGER", None)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    accuracy = float(done.stdout.split("accuracy")[-1])
+    assert accuracy > 0.9  # two blobs three standard deviations apart

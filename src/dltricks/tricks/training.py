@@ -9,12 +9,14 @@ trick("label_smoothing", "regularisation",
       "Szegedy et al. 2016, Rethinking the Inception Architecture (arXiv:1512.00567); "
       "Muller et al. 2019, When does label smoothing help? (arXiv:1906.02629)")
 
+# --8<-- [start:flooding]
 trick("flooding", "regularisation",
       """Stop the training loss from reaching zero: below a small level b the step climbs the gradient
       instead (|loss - b| + b, here b = 0.05), so the weights drift at that level rather than memorising
       the training set; helps most where a model can fit every label.""",
       {"train.flood_level": 0.05}, {"train.flood_level": 0.0},
       "Ishida et al. 2020, Do We Need Zero Training Loss After Achieving Zero Training Error? (arXiv:2002.08709)")
+# --8<-- [end:flooding]
 
 trick("grad_clip", "optimisation",
       """Rescale the gradient when its global norm exceeds a threshold (here 1.0): one bad batch can no
