@@ -23,7 +23,8 @@ import numpy as np
 from dltricks.data.tables import csv_rows
 from dltricks.errors import DltricksError, did_you_mean
 
-__all__ = ["Survey", "balance", "survey", "LABEL_NAMES", "MAX_CLASSES", "MAX_SCALE_RATIO"]
+__all__ = ["LABEL_NAMES", "MAX_CLASSES", "MAX_SCALE_RATIO", "Survey", "balance", "class_problems", "content_key",
+           "duplicate_problems", "examples", "most_common", "survey"]
 
 # label columns looked for, in this order, when none is named (else the last column)
 LABEL_NAMES = ("label", "labels", "class", "target", "y", "category", "species", "outcome")
@@ -93,7 +94,7 @@ def survey(path: str | Path, label: str = "") -> Survey:
 
 # ---- shared findings ----------------------------------------------------------------------------------
 
-def _examples(items: list[str]) -> str:
+def examples(items: list[str]) -> str:
     return ", ".join(items[:_SHOW]) + (", ..." if len(items) > _SHOW else "")
 
 
@@ -109,10 +110,10 @@ def duplicate_problems(keys: list[bytes], labels: list[str], names: list[str], w
             (same if labels[i] == labels[j] else differ).append(f"{names[i]} = {names[j]}")
     out = []
     if same:
-        out.append(f"{len(same)} duplicate {what} (the same content twice, e.g. {_examples(same)}): a copy in "
+        out.append(f"{len(same)} duplicate {what} (the same content twice, e.g. {examples(same)}): a copy in "
                    "train and one in test makes the test score too high; remove them")
     if differ:
-        out.append(f"{len(differ)} {what} repeat with a different label (e.g. {_examples(differ)}): at most one "
+        out.append(f"{len(differ)} {what} repeat with a different label (e.g. {examples(differ)}): at most one "
                    "label is right; fix or remove them")
     return out
 
@@ -122,7 +123,7 @@ def class_problems(classes: dict[str, int], what: str = "sample") -> list[str]:
     ones = [name for name, n in classes.items() if n == 1]
     if not ones:
         return []
-    return [f"{len(ones)} class{'es' if len(ones) > 1 else ''} with one {what} ({_examples(ones)}): it cannot be "
+    return [f"{len(ones)} class{'es' if len(ones) > 1 else ''} with one {what} ({examples(ones)}): it cannot be "
             "both learnt and tested; add samples or remove the class"]
 
 
@@ -207,7 +208,7 @@ def survey_csv(path: Path, label: str = "") -> Survey:
     feats = [i for i in range(len(header)) if i != li]
     problems: list[str] = []
     if empty_labels:
-        problems.append(f"{len(empty_labels)} rows have no label (line {_examples([str(n) for n in empty_labels])})"
+        problems.append(f"{len(empty_labels)} rows have no label (line {examples([str(n) for n in empty_labels])})"
                         f"; fill or remove them")
     numeric, text, constant, missing = [], [], [], []
     columns: list[np.ndarray] = []
@@ -230,10 +231,10 @@ def survey_csv(path: Path, label: str = "") -> Survey:
             text.append(f"{header[i]} ({len(present)} categories)")
     if constant:
         problems.append(f"{len(constant)} constant column{'s' if len(constant) > 1 else ''} "
-                        f"({_examples(constant)}): one value tells the model nothing; drop it")
+                        f"({examples(constant)}): one value tells the model nothing; drop it")
     if missing:
         problems.append(f"missing or non-finite values in {len(missing)} column{'s' if len(missing) > 1 else ''}: "
-                        f"{_examples(missing)}; fill or drop them before training")
+                        f"{examples(missing)}; fill or drop them before training")
     keys = [("\x1f".join(r[i] for i in feats)).encode() for r in cells]
     problems += duplicate_problems(keys, y_text, [f"line {n}" for n in lines], "rows")
     classes = _counts(y) if task == "classification" else {}
@@ -246,7 +247,7 @@ def survey_csv(path: Path, label: str = "") -> Survey:
         problems += scale_problem(stds, [repr(n) for n in numeric], "feature")
         if np.isfinite(x).any():
             facts.append(("values", f"{_range(float(np.nanmin(x)), float(np.nanmax(x)))} over the numeric features"))
-    facts.append(("features", f"{len(numeric)} numeric" + (f", {len(text)} text: {_examples(text)}" if text else "")))
+    facts.append(("features", f"{len(numeric)} numeric" + (f", {len(text)} text: {examples(text)}" if text else "")))
     if task == "regression":
         facts.append(("target", f"{header[li]!r}: numbers {_range(float(y.min()), float(y.max()))} "
                                 f"({len(np.unique(y))} distinct): a regression target"))
@@ -282,7 +283,8 @@ def survey_npz(path: Path) -> Survey:
     arrays = _load_npz(path)
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
-        raise DltricksError(f"{path} has no array {' or '.join(missing)}; it holds {', '.join(sorted(arrays)) or 'none'}"
+        held = ", ".join(sorted(arrays)) or "none"
+        raise DltricksError(f"{path} has no array {' or '.join(missing)}; it holds {held}"
                             " (dltricks reads x (N, ...) and y (N,), optionally x_test and y_test)")
     x, y = arrays["x"], arrays["y"]
     if x.dtype.kind not in "biuf":
@@ -317,7 +319,7 @@ def survey_npz(path: Path) -> Survey:
         constant = [str(j) for j, s in enumerate(stds) if s == 0]
         if constant:
             problems.append(f"{len(constant)} constant feature{'s' if len(constant) > 1 else ''} (column "
-                            f"{_examples(constant)} of x): one value tells the model nothing; drop it")
+                            f"{examples(constant)} of x): one value tells the model nothing; drop it")
     scales = scale_problem(stds, [f"{'column' if table else 'channel'} {j}" for j in range(len(stds))],
                            "feature" if table else "channel",
                            *([] if table else ["the recipe sets data.standardize = true (per channel)"]))

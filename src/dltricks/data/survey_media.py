@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dltricks.data.survey import (Survey, _examples, class_problems, content_key, duplicate_problems,
-                                  most_common)
+from dltricks.data.survey import Survey, class_problems, content_key, duplicate_problems, examples, most_common
 from dltricks.errors import DltricksError
 
 __all__ = ["IMAGE_SUFFIXES", "SOUND_SUFFIXES", "survey_folder", "survey_nifti", "DECODE", "MAX_SIDE"]
@@ -73,11 +72,11 @@ def survey_folder(root: Path) -> Survey:
     problems = []
     if loose:
         problems.append(f"{len(loose)} {kind} directly in {classes_root.name}/ belong to no class "
-                        f"({_examples([p.name for p in loose])}): move them into a class folder")
+                        f"({examples([p.name for p in loose])}): move them into a class folder")
     empty = [c for c, fs in classes.items() if not fs]
     if empty:
         problems.append(f"{len(empty)} class folder{'s' if len(empty) > 1 else ''} without {kind} "
-                        f"({_examples(empty)}): remove or fill {'them' if len(empty) > 1 else 'it'}")
+                        f"({examples(empty)}): remove or fill {'them' if len(empty) > 1 else 'it'}")
     classes = {c: fs for c, fs in classes.items() if fs}
     test_files = []
     if test is not None and classes_root is train:
@@ -107,7 +106,7 @@ def _read_all(classes: dict[str, list[Path]], root: Path):
 def _common_problems(keys, labels, names, classes, unreadable, what) -> list[str]:
     out = []
     if unreadable:
-        out.append(f"{len(unreadable)} unreadable {what} ({_examples(unreadable)}): remove or replace them "
+        out.append(f"{len(unreadable)} unreadable {what} ({examples(unreadable)}): remove or replace them "
                    "(the loader stops at the first)")
     out += duplicate_problems(keys, labels, names, what)
     out += class_problems({c: len(fs) for c, fs in classes.items()}, what.rstrip("s"))
@@ -147,10 +146,10 @@ def _survey_images(root: Path, classes_root: Path, classes: dict[str, list[Path]
         names.append(rel)
     problems += _common_problems(keys, labels, names, classes, unreadable, "images")
     if blank:
-        problems.append(f"{len(blank)} blank images (one value everywhere, e.g. {_examples(blank)}): check them")
+        problems.append(f"{len(blank)} blank images (one value everywhere, e.g. {examples(blank)}): check them")
     if not sizes:
         raise DltricksError(f"{root}: none of its {sum(map(len, classes.values()))} images could be read "
-                            f"({_examples(unreadable)})")
+                            f"({examples(unreadable)})")
     grey = all(m in _GREY for m in modes)
     channels = 1 if grey else 3
     h, w = most_common(list(sizes.elements()))
@@ -213,9 +212,9 @@ def _survey_sounds(root: Path, classes_root: Path, classes: dict[str, list[Path]
     problems += _common_problems(keys, labels, names, classes, unreadable, "sound files")
     if not lengths:
         raise DltricksError(f"{root}: none of its {sum(map(len, classes.values()))} WAV files could be read "
-                            f"({_examples(unreadable)})")
+                            f"({examples(unreadable)})")
     if silent:
-        problems.append(f"{len(silent)} silent files (one value throughout, e.g. {_examples(silent)}): check them")
+        problems.append(f"{len(silent)} silent files (one value throughout, e.g. {examples(silent)}): check them")
     rate = most_common(list(rates.elements()))
     if len(rates) > 1:
         others = ", ".join(f"{r} Hz ({n})" for r, n in rates.most_common()[1:])
@@ -258,8 +257,8 @@ def survey_nifti(path: Path) -> Survey:
     images, labels = root / "imagesTr", root / "labelsTr"
     if not images.is_dir() or not labels.is_dir():
         raise DltricksError(f"{root}: dltricks reads NIfTI from a dataset folder holding imagesTr/ and labelsTr/ "
-                            f"(one label map per image, matched by name); {'labelsTr' if images.is_dir() else 'imagesTr'}"
-                            "/ is missing")
+                            "(one label map per image, matched by name); "
+                            f"{'labelsTr' if images.is_dir() else 'imagesTr'}/ is missing")
     cases: dict[str, list[Path]] = {}
     for f in (p for p in sorted(images.iterdir()) if p.name.endswith(_NIFTI)):
         stem = _stem(f)
@@ -272,10 +271,10 @@ def survey_nifti(path: Path) -> Survey:
     no_label = [c for c in cases if c not in label_files]
     no_image = [c for c in label_files if c not in cases]
     if no_label:
-        problems.append(f"{len(no_label)} images without a label map ({_examples(no_label)}): the loader refuses "
+        problems.append(f"{len(no_label)} images without a label map ({examples(no_label)}): the loader refuses "
                         "them; add labelsTr/CASE.nii.gz")
     if no_image:
-        problems.append(f"{len(no_image)} label maps without an image ({_examples(no_image)})")
+        problems.append(f"{len(no_image)} label maps without an image ({examples(no_image)})")
     voxels: Counter = Counter()
     keys, names = [], []
     lo, hi = math.inf, -math.inf
@@ -301,9 +300,9 @@ def survey_nifti(path: Path) -> Survey:
         shapes[spatial] += 1
         channels[len(files) if len(files) > 1 else (shape[3] if len(shape) > 3 else 1)] += 1
     if unreadable:
-        problems.append(f"{len(unreadable)} unreadable volumes ({_examples(unreadable)})")
+        problems.append(f"{len(unreadable)} unreadable volumes ({examples(unreadable)})")
     if not shapes:
-        raise DltricksError(f"{images}: none of its volumes could be read ({_examples(unreadable)})")
+        raise DltricksError(f"{images}: none of its volumes could be read ({examples(unreadable)})")
     problems += duplicate_problems(keys, [""] * len(keys), names, "volumes")
     shape = most_common(list(shapes.elements()))
     scale = min(1.0, MAX_VOXELS_SIDE / max(shape))
