@@ -10,6 +10,7 @@ choice carries a comment that says why, and the survey's problems and the adviso
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from dltricks.data.survey import Survey, balance
 
 __all__ = ["model_section", "starter_recipe", "toml_value"]
 
+DEFAULT_VAL = 0.1  # data.val_fraction's default
 _SCHEDULES = {"one_cycle": "warm up, then anneal: forgiving of the lr", "cosine": "anneal the lr to 0 by the end"}
 
 
@@ -106,7 +108,12 @@ def starter_recipe(s: Survey, out: Path, advice: list[str] | None = None, comman
     lines += _comment(f"The model: {why}.")
     name = out.stem
     lines += [f"name = {json.dumps(name)}", "seed = 0", ""]
-    lines += _section("data", s.data, s.notes, here) + [""]
+    data, notes = dict(s.data), dict(s.notes)
+    train_n = s.samples if s.test else int(s.samples * 0.8)
+    if train_n and train_n * DEFAULT_VAL < 1.5:  # validation needs a sample or two: few cases, a larger share
+        data["val_fraction"] = min(0.5, math.ceil(150 / train_n) / 100)
+        notes["val_fraction"] = f"share of train held out for validation (of {train_n} samples: at least one)"
+    lines += _section("data", data, notes, here) + [""]
     lines += _section("model", model, model_notes, here) + [""]
     lines += _section("train", train, {"schedule": _SCHEDULES.get(train.get("schedule"), "")}, here)
     if s.task == "segmentation":

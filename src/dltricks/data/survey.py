@@ -221,7 +221,7 @@ def survey_csv(path: Path, label: str = "") -> Survey:
             missing.append(f"{header[i]!r} ({len(blanks)}, first at line {blanks[0]})")
         present = {v for v in values if v != ""}
         if len(present) <= 1:
-            constant.append(header[i])
+            constant.append(repr(header[i]))
         if nums and all(v is not None for v in nums):
             numeric.append(header[i])
             col = np.array([_number(v) if v != "" else np.nan for v in values], dtype=np.float64)

@@ -103,6 +103,12 @@ def _read_all(classes: dict[str, list[Path]], root: Path):
                 yield f, c, e
 
 
+def _readable(classes: dict[str, list[Path]], labels: list[str]) -> dict[str, int]:
+    """Readable files per class, in the classes' order."""
+    counts = Counter(labels)
+    return {c: counts[c] for c in classes}
+
+
 def _common_problems(keys, labels, names, classes, unreadable, what) -> list[str]:
     out = []
     if unreadable:
@@ -129,8 +135,7 @@ def _survey_images(root: Path, classes_root: Path, classes: dict[str, list[Path]
             continue
         try:
             with Image.open(io.BytesIO(data)) as im:
-                sizes[(im.height, im.width)] += 1
-                modes[im.mode] += 1
+                size, mode = (im.height, im.width), im.mode
                 if f in decode:
                     a = np.asarray(im.convert("L" if im.mode in _GREY else "RGB"))
                     lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
@@ -141,6 +146,8 @@ def _survey_images(root: Path, classes_root: Path, classes: dict[str, list[Path]
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             unreadable.append(f"{rel}: {str(e)[:60]}")
             continue
+        sizes[size] += 1
+        modes[mode] += 1
         keys.append(content_key(data))
         labels.append(c)
         names.append(rel)
@@ -172,7 +179,7 @@ def _survey_images(root: Path, classes_root: Path, classes: dict[str, list[Path]
         data["test_root"] = test
         notes["test_root"] = "the test images, in the same class folders"
     return Survey(root, "images", f"a folder of {n} images in {len(classes)} class folders",
-                  "classification", n, (channels, *size), {c: len(fs) for c, fs in classes.items()}, n_test, facts,
+                  "classification", n, (channels, *size), _readable(classes, labels), n_test, facts,
                   problems, data, notes)
 
 
@@ -235,7 +242,7 @@ def _survey_sounds(root: Path, classes_root: Path, classes: dict[str, list[Path]
         data["test_root"] = test
         notes["test_root"] = "the test files, in the same class folders"
     return Survey(root, "audio", f"a folder of {n} WAV files in {len(classes)} class folders", "classification",
-                  n, (1, length), {c: len(fs) for c, fs in classes.items()}, n_test, facts, problems, data, notes)
+                  n, (1, length), _readable(classes, labels), n_test, facts, problems, data, notes)
 
 
 # ---- volumes ------------------------------------------------------------------------------------------
