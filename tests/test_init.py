@@ -114,7 +114,9 @@ def test_a_regression_target_is_recognised_and_trains(tmp_path):
     assert "task      regression" in shown and "a regression target" in shown
     recipe = tomllib.loads((tmp_path / "house.toml").read_text())
     assert recipe["data"]["regression_columns"] == ["price"] and recipe["train"]["normalize_targets"] is True
-    ok(run("train", "house.toml", "-q", "-o", "train.epochs=2", cwd=tmp_path))
+    assert recipe["eval"]["metric"] == "test_mae"
+    metrics = trained(run("train", "house.toml", "-q", cwd=tmp_path))
+    assert "test_accuracy" not in metrics and metrics["test_r2"] > 0.9, metrics  # a target, no class
 
 
 def test_npz_signals_get_a_1d_cnn(tmp_path):
@@ -168,7 +170,8 @@ def test_an_image_folder_is_surveyed(tmp_path):
     assert "1 class folder without images (empty)" in shown and "1 class with one image (odd)" in shown
     assert "24x24 (height x width) most often" in shown and "(read as RGB)" in shown
     recipe = tomllib.loads((tmp_path / "shapes.toml").read_text())
-    assert recipe["data"] == {"name": "images", "root": "shapes", "size": [24, 24], "channels": 3}
+    assert recipe["data"] == {"name": "images", "root": "shapes", "size": [24, 24], "channels": 3,
+                              "skip_corrupt": True}  # square/broken.png is left out, and counted
     assert recipe["model"]["name"] == "cnn"
 
 
@@ -208,7 +211,7 @@ def test_a_wav_folder_is_surveyed(tmp_path):
     assert "sample rates differ: 8000 Hz in 24 files, 16000 Hz (1)" in shown
     assert "1 silent files" in shown and "low/other.wav" in shown
     recipe = tomllib.loads((tmp_path / "sounds.toml").read_text())
-    assert recipe["data"] == {"name": "audio", "root": "sounds", "sample_rate": 8000, "length": 8400}
+    assert recipe["data"] == {"name": "wav", "root": "sounds", "rate": 8000, "length": 8400}
     assert recipe["model"]["name"] == "cnn" and recipe["model"]["kernel_size"] == 9
 
 

@@ -118,6 +118,8 @@ def starter_recipe(s: Survey, out: Path, advice: list[str] | None = None, comman
     lines += _section("train", train, {"schedule": _SCHEDULES.get(train.get("schedule"), "")}, here)
     if s.task == "segmentation":
         lines += ["", "[eval]", 'metric = "test_dice"']
+    elif s.task == "regression":  # one target: its metrics carry no name
+        lines += ["", "[eval]", 'metric = "test_mae"  # mean absolute error: lower is better']
     if advice is not None:
         lines += ["", "# ---- the advisor's notes (`dltricks advise` on this recipe; `--fix` applies them) ----"]
         for a in advice or ["none: the advisor finds nothing to change."]:

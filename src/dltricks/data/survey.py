@@ -254,9 +254,11 @@ def survey_csv(path: Path, label: str = "") -> Survey:
     data: dict[str, Any] = {"name": "csv", "path": path}
     notes = {"path": "the table; 20% of its rows are held out as the test set (data.test_path names a test table)"}
     if task == "regression":
-        data["label_column"] = header[li] if header[li] != "label" else "-"
+        # the target is no class column: label_column names none of the table's columns
+        data["label_column"] = next(n for n in ("-", "--", "---", "(none)") if n not in header)
         data["regression_columns"] = [header[li]]
-        notes["regression_columns"] = "numbers to predict: a regression target"
+        notes["label_column"] = "no column of classes (a name not in the header)"
+        notes["regression_columns"] = "numbers to predict: a regression target; every other column is a feature"
     else:
         data["label_column"] = header[li]
         notes["label_column"] = "the classes; every other column is a feature"

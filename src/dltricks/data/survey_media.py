@@ -21,7 +21,7 @@ from dltricks.errors import DltricksError
 
 __all__ = ["IMAGE_SUFFIXES", "SOUND_SUFFIXES", "survey_folder", "survey_nifti", "DECODE", "MAX_SIDE"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # those the images loader reads
 SOUND_SUFFIXES = (".wav",)
 _NIFTI = (".nii.gz", ".nii")
 DECODE = 200  # files decoded for value ranges (all of them below this)
@@ -175,6 +175,11 @@ def _survey_images(root: Path, classes_root: Path, classes: dict[str, list[Path]
              "size": "height, width every image is resized to" + (f" (yours are {h}x{w}: smaller trains faster "
                                                                   "on a CPU)" if scale < 1 else ""),
              "channels": "1 = grey, 3 = RGB (other files are converted)"}
+    if len(sizes) > 1:
+        notes["size"] += "; other shapes are cropped to it (data.resize: crop, pad or stretch)"
+    if unreadable:
+        data["skip_corrupt"] = True
+        notes["skip_corrupt"] = f"leave out the {len(unreadable)} unreadable files (and count them)"
     if test is not None:
         data["test_root"] = test
         notes["test_root"] = "the test images, in the same class folders"
@@ -226,23 +231,31 @@ def _survey_sounds(root: Path, classes_root: Path, classes: dict[str, list[Path]
     if len(rates) > 1:
         others = ", ".join(f"{r} Hz ({n})" for r, n in rates.most_common()[1:])
         problems.append(f"sample rates differ: {rate} Hz in {rates[rate]} files, {others}: the recipe reads "
-                        f"{rate} Hz; resample the others")
-    if len(chans) > 1 or 1 not in chans:
+                        f"{rate} Hz and the loader refuses the others (resample them, or data.skip_corrupt = true "
+                        "leaves them out)")
+    channels = most_common(list(chans.elements()))
+    if len(chans) > 1:
         problems.append(f"channels differ: {', '.join(f'{n} files with {c}' for c, n in sorted(chans.items()))}; "
-                        "the recipe reads mono: mix the others down")
+                        f"the recipe reads {channels} and the loader refuses the others (convert them)")
     length = int(np.median(lengths))
     facts = [("rate", ", ".join(f"{r} Hz ({n})" for r, n in rates.most_common())),
              ("lengths", f"{min(lengths)} .. {max(lengths)} samples, median {length} ({length / rate:.2f} s)"),
              ("values", f"{lo:.4g} .. {hi:.4g} ({', '.join(dtypes)})")]
     n = len(lengths)
-    data = {"name": "audio", "root": classes_root, "sample_rate": rate, "length": length}
-    notes = {"root": "one sub-folder per class", "sample_rate": "Hz; files at another rate are resampled or refused",
-             "length": f"samples each file is cropped or padded to ({length / rate:.2f} s: the median)"}
+    data: dict[str, Any] = {"name": "wav", "root": classes_root, "rate": rate, "length": length}
+    notes = {"root": "one sub-folder per class", "rate": "Hz; a file at another rate is refused",
+             "length": f"samples each file is cut or padded to ({length / rate:.2f} s: the median)"}
+    if channels != 1:
+        data["channels"] = channels
+        notes["channels"] = "channels every file has"
+    if unreadable:
+        data["skip_corrupt"] = True
+        notes["skip_corrupt"] = f"leave out the {len(unreadable)} unreadable files (and count them)"
     if test is not None:
         data["test_root"] = test
         notes["test_root"] = "the test files, in the same class folders"
     return Survey(root, "audio", f"a folder of {n} WAV files in {len(classes)} class folders", "classification",
-                  n, (1, length), _readable(classes, labels), n_test, facts, problems, data, notes)
+                  n, (channels, length), _readable(classes, labels), n_test, facts, problems, data, notes)
 
 
 # ---- volumes ------------------------------------------------------------------------------------------
