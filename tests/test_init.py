@@ -175,14 +175,14 @@ def test_an_image_folder_is_surveyed(tmp_path):
     assert recipe["model"]["name"] == "cnn"
 
 
-def _images_loader() -> bool:
+def _loader(name: str) -> bool:
     import dltricks.data  # noqa: F401  (the loaders register on import)
     from dltricks.data.registry import datasets
 
-    return "images" in datasets()
+    return name in datasets()
 
 
-@pytest.mark.skipif(not _images_loader(), reason="the images loader (data.name = 'images') is not in this tree")
+@pytest.mark.skipif(not _loader("images"), reason="the images loader (data.name = 'images') is not in this tree")
 def test_an_image_folder_trains_from_its_starter_recipe(tmp_path):
     rng = np.random.default_rng(1)
     for kind in ("disc", "square", "triangle"):
@@ -213,6 +213,26 @@ def test_a_wav_folder_is_surveyed(tmp_path):
     recipe = tomllib.loads((tmp_path / "sounds.toml").read_text())
     assert recipe["data"] == {"name": "wav", "root": "sounds", "rate": 8000, "length": 8400}
     assert recipe["model"]["name"] == "cnn" and recipe["model"]["kernel_size"] == 9
+
+
+def _tones(root: Path, per_class: int, rng) -> None:
+    from scipy.io import wavfile
+
+    for label, hz in (("low", 220), ("high", 880)):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            n = 2000 + 200 * (i % 3)
+            tone = np.sin(2 * np.pi * hz * np.arange(n) / 8000 + rng.uniform(0, 6)) + 0.3 * rng.normal(size=n)
+            wavfile.write(root / label / f"{i}.wav", 8000, (tone * 8000).astype(np.int16))
+
+
+@pytest.mark.skipif(not _loader("wav"), reason="the WAV loader (data.name = 'wav') is not in this tree")
+def test_a_wav_folder_trains_from_its_starter_recipe(tmp_path):
+    _tones(tmp_path / "tones", 40, np.random.default_rng(2))
+    shown = ok(run("init", "tones", cwd=tmp_path))
+    assert "cannot read the data" not in shown and "input     1x2200" in shown
+    metrics = trained(run("train", "tones.toml", "-q", cwd=tmp_path, timeout=600))
+    assert metrics["test_accuracy"] >= 0.9, metrics
 
 
 def test_a_nifti_folder_gets_a_unet_and_its_data_loads(tmp_path):

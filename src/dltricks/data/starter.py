@@ -57,9 +57,16 @@ def model_section(s: Survey) -> tuple[dict[str, Any], dict[str, str], dict[str, 
                 train, f"a table of {s.shape[0]} features: an MLP")
     if dims == 1:
         long = s.shape[-1] > 1000
-        channels = [16, 32, 64, 64] if long else [16, 32, 64]
-        return ({"name": "cnn", "channels": channels, "kernel_size": 9 if long else 5, "downsample": "max"},
-                {"kernel_size": "a wider kernel on long signals: a larger receptive field for the same depth"},
+        kernel = 9 if long else 5
+        stages = 3
+        # each stage halves the signal: add stages until the receptive field (about kernel x 2^stages) spans a
+        # third of the input, as the advisor's receptive-field rule asks of a classifier
+        while kernel * 2 ** stages < s.shape[-1] / 3 and stages < 7:
+            stages += 1
+        channels = [min(64, 16 * 2 ** i) for i in range(stages)]
+        return ({"name": "cnn", "channels": channels, "kernel_size": kernel, "downsample": "max"},
+                {"kernel_size": "a wider kernel on long signals: a larger receptive field for the same depth",
+                 "channels": "width of each stage; each stage halves the signal"},
                 {"epochs": 20, "batch_size": 32, "lr": 3e-3, "schedule": "one_cycle"},
                 f"signals of length {s.shape[-1]}: a 1D CNN")
     if dims == 2:
