@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from dltricks.data.files import CsvSpec
 from dltricks.data.tables import csv_rows
 from dltricks.errors import DltricksError, did_you_mean
 
@@ -253,7 +254,11 @@ def survey_csv(path: Path, label: str = "") -> Survey:
                                 f"({len(np.unique(y))} distinct): a regression target"))
     data: dict[str, Any] = {"name": "csv", "path": path}
     notes = {"path": "the table; 20% of its rows are held out as the test set (data.test_path names a test table)"}
-    if task == "regression":
+    if task == "regression" and "task" in CsvSpec.model_fields:  # the loader regresses on label_column itself
+        data["label_column"] = header[li]
+        data["task"] = "regression"
+        notes["task"] = "label_column holds numbers to predict; every other column is a feature"
+    elif task == "regression":
         # the target is no class column: label_column names none of the table's columns
         data["label_column"] = next(n for n in ("-", "--", "---", "(none)") if n not in header)
         data["regression_columns"] = [header[li]]
