@@ -380,10 +380,18 @@ def test_a_folder_or_a_data_file_is_refused_for_what_it_is(tmp_path, monkeypatch
     (tmp_path / "vols" / "labelsTr").mkdir()  # laid out as dltricks reads it: init can survey it
     with pytest.raises(DltricksError, match=r"vols is a folder of NIfTI volumes.*: dltricks init vols && "):
         Recipe.load("vols")
-    for name, kind, loader in (("x.png", "an image", "npz"), ("x.wav", "a sound file", "npz")):
+    for name, kind, what in (("x.png", "an image", "images"), ("x.wav", "a sound file", "WAV files"),
+                             ("x.mp3", "a sound file", "WAV files")):
         (tmp_path / name).write_bytes(b"1,2\n")
-        with pytest.raises(DltricksError, match=rf"^{name} is {kind}, not a recipe;.*name = \"{loader}\""):
+        with pytest.raises(DltricksError, match=rf"^{name} is {kind}, not a recipe; dltricks reads {what}.* from a "
+                                                r"folder with one sub-folder per class.*dltricks init FOLDER"):
             Recipe.load(name)
+    with pytest.raises(DltricksError, match=r"lay them out so, converted to WAV, then run"):
+        Recipe.load("x.mp3")
+    (tmp_path / "x.xlsx").write_bytes(b"PK")
+    with pytest.raises(DltricksError, match=r"^x\.xlsx is a spreadsheet, not a recipe; save it as a CSV.*"
+                                            r"name = \"npz\""):
+        Recipe.load("x.xlsx")
     for name, kind in (("x.csv", "a CSV table"), ("x.npz", "NumPy arrays")):
         (tmp_path / name).write_bytes(b"1,2\n")
         with pytest.raises(DltricksError, match=rf"^{name} is {kind}, not a recipe;.*: dltricks init {name} && "

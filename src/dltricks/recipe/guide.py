@@ -1,5 +1,6 @@
 """What a path given as a recipe is when it is not one (a folder, a data file), and how to start a recipe
-that names it. Each answer is one line: the CLI prints it as the error."""
+that names it: ``dltricks init PATH`` where it can survey that data, else what to do first. Each answer is one
+line: the CLI prints it as the error."""
 
 from __future__ import annotations
 
@@ -78,9 +79,7 @@ def _recipe_for(kind: str, ref: str) -> tuple[list[str], str]:
                 "dltricks reads NIfTI from a dataset folder holding imagesTr/ and labelsTr/ (imagesTs/, "
                 "labelsTs/ to test): lay them out so")
     npz = json.dumps(str(Path(ref).with_suffix("")) + ".npz" if Path(ref).is_file() else ref.rstrip("/") + ".npz")
-    reads = {"an image": "images", "images": "images", "a sound file": "sound", "sound files": "sound"}.get(kind)
-    first = (f"dltricks reads {reads} from an .npz of arrays x (N, C, ...) and y (N,) for now: save them so"
-             if reads else "save it as a CSV (a header row, a label column) or an .npz of arrays x and y")
+    first = "save it as a CSV (a header row, a label column) or an .npz of arrays x and y"
     return ["[data]", 'name = "npz"', f"path = {npz}", "[model]", 'name = "mlp"'], first
 
 
@@ -120,6 +119,11 @@ def how_to_start(ref: str, kind: str) -> str:
         flag = "" if out == init_output(start) else f" -o {shlex.quote(out)}"
         return (f"`dltricks init` looks at it and writes a commented recipe: dltricks init {shlex.quote(start)}{flag}"
                 f" && dltricks train {shlex.quote(out)}")
+    if kind in ("an image", "a sound file"):
+        what = "images (PNG, JPEG, BMP, TIFF)" if kind == "an image" else "WAV files"
+        convert = ", converted to WAV," if kind == "a sound file" and not ref.lower().endswith(".wav") else ""
+        return (f"dltricks reads {what} from a folder with one sub-folder per class (FOLDER/CLASS/FILE): lay "
+                f"them out so{convert} then run: dltricks init FOLDER && dltricks train FOLDER.toml")
     lines, first = _recipe_for(kind, ref)
     stem = Path(ref.rstrip("/")).name.split(".")[0] or "mine"
     out = f"{stem}.toml"
