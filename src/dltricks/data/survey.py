@@ -215,17 +215,16 @@ def survey_csv(path: Path, label: str = "") -> Survey:
     columns: list[np.ndarray] = []
     for i in feats:
         values = [r[i] for r in cells]
-        nums = [_number(v) for v in values if v != ""]
-        blanks = [lines[k] for k, v in enumerate(values) if v == "" or (_number(v) is not None
-                                                                         and not math.isfinite(_number(v)))]
+        parsed = [_number(v) if v != "" else math.nan for v in values]  # None: text
+        blanks = [lines[k] for k, v in enumerate(parsed) if v is not None and not math.isfinite(v)]
         if blanks:
             missing.append(f"{header[i]!r} ({len(blanks)}, first at line {blanks[0]})")
         present = {v for v in values if v != ""}
         if len(present) <= 1:
             constant.append(repr(header[i]))
-        if nums and all(v is not None for v in nums):
+        if present and None not in parsed:
             numeric.append(header[i])
-            col = np.array([_number(v) if v != "" else np.nan for v in values], dtype=np.float64)
+            col = np.array(parsed, dtype=np.float64)
             col[~np.isfinite(col)] = np.nan
             columns.append(col)
         else:
