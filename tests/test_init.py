@@ -192,8 +192,18 @@ def test_an_image_folder_trains_from_its_starter_recipe(tmp_path):
             _shape_image(kind, rng).save(tmp_path / "pics" / kind / f"{i}.png")
     shown = ok(run("init", "pics", cwd=tmp_path))
     assert "cannot read the data" not in shown and "channels" in (tmp_path / "pics.toml").read_text()
-    metrics = trained(run("train", "pics.toml", "-q", cwd=tmp_path, timeout=600))
+    done = run("train", "pics.toml", "-q", cwd=tmp_path, timeout=600)
+    metrics = trained(done)
     assert metrics["test_accuracy"] >= 0.9, metrics
+    # the rest of the way: an ablation with two workers, the layer table, a compressed copy of the run
+    studied = ok(run("ablate", "pics.toml", "--trick", "augment_shift", "--seeds", "2", "--workers", "2", "-q",
+                     "-o", "train.epochs=3", cwd=tmp_path, timeout=600))
+    report = next(line.split(": ", 1)[1] for line in studied.splitlines() if line.startswith("report: "))
+    assert Path(report).is_file() and "+augment_shift" in studied
+    assert "on input 1x24x24" in ok(run("inspect", "pics.toml", "--no-latency", cwd=tmp_path))
+    run_id = done.stdout.split()[1]
+    squeezed = ok(run("compress", run_id, "--quantize", "dynamic", "-q", cwd=tmp_path, timeout=600))
+    assert "dynamic" in squeezed and "source" in squeezed
 
 
 def test_a_wav_folder_is_surveyed(tmp_path):

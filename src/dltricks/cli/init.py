@@ -106,6 +106,8 @@ def cmd_init(args: argparse.Namespace) -> None:
         raise DltricksError(f"{target} exists; give --force to overwrite it or -o FILE to write another")
     if not target.parent.is_dir():
         raise DltricksError(f"-o {args.output}: no folder {target.parent}")
+    if not os.access(target.parent, os.W_OK):
+        raise DltricksError(f"cannot write in {target.parent}: give -o FILE in a folder you can write to")
     s = survey(args.path, args.label)
     show_survey(s)
     said = "dltricks init " + " ".join(shlex.quote(a) for a in [args.path] + (["--label", args.label]
