@@ -441,7 +441,7 @@ def test_a_folder_is_not_a_recipe(env, tmp_path):
         (tmp_path / "pics" / c).mkdir(parents=True)
         (tmp_path / "pics" / c / "1.png").write_bytes(b"\x89PNG")
     assert_one_line_error(env.run("show", "pics", cwd=tmp_path), 2, "pics is a folder of images in sub-folders",
-                          ".npz")
+                          "dltricks init pics && dltricks train pics.toml")
 
 
 def test_a_data_file_needs_a_recipe_and_the_message_writes_one(env, tmp_path):
@@ -451,16 +451,19 @@ def test_a_data_file_needs_a_recipe_and_the_message_writes_one(env, tmp_path):
     rows = ["a,b,label"] + [f"{x:.3f},{rng.random():.3f},{int(x > 0.5)}" for x in (rng.random() for _ in range(120))]
     (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
     err = assert_one_line_error(env.run("train", "data.csv", cwd=tmp_path), 2,
-                                "data.csv is a CSV table, not a recipe", 'name = "csv"', "dltricks train data.toml")
+                                "data.csv is a CSV table, not a recipe", "dltricks init data.csv",
+                                "dltricks train data.toml")
     assert "TOML" not in err
-    # the recipe it shows is one that trains: run its command as a user would paste it
-    write = err.split("names it: ", 1)[1].split(" && ")[0]
-    subprocess.run(["bash", "-c", write], cwd=tmp_path, check=True)
+    # the command it shows writes a recipe that trains: run it as a user would paste it
+    init, train = err.split("recipe: ", 1)[1].split(" && ")
+    assert init.split()[:2] == ["dltricks", "init"] and train == "dltricks train data.toml"
+    assert env.run(*init.split()[1:], cwd=tmp_path).returncode == 0
+    assert 'name = "csv"' in (tmp_path / "data.toml").read_text()
     done = env.run("train", "data.toml", "-q", "-o", "train.epochs=1", cwd=tmp_path)
     env.run_id(done)
     (tmp_path / "arrays.npz").write_bytes(b"PK")
     assert_one_line_error(env.run("ablate", "arrays.npz", cwd=tmp_path), 2, "arrays.npz is NumPy arrays",
-                          'name = "npz"')
+                          "dltricks init arrays.npz")
 
 
 def test_a_missing_base_names_the_recipe_file_and_the_key(env, tmp_path):

@@ -377,14 +377,29 @@ def test_a_folder_or_a_data_file_is_refused_for_what_it_is(tmp_path, monkeypatch
     (tmp_path / "vols" / "imagesTr" / "case1.nii.gz").write_bytes(b"")
     with pytest.raises(DltricksError, match=r"vols is a folder of NIfTI volumes in sub-folders.*name = \"nifti\""):
         Recipe.load("vols")
-    for name, kind, loader in (("x.csv", "a CSV table", "csv"), ("x.npz", "NumPy arrays", "npz"),
-                               ("x.png", "an image", "npz"), ("x.wav", "a sound file", "npz")):
+    (tmp_path / "vols" / "labelsTr").mkdir()  # laid out as dltricks reads it: init can survey it
+    with pytest.raises(DltricksError, match=r"vols is a folder of NIfTI volumes.*: dltricks init vols && "):
+        Recipe.load("vols")
+    for name, kind, what in (("x.png", "an image", "images"), ("x.wav", "a sound file", "WAV files"),
+                             ("x.mp3", "a sound file", "WAV files")):
         (tmp_path / name).write_bytes(b"1,2\n")
-        with pytest.raises(DltricksError, match=rf"^{name} is {kind}, not a recipe;.*name = \"{loader}\""):
+        with pytest.raises(DltricksError, match=rf"^{name} is {kind}, not a recipe; dltricks reads {what}.* from a "
+                                                r"folder with one sub-folder per class.*dltricks init FOLDER"):
+            Recipe.load(name)
+    with pytest.raises(DltricksError, match=r"lay them out so, converted to WAV, then run"):
+        Recipe.load("x.mp3")
+    (tmp_path / "x.xlsx").write_bytes(b"PK")
+    with pytest.raises(DltricksError, match=r"^x\.xlsx is a spreadsheet, not a recipe; save it as a CSV.*"
+                                            r"name = \"npz\""):
+        Recipe.load("x.xlsx")
+    for name, kind in (("x.csv", "a CSV table"), ("x.npz", "NumPy arrays")):
+        (tmp_path / name).write_bytes(b"1,2\n")
+        with pytest.raises(DltricksError, match=rf"^{name} is {kind}, not a recipe;.*: dltricks init {name} && "
+                                                r"dltricks train x\.toml$"):
             Recipe.load(name)
     # the suggested recipe never overwrites a file that is there
     (tmp_path / "x.toml").write_text("")
-    with pytest.raises(DltricksError, match=r"> x-2\.toml && dltricks train x-2\.toml$"):
+    with pytest.raises(DltricksError, match=r"-o x-2\.toml && dltricks train x-2\.toml$"):
         Recipe.load("x.csv")
 
 
@@ -410,5 +425,6 @@ def test_a_folder_of_tables_points_at_one_of_its_files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tables").mkdir()
     write(tmp_path / "tables" / "train.csv", "a,label\n1,0\n")
-    with pytest.raises(DltricksError, match=r"^tables is a folder of CSV tables.*path = \"tables/train\.csv\""):
+    with pytest.raises(DltricksError, match=r"^tables is a folder of CSV tables.*dltricks init tables/train\.csv "
+                                            r"&& dltricks train tables/train\.toml$"):
         Recipe.load("tables")

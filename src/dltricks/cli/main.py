@@ -10,12 +10,12 @@ import argparse
 import os
 
 from dltricks import __version__
-from dltricks.cli import analysis, catalogue, common, models, runs, studies, train
+from dltricks.cli import analysis, catalogue, common, init, models, runs, studies, train
 from dltricks.cli.common import COMMANDS, err
 from dltricks.errors import DltricksError
 
 # the order of the command list in --help
-FAMILIES = (catalogue, train, runs, studies, models, analysis)
+FAMILIES = (catalogue, init, train, runs, studies, models, analysis)
 
 DESCRIPTION = """\
 Deep learning tips and tricks as components that run, and experiments that measure whether
@@ -26,6 +26,7 @@ START = """\
 start here:
   dltricks recipes                          the bundled recipes
   dltricks train mnist1d-cnn                train one and record the run
+  dltricks init DATA                        a starter recipe for your data (CSV, .npz, image or WAV folders)
   dltricks runs                             the sheet of runs
   dltricks ablate                           the demo study: which tricks help, with paired seeds
   dltricks COMMAND --help                   each command's options and examples"""

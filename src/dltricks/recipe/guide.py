@@ -1,5 +1,6 @@
 """What a path given as a recipe is when it is not one (a folder, a data file), and how to start a recipe
-that names it. Each answer is one line: the CLI prints it as the error."""
+that names it: ``dltricks init PATH`` where it can survey that data, else what to do first. Each answer is one
+line: the CLI prints it as the error."""
 
 from __future__ import annotations
 
@@ -78,15 +79,51 @@ def _recipe_for(kind: str, ref: str) -> tuple[list[str], str]:
                 "dltricks reads NIfTI from a dataset folder holding imagesTr/ and labelsTr/ (imagesTs/, "
                 "labelsTs/ to test): lay them out so")
     npz = json.dumps(str(Path(ref).with_suffix("")) + ".npz" if Path(ref).is_file() else ref.rstrip("/") + ".npz")
-    reads = {"an image": "images", "images": "images", "a sound file": "sound", "sound files": "sound"}.get(kind)
-    first = (f"dltricks reads {reads} from an .npz of arrays x (N, C, ...) and y (N,) for now: save them so"
-             if reads else "save it as a CSV (a header row, a label column) or an .npz of arrays x and y")
+    first = "save it as a CSV (a header row, a label column) or an .npz of arrays x and y"
     return ["[data]", 'name = "npz"', f"path = {npz}", "[model]", 'name = "mlp"'], first
 
 
+def init_output(ref: str) -> str:
+    """The recipe ``dltricks init REF`` writes by default, as the user would type it: ``data.csv`` ->
+    ``data.toml``, a folder ``pics/`` -> ``pics.toml``, each beside the data."""
+    path = Path(ref.rstrip("/") or ".")
+    stem = path.resolve().name.split(".")[0] or "data"
+    return str(path.parent / f"{stem}.toml")
+
+
+def _initable(kind: str, ref: str) -> str:
+    """The path to give ``dltricks init`` for the data at ``ref`` ("" where it surveys no such thing): a table or
+    arrays, a folder of images or sound files in class folders, a NIfTI dataset folder (or a file in one)."""
+    path = Path(ref)
+    if kind in ("a CSV table", "NumPy arrays") and path.is_file():
+        return ref
+    if kind in ("an image", "a sound file") and path.is_dir() and folder_contents(path)[2]:
+        return ref  # files in sub-folders: one per class
+    if kind == "a NIfTI volume":
+        folder = path if path.is_dir() else path.parent
+        root = folder.parent if folder.name in ("imagesTr", "labelsTr", "imagesTs", "labelsTs") else folder
+        if (root / "imagesTr").is_dir() and (root / "labelsTr").is_dir():
+            return ref if root == path else str(root)
+    return ""
+
+
 def how_to_start(ref: str, kind: str) -> str:
-    """How to train on the data at ``ref``: the one place that says so (``dltricks init PATH`` will take
-    over here, once it exists)."""
+    """How to train on the data at ``ref``: ``dltricks init`` where it can look at that data and write the
+    recipe, else a recipe to paste and what must happen first. The one place that says so."""
+    start = _initable(kind, ref)
+    if start:
+        out = init_output(start)
+        n, stem = 2, out[: -len(".toml")]
+        while Path(out).exists():  # init never overwrites a file: name one that is not there
+            out, n = f"{stem}-{n}.toml", n + 1
+        flag = "" if out == init_output(start) else f" -o {shlex.quote(out)}"
+        return (f"`dltricks init` looks at it and writes a commented recipe: dltricks init {shlex.quote(start)}{flag}"
+                f" && dltricks train {shlex.quote(out)}")
+    if kind in ("an image", "a sound file"):
+        what = "images (PNG, JPEG, BMP, TIFF)" if kind == "an image" else "WAV files"
+        convert = ", converted to WAV," if kind == "a sound file" and not ref.lower().endswith(".wav") else ""
+        return (f"dltricks reads {what} from a folder with one sub-folder per class (FOLDER/CLASS/FILE): lay "
+                f"them out so{convert} then run: dltricks init FOLDER && dltricks train FOLDER.toml")
     lines, first = _recipe_for(kind, ref)
     stem = Path(ref.rstrip("/")).name.split(".")[0] or "mine"
     out = f"{stem}.toml"
