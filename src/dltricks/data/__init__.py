@@ -5,6 +5,7 @@ from dltricks.data import (  # noqa: F401  (register)
     audio,
     digits,
     files,
+    function,
     images,
     medical,
     mnist1d,
