@@ -61,15 +61,16 @@ class Env:
         return json.loads(done.stdout or "[]")
 
     def refused(self, *args: str, needles: tuple[str, ...]) -> str:
-        before = len(self.runs()) if (self.root / "home").exists() else 0
+        before = {r["id"] for r in self.runs()} if (self.root / "home").exists() else set()
         done = self.run(*args)
         assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
         err = done.stderr.strip()
         assert "Traceback" not in done.stderr and len(err.splitlines()) == 1, err
         for n in needles:
             assert n in err, err
-        if (self.root / "home").exists():
-            assert len(self.runs()) == before  # nothing half-written in the ledger
+        if (self.root / "home").exists():  # nothing half-written: a run, if any, is failed with this reason
+            new = [r for r in self.runs() if r["id"] not in before]
+            assert all(r["status"] == "failed" for r in new), new
         return err
 
 

@@ -78,7 +78,8 @@ def class_files(root: str, key: str, exts: tuple[str, ...], kind: str,
         files += found
         labels += [d.name] * len(found)
     if not files:
-        raise DltricksError(f"{key} = {root!r}: its {len(subs)} folders hold no {kind} files ({_exts(exts)})")
+        raise DltricksError(f"{key} = {root!r} holds no {kind} files ({_exts(exts)}) in its {len(subs)} "
+                            "sub-folder(s)")
     if empty:
         raise DltricksError(f"{key} = {root!r}: class folder{'s' if len(empty) > 1 else ''} "
                             f"{', '.join(repr(e) for e in empty)} hold{'' if len(empty) > 1 else 's'} no {kind} "
