@@ -245,7 +245,8 @@ def test_a_data_function_beside_the_recipe_trains_and_wrong_returns_are_refused(
         "def strings():\n"
         "    return (np.array(['a', 'b']), np.array([0, 1])), (np.zeros((2, 3)), np.array([0, 1]))\n")
     (tmp_path / "fn.toml").write_text('name = "fn"\n[data]\nname = "my_data:load"\nn = 300\n'
-                                      '[model]\nname = "mlp"\nhidden = [32]\n[train]\nepochs = 15\nbatch_size = 32\nlr = 0.01\n')
+                                      '[model]\nname = "mlp"\nhidden = [32]\n'
+                                      '[train]\nepochs = 15\nbatch_size = 32\nlr = 0.01\n')
     e = Env(tmp_path)
     e.env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and Path(p).resolve() != tmp_path.resolve())
     sub = tmp_path / "elsewhere"
