@@ -260,3 +260,54 @@ def test_a_data_function_beside_the_recipe_trains_and_wrong_returns_are_refused(
     e.refused("train", "fn.toml", "-o", "data.name=my_data:nope", needles=("has no 'nope'", "load"))
     e.refused("train", "fn.toml", "-o", "data.name=nomodule:load", needles=("no module 'nomodule'",))
     e.refused("train", "fn.toml", "-o", "data.m=3", needles=("takes no keyword 'm'", "n, seed"))
+
+
+def test_an_image_ablation_with_two_workers_maps_the_same_cache(images):
+    """Both workers' cells (with the 2D flip augmentation) read the array the first test decoded."""
+    arrays = sorted(images.cache.glob("*.npy"))
+    done = images.run("ablate", "images.toml", "--trick", "ls:train.label_smoothing=0.1", "--seeds", "1",
+                      "--workers", "2", "--study", "img", "-q", "-o", "train.epochs=2", "-o", "data.augment.flip=0.5")
+    assert done.returncode == 0, done.stderr[-3000:]
+    cells = [r for r in images.runs() if r.get("study") == "img"]
+    assert len(cells) == 2 and {r["status"] for r in cells} == {"completed"}
+    assert sorted(images.cache.glob("*.npy")) == arrays  # decoded once, by the first run
+
+
+def test_images_from_a_csv_of_paths_with_a_test_folder(tmp_path, monkeypatch):
+    from dltricks.data import load_data
+    from dltricks.recipe import Recipe
+
+    monkeypatch.setenv("DLTRICKS_CACHE", str(tmp_path / "cache"))
+    make_shapes(tmp_path / "train", per_class=10, size=20)
+    make_shapes(tmp_path / "test", per_class=4, size=28, seed=1)
+    lines = ["path,label"] + [f"{p.relative_to(tmp_path)},{p.parent.name}" for p in sorted(tmp_path.glob("train/*/*"))]
+    (tmp_path / "list.csv").write_text("\n".join(lines) + "\n")
+    data = {"name": "images", "root": str(tmp_path / "list.csv"), "test_root": str(tmp_path / "test"),
+            "size": [12, 16], "channels": 3, "resize": "pad", "val_fraction": 0.2}
+    b = load_data(Recipe.from_dict({"name": "t", "data": data, "model": {"name": "cnn"}}).data, 0)
+    assert b.in_shape == (3, 12, 16) and len(b.test[1]) == 12 and len(b.train[1]) + len(b.val[1]) == 30
+    assert float(b.train[0][..., :2].abs().max()) == 0.0  # padded (black bars) to keep the aspect ratio
+    (tmp_path / "test" / "star").mkdir()
+    (tmp_path / "test" / "star" / "a.png").write_bytes((tmp_path / "test" / "disc" / "0.png").read_bytes())
+    from dltricks.errors import DltricksError
+
+    with pytest.raises(DltricksError, match="class folder.*'star'"):
+        load_data(Recipe.from_dict({"name": "t", "data": data, "model": {"name": "cnn"}}).data, 0)
+
+
+def test_regression_columns_take_text_features_and_impute(tmp_path):
+    from dltricks.data import load_data
+    from dltricks.recipe import Recipe
+
+    rows = ["a,city,price,label"] + [f"{i},{['x', 'y', ''][i % 3]},{i * 2},{i % 2}" for i in range(30)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    data = {"name": "csv", "path": str(tmp_path / "t.csv"), "regression_columns": ["price"], "impute": "most_frequent",
+            "val_fraction": 0.0, "standardize": False}
+    b = load_data(Recipe.from_dict({"name": "t", "data": data, "model": {"name": "mlp"}}).data, 0)
+    assert b.feature_names == ["a", "city=x", "city=y"] and b.task == "multitask"
+    x = torch.cat([b.train[0], b.test[0]])
+    assert torch.equal(x[:, 1:].sum(1), torch.ones(30))  # every row one category, the empty ones imputed
+    from dltricks.errors import DltricksError
+
+    with pytest.raises(DltricksError, match="line 4: column 'city' is empty"):
+        load_data(Recipe.from_dict({"name": "t", "data": {**data, "impute": "none"}, "model": {"name": "mlp"}}).data)
