@@ -60,8 +60,9 @@ def cache_dir() -> Path:
 def _key(files: list[Path], settings: dict) -> str:
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for f in files:
-        st = f.stat()
-        h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        name = os.path.abspath(f)  # no per-file resolve: a stat each is all the key needs
+        st = os.stat(name)
+        h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:24]
 
 

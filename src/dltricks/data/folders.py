@@ -8,6 +8,7 @@ one cached array (:mod:`dltricks.data.cache`), so that each split is a slice of 
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +51,16 @@ def _from_csv(path: Path, key: str, exts: tuple[str, ...]) -> tuple[list[Path], 
     return files, labels
 
 
+def _walk(folder: Path, exts: tuple[str, ...]) -> list[Path]:
+    """The files under ``folder`` with one of ``exts``, hidden ones left out; os.walk reads each folder once
+    without a stat per file (10,000 files: a few milliseconds)."""
+    out = []
+    for here, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        out += [Path(here, n) for n in names if not n.startswith(".") and os.path.splitext(n)[1].lower() in exts]
+    return out
+
+
 def class_files(root: str, key: str, exts: tuple[str, ...], kind: str,
                 csv_ok: bool = True) -> tuple[list[Path], list[str]]:
     """The files (sorted) and each one's class name, from a folder of class folders or a ``path,label`` CSV.
@@ -71,8 +82,7 @@ def class_files(root: str, key: str, exts: tuple[str, ...], kind: str,
         raise DltricksError(f"{key} = {root!r} holds no {kind} files ({_exts(exts)}) and no class folders")
     files, labels, empty = [], [], []
     for d in subs:
-        found = sorted(f for f in d.rglob("*") if f.is_file() and f.suffix.lower() in exts
-                       and not f.name.startswith("."))
+        found = sorted(_walk(d, exts))
         if not found:
             empty.append(d.name)
         files += found
