@@ -144,7 +144,12 @@ def test_the_splits_are_slices_of_one_memory_map_and_a_changed_file_is_decoded_a
     ptr = b.train[0].untyped_storage().data_ptr()
     assert b.val[0].untyped_storage().data_ptr() == ptr == b.test[0].untyped_storage().data_ptr()
     assert torch.bincount(b.test[1]).tolist() == [16, 16, 16]  # stratified
-    files = sorted((images.root / "shapes").rglob("*.png"))[:5]
+    import shutil
+
+    own = images.root / "five"  # copies: the folder itself stays as the other tests decoded it
+    own.mkdir()
+    files = [Path(shutil.copy(f, own / f"{i}.png")) for i, f in
+             enumerate(sorted((images.root / "shapes").rglob("*.png"))[:5])]
     c = cached_array(files, (1, 8, 8), decode_image, dict(height=8, width=8, channels=1, resize="pad"), "t")
     assert isinstance(c.array, np.memmap) and c.array.shape == (5, 1, 8, 8)
     same = cached_array(files, (1, 8, 8), decode_image, dict(height=8, width=8, channels=1, resize="pad"), "t")
