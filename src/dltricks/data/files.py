@@ -6,8 +6,10 @@ features (a 1D ``x`` is one feature per sample); ``y`` holds integer class label
 (N, *spatial) for segmentation.
 
 ``data.name = "csv"``: ``path`` to a table with a header row; ``label_column`` (default ``label``) holds
-the classes, every other column is a numeric feature. Labels may be integers or names (mapped to
-0..K-1 in sorted order, the names kept as ``class_names``). ``test_path`` gives a test table.
+the classes (or, with ``task = "regression"``, numbers to predict), every other column is a feature: numbers,
+or words one-hot encoded (:mod:`dltricks.data.encode`; missing cells refused or imputed by ``impute``). Labels may be
+integers or names (mapped to 0..K-1 in sorted order, the names kept as ``class_names``). ``test_path`` gives
+a test table.
 
 Without a test set, ``test_fraction`` of the data is held out, stratified by class and fixed by
 ``split_seed`` (not by the run's seed: every run of a recipe is tested on the same samples). Relative
