@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dltricks.data.tables import check_finite
 from dltricks.errors import DltricksError
 
-__all__ = ["Column", "TableEncoder", "fit_encoder"]
+__all__ = ["Column", "TableEncoder", "features_of", "fit_encoder"]
 
 
 def _number(cell: str) -> float | None:
@@ -122,3 +123,18 @@ def fit_encoder(names: list[str], cells: list[list[str]], train: np.ndarray, imp
                 fill = float(vals[np.argmax(counts)])
         cols.append(Column(name, None, fill))
     return TableEncoder(cols)
+
+
+def features_of(enc: TableEncoder, cells: list[list[str]], lines: list[int], path) -> np.ndarray:
+    """(N, F') float32 features of one file; missing numbers refused with row and column unless imputed."""
+    x = enc.transform(cells, lines, str(path))
+    source = [j for j, c in enumerate(enc.columns) for _ in range(c.width)]  # output column -> cell column
+
+    def describe(first: tuple) -> str:
+        n, j = int(first[0]), source[int(first[1])]
+        cell = cells[n][j]
+        kind = "empty" if cell == "" else repr(cell)
+        return f"first at line {lines[n]}, column {enc.columns[j].name!r} ({kind})"
+
+    check_finite(x, str(path), describe)
+    return x

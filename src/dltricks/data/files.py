@@ -248,21 +248,6 @@ def _read_csv(path: Path, key: str, label_column: str) -> tuple[list[str], list[
     return [header[i] for i in feats], cells, y, lines
 
 
-def _features_of(enc, cells: list[list[str]], lines: list[int], path: Path, impute: str) -> np.ndarray:
-    """(N, F') float32 features of one file; missing numbers refused with row and column unless imputed."""
-    x = enc.transform(cells, lines, str(path))
-    source = [j for j, c in enumerate(enc.columns) for _ in range(c.width)]  # output column -> cell column
-
-    def describe(first: tuple) -> str:
-        n, j = int(first[0]), source[int(first[1])]
-        cell = cells[n][j]
-        kind = "empty" if cell == "" else repr(cell)
-        return f"first at line {lines[n]}, column {enc.columns[j].name!r} ({kind})"
-
-    check_finite(x, str(path), describe)
-    return x
-
-
 def _csv_labels(y: np.ndarray) -> np.ndarray:
     """Integer-looking labels as numbers (so 1.5 and -1 are caught); anything else stays a name."""
     try:
@@ -273,7 +258,7 @@ def _csv_labels(y: np.ndarray) -> np.ndarray:
 
 @register_dataset("csv", CsvSpec)
 def load_csv(spec: CsvSpec, seed: int) -> DataBundle:
-    from dltricks.data.encode import fit_encoder
+    from dltricks.data.encode import features_of, fit_encoder
 
     if spec.regression_columns:
         from dltricks.data.targets_files import load_csv_targets
@@ -308,7 +293,7 @@ def load_csv(spec: CsvSpec, seed: int) -> DataBundle:
             raise DltricksError(f"data.path = {spec.path!r} has {len(distinct)} class ({found}); classification "
                                 "needs at least 2")
     if spec.impute == "none":  # missing values are refused for the whole file, before any split
-        _features_of(fit_encoder(columns, cells, np.arange(len(cells)), "none"), cells, lines, path, "none")
+        features_of(fit_encoder(columns, cells, np.arange(len(cells)), "none"), cells, lines, path)
     # the split comes first: categories and imputed values are taken from the training rows only
     idx = torch.arange(len(y))
     train_idx, test_idx = idx, None
@@ -316,14 +301,14 @@ def load_csv(spec: CsvSpec, seed: int) -> DataBundle:
         (train_idx, _), (test_idx, _) = carve_val((idx, torch.from_numpy(y)), spec.test_fraction, spec.split_seed,
                                                   stratify=spec.task == "classification", key="data.test_fraction")
     enc = fit_encoder(columns, cells, train_idx.numpy(), spec.impute)
-    x = torch.from_numpy(_features_of(enc, cells, lines, path, spec.impute))
+    x = torch.from_numpy(features_of(enc, cells, lines, path))
     yy = torch.from_numpy(y)
     if tpath is None:
         train, test = (x[train_idx], yy[train_idx]), (x[test_idx], yy[test_idx])
         note = enc.unseen_note(f"data.path {path.name} (held-out rows)")
     else:
         train = (x, yy)
-        test = (torch.from_numpy(_features_of(enc, tcells, tlines, tpath, spec.impute)), torch.from_numpy(yt))
+        test = (torch.from_numpy(features_of(enc, tcells, tlines, tpath)), torch.from_numpy(yt))
         note = enc.unseen_note(f"data.test_path {tpath.name}")
     if note:
         import sys

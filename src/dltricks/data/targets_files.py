@@ -73,27 +73,26 @@ def _table(spec, path: str, key: str, classes: list[str] | None):
 
 def load_csv_targets(spec) -> DataBundle:
     """Text feature columns one-hot and ``data.impute`` as in :func:`dltricks.data.files.load_csv`."""
-    from dltricks.data.encode import fit_encoder
-    from dltricks.data.files import _features_of
+    from dltricks.data.encode import features_of, fit_encoder
 
     cells, y, classes, label, feats, lines = _table(spec, spec.path, "data.path", None)
     targets = ([Target(label, "classification", len(classes))] if label else []) + \
         [Target(c, "regression") for c in spec.regression_columns]
     if spec.impute == "none":  # missing values are refused for the whole file, before any split
-        _features_of(fit_encoder(feats, cells, np.arange(len(cells)), "none"), cells, lines, spec.path, "none")
+        features_of(fit_encoder(feats, cells, np.arange(len(cells)), "none"), cells, lines, spec.path)
     idx = torch.arange(len(y))
     train_idx, test_idx = idx, None
     if not spec.test_path:
         (train_idx, _), (test_idx, _) = carve_val((idx, torch.from_numpy(y)), spec.test_fraction, spec.split_seed,
                                                   stratify=False, key="data.test_fraction")
     enc = fit_encoder(feats, cells, train_idx.numpy(), spec.impute)
-    x = torch.from_numpy(_features_of(enc, cells, lines, spec.path, spec.impute))
+    x = torch.from_numpy(features_of(enc, cells, lines, spec.path))
     if spec.test_path:
         tcells, yt, _, _, tfeats, tlines = _table(spec, spec.test_path, "data.test_path", classes)
         if tfeats != feats:
             raise DltricksError(f"{spec.test_path} has feature columns {', '.join(tfeats)} but {spec.path} has "
                                 f"{', '.join(feats)}; they must match")
-        xt = torch.from_numpy(_features_of(enc, tcells, tlines, spec.test_path, spec.impute))
+        xt = torch.from_numpy(features_of(enc, tcells, tlines, spec.test_path))
         train, test = (x, torch.from_numpy(y)), (xt, torch.from_numpy(yt))
     else:
         yy = torch.from_numpy(y)
