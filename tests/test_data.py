@@ -281,7 +281,8 @@ def test_csv_errors(tmp_path):
     msg = err(dict(name="csv", path=csv_file(tmp_path, table(), "typo.csv"), label_column="specie"))
     assert "did you mean species" in msg
 
-    text = "colour,size,label\nred,1,0\nblue,2,1\n"
+    # a word among numbers is a typo (a column of words is one-hot encoded: tests/test_user_data.py)
+    text = "colour,size,label\nred,1,0\n" + "".join(f"{i},{i},{i % 2}\n" for i in range(9))
     msg = err(dict(name="csv", path=csv_file(tmp_path, text, "nonnum.csv")))
     assert "column 'colour' is not numeric" in msg and "line 2" in msg and "'red'" in msg
 

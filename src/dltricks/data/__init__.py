@@ -1,8 +1,12 @@
-"""Datasets (MNIST-1D, digits, synthetic shapes, user files) and augmentation. Each dataset registers itself."""
+"""Datasets (MNIST-1D, digits, synthetic shapes; the user's tables, images, sounds and data functions) and
+augmentation. Each dataset registers itself."""
 
 from dltricks.data import (  # noqa: F401  (register)
+    audio,
     digits,
     files,
+    function,
+    images,
     medical,
     mnist1d,
     multitask,  # noqa: F401  (register)

@@ -68,6 +68,8 @@ class DataBundle:
     standardizer: Any = None
     # the names of the features of (N, F) inputs read from a table (its header), for messages
     feature_names: list[str] | None = None
+    # test rows of a table whose text categories the training split never had (encoded as all zeros)
+    unseen_categories: int = 0
 
     @property
     def in_shape(self) -> tuple[int, ...]:

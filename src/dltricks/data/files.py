@@ -6,8 +6,10 @@ features (a 1D ``x`` is one feature per sample); ``y`` holds integer class label
 (N, *spatial) for segmentation.
 
 ``data.name = "csv"``: ``path`` to a table with a header row; ``label_column`` (default ``label``) holds
-the classes, every other column is a numeric feature. Labels may be integers or names (mapped to
-0..K-1 in sorted order, the names kept as ``class_names``). ``test_path`` gives a test table.
+the classes (or, with ``task = "regression"``, numbers to predict), every other column is a feature: numbers,
+or words one-hot encoded (:mod:`dltricks.data.encode`; missing cells refused or imputed by ``impute``). Labels may be
+integers or names (mapped to 0..K-1 in sorted order, the names kept as ``class_names``). ``test_path`` gives
+a test table.
 
 Without a test set, ``test_fraction`` of the data is held out, stratified by class and fixed by
 ``split_seed`` (not by the run's seed: every run of a recipe is tested on the same samples). Relative
@@ -19,13 +21,13 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from dltricks.data.bundle import DataBundle
+from dltricks.data.bundle import DataBundle, Target
 from dltricks.data.registry import register_dataset
 from dltricks.data.splits import carve_val
 from dltricks.data.tables import check_finite, csv_rows, existing_file, int_labels
@@ -57,6 +59,13 @@ class CsvSpec(DataSpec):
     split_seed: int = Field(0, ge=0, description="fixes the held-out test split across runs")
     regression_columns: list[str] = Field(default_factory=list, description="columns that are regression "
                                                                             "targets (see dltricks.data.targets_files)")
+    task: Literal["classification", "regression"] = Field(
+        "classification", description="what label_column holds: classes (names or ids 0..K-1) or numbers to "
+                                      "regress")
+    impute: Literal["none", "mean", "median", "most_frequent"] = Field(
+        "none", description="fill missing feature cells with the training split's mean, median or most frequent "
+                            "value (text columns: the most frequent category); none = refuse them with row and "
+                            "column")
 
 
 def _encode(train_y: np.ndarray, test_y: np.ndarray | None, where: str, where_test: str,
@@ -207,8 +216,9 @@ def load_npz(spec: NpzSpec, seed: int) -> DataBundle:
 
 # ---- csv ----------------------------------------------------------------------------------------------
 
-def _read_csv(path: Path, key: str, label_column: str) -> tuple[np.ndarray, np.ndarray, list[str], list[int]]:
-    """Features (N, F) float32, labels as strings, the feature column names and each row's line number."""
+def _read_csv(path: Path, key: str, label_column: str) -> tuple[list[str], list[list[str]], np.ndarray, list[int]]:
+    """The feature column names, the feature cells (N, F) as stripped strings, the labels as strings and each
+    row's line number."""
     numbered = csv_rows(path, key)
     rows = [r for _, r in numbered]
     lines = [n for n, _ in numbered[1:]]  # the file's line number of each data row
@@ -230,32 +240,12 @@ def _read_csv(path: Path, key: str, label_column: str) -> tuple[np.ndarray, np.n
     for n, r in enumerate(body):
         if len(r) != len(header):
             raise DltricksError(f"{path}, line {lines[n]}: {len(r)} fields but the header has {len(header)}")
-    x = np.empty((len(body), len(feats)), dtype=np.float32)
-    missing = np.zeros(x.shape, dtype=bool)
-    for j, c in enumerate(feats):
-        for n, r in enumerate(body):
-            cell = r[c].strip()
-            if cell == "":
-                missing[n, j] = True
-                x[n, j] = np.nan
-                continue
-            try:
-                x[n, j] = float(cell)
-            except ValueError:
-                raise DltricksError(f"{path}: column {header[c]!r} is not numeric (line {lines[n]}: {cell!r}); "
-                                    f"features must be numbers (drop the column or encode it)") from None
+    cells = [[r[c].strip() for c in feats] for r in body]
     y = np.array([r[li].strip() for r in body])
     if (y == "").any():
         n = int(np.argmax(y == ""))
         raise DltricksError(f"{path}, line {lines[n]}: empty label in column {label_column!r}")
-
-    def describe(first: tuple) -> str:
-        n, j = int(first[0]), int(first[1])
-        kind = "empty" if missing[n, j] else repr(body[n][feats[j]].strip())
-        return f"first at line {lines[n]}, column {header[feats[j]]!r} ({kind})"
-
-    check_finite(x, str(path), describe)
-    return x, y, [header[i] for i in feats], lines
+    return [header[i] for i in feats], cells, y, lines
 
 
 def _csv_labels(y: np.ndarray) -> np.ndarray:
@@ -268,31 +258,70 @@ def _csv_labels(y: np.ndarray) -> np.ndarray:
 
 @register_dataset("csv", CsvSpec)
 def load_csv(spec: CsvSpec, seed: int) -> DataBundle:
+    from dltricks.data.encode import features_of, fit_encoder
+
     if spec.regression_columns:
         from dltricks.data.targets_files import load_csv_targets
 
         return load_csv_targets(spec)
     path = existing_file(spec.path, "data.path")
-    x, y_raw, columns, lines = _read_csv(path, "data.path", spec.label_column)
-    test = None
-    yt_raw = None
+    columns, cells, y_raw, lines = _read_csv(path, "data.path", spec.label_column)
+    tpath, yt_raw = None, None
     if spec.test_path:
         tpath = existing_file(spec.test_path, "data.test_path")
-        xt, yt_raw, tcolumns, tlines = _read_csv(tpath, "data.test_path", spec.label_column)
+        tcolumns, tcells, yt_raw, tlines = _read_csv(tpath, "data.test_path", spec.label_column)
         if tcolumns != columns:
             raise DltricksError(f"{tpath} has feature columns {', '.join(tcolumns)} but {path} has "
                                 f"{', '.join(columns)}; they must match")
-    y, yt = _csv_labels(y_raw), (_csv_labels(yt_raw) if yt_raw is not None else None)
-    if yt is not None and (y.dtype.kind in "US") != (yt.dtype.kind in "US"):
-        y, yt = y_raw, yt_raw  # names in one file, numbers in the other: treat all as names
     where = f"column {spec.label_column!r}"
-    y, yt, names = _encode(y, yt, f"{spec.path}: {where}", f"{spec.test_path}: {where}",
-                            at=lambda i: f"line {lines[i]}",
-                            at_test=lambda i: f"line {tlines[i]}")
-    if yt is not None:
-        test = (xt, yt)
-    bundle = _bundle(x, y, test, names, spec, "classification")
-    bundle.feature_names = columns
+    if spec.task == "regression":
+        from dltricks.data.targets_files import _numeric
+
+        y = _numeric(list(y_raw), f"{path}: {where}", lines)[:, None]
+        yt = _numeric(list(yt_raw), f"{tpath}: {where}", tlines)[:, None] if yt_raw is not None else None
+        names: list[str] = []
+    else:
+        y, yt = _csv_labels(y_raw), (_csv_labels(yt_raw) if yt_raw is not None else None)
+        if yt is not None and (y.dtype.kind in "US") != (yt.dtype.kind in "US"):
+            y, yt = y_raw, yt_raw  # names in one file, numbers in the other: treat all as names
+        y, yt, names = _encode(y, yt, f"{spec.path}: {where}", f"{spec.test_path}: {where}",
+                                at=lambda i: f"line {lines[i]}",
+                                at_test=lambda i: f"line {tlines[i]}")
+        distinct = np.unique(y)
+        if len(distinct) < 2:
+            found = names[int(distinct[0])] if len(distinct) else "none"
+            raise DltricksError(f"data.path = {spec.path!r} has {len(distinct)} class ({found}); classification "
+                                "needs at least 2")
+    if spec.impute == "none":  # missing values are refused for the whole file, before any split
+        features_of(fit_encoder(columns, cells, np.arange(len(cells)), "none"), cells, lines, path)
+    # the split comes first: categories and imputed values are taken from the training rows only
+    idx = torch.arange(len(y))
+    train_idx, test_idx = idx, None
+    if tpath is None:
+        (train_idx, _), (test_idx, _) = carve_val((idx, torch.from_numpy(y)), spec.test_fraction, spec.split_seed,
+                                                  stratify=spec.task == "classification", key="data.test_fraction")
+    enc = fit_encoder(columns, cells, train_idx.numpy(), spec.impute)
+    x = torch.from_numpy(features_of(enc, cells, lines, path))
+    yy = torch.from_numpy(y)
+    if tpath is None:
+        train, test = (x[train_idx], yy[train_idx]), (x[test_idx], yy[test_idx])
+        note = enc.unseen_note(f"data.path {path.name} (held-out rows)")
+    else:
+        train = (x, yy)
+        test = (torch.from_numpy(features_of(enc, tcells, tlines, tpath)), torch.from_numpy(yt))
+        note = enc.unseen_note(f"data.test_path {tpath.name}")
+    if note:
+        import sys
+
+        print(f"note: {note}", file=sys.stderr)
+    if spec.task == "regression":
+        bundle = DataBundle(train=train, test=test, task="regression", num_classes=1,
+                            targets=[Target(spec.label_column, "regression")])
+    else:
+        bundle = DataBundle(train=train, test=test, task="classification", num_classes=len(names),
+                            class_names=names)
+    bundle.feature_names = enc.feature_names
+    bundle.unseen_categories = sum(sum(c.values()) for c in enc.unseen.values())
     return bundle
 
 

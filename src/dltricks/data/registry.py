@@ -10,6 +10,8 @@ from dltricks.recipe import DataSpec, register_section
 
 Loader = Callable[[DataSpec, int], DataBundle]
 _LOADERS: dict[str, Loader] = {}
+# the loader of ``data.name = "module:function"`` (dltricks.data.function), kept apart: it is no dataset name
+_IMPORTED: list[Loader] = []
 
 
 def register_dataset(name: str, spec: type[DataSpec]) -> Callable[[Loader], Loader]:
@@ -27,6 +29,21 @@ def register_dataset(name: str, spec: type[DataSpec]) -> Callable[[Loader], Load
     return deco
 
 
+def register_loader(name: str, fn: Loader) -> None:
+    """``name = ":"``: the loader of every import-path data name ("module:function")."""
+    if name != ":":
+        raise ValueError("register_loader takes ':' (import paths); datasets use @register_dataset")
+    _IMPORTED[:] = [fn]
+
+
+def _loader(name: str) -> Loader:
+    if name in _LOADERS:
+        return _LOADERS[name]
+    if ":" in name and _IMPORTED:
+        return _IMPORTED[0]
+    raise unknown("dataset", name, _LOADERS)
+
+
 def datasets() -> list[str]:
     return sorted(_LOADERS)
 
@@ -35,12 +52,11 @@ def load_data(spec: DataSpec, seed: int = 0) -> DataBundle:
     """Load the dataset a recipe names, with a validation split fixed by ``seed``."""
     from dltricks.data.splits import carve_val
 
-    if spec.name not in _LOADERS:
-        raise unknown("dataset", spec.name, _LOADERS)
+    loader = _loader(spec.name)
     from dltricks.data.standardize import fit_standardizer, standardize_bundle, wants_standardize
     from dltricks.data.subsets import few_labels, hold_out_classes, keep_classes
 
-    bundle = _LOADERS[spec.name](spec, seed)
+    bundle = loader(spec, seed)
     if spec.attributes or bundle.attributes is not None:
         from dltricks.data.attributes import check_attributes, read_attributes
 
@@ -62,7 +78,7 @@ def load_data(spec: DataSpec, seed: int = 0) -> DataBundle:
     if spec.target.active:
         from dltricks.data.domains import add_target
 
-        add_target(bundle, spec, seed, _LOADERS[spec.name])
+        add_target(bundle, spec, seed, loader)
     if stats is not None:
         standardize_bundle(bundle, stats)
     return bundle

@@ -56,8 +56,7 @@ def _table(spec, path: str, key: str, classes: list[str] | None):
     feats = [i for i, h in enumerate(header) if h not in targets_cols]
     if not feats:
         raise DltricksError(f"{path} has no feature columns besides the targets {', '.join(targets_cols)}")
-    x = np.stack([_numeric([r[i].strip() for r in rows], f"{path}: feature column {header[i]!r}", lines)
-                  for i in feats], 1)
+    x = [[r[i].strip() for i in feats] for r in rows]  # cells: encoded once the split is known
     cols = []
     if label:
         names = [r[header.index(label)].strip() for r in rows]
@@ -69,24 +68,38 @@ def _table(spec, path: str, key: str, classes: list[str] | None):
         cols.append(np.array([index[n] for n in names], dtype=np.float32))
     for c in spec.regression_columns:
         cols.append(_numeric([r[header.index(c)].strip() for r in rows], f"{path}: column {c!r}", lines))
-    return x, np.stack(cols, 1), classes, label, [header[i] for i in feats]
+    return x, np.stack(cols, 1), classes, label, [header[i] for i in feats], lines
 
 
 def load_csv_targets(spec) -> DataBundle:
-    x, y, classes, label, feats = _table(spec, spec.path, "data.path", None)
+    """Text feature columns one-hot and ``data.impute`` as in :func:`dltricks.data.files.load_csv`."""
+    from dltricks.data.encode import features_of, fit_encoder
+
+    cells, y, classes, label, feats, lines = _table(spec, spec.path, "data.path", None)
     targets = ([Target(label, "classification", len(classes))] if label else []) + \
         [Target(c, "regression") for c in spec.regression_columns]
+    if spec.impute == "none":  # missing values are refused for the whole file, before any split
+        features_of(fit_encoder(feats, cells, np.arange(len(cells)), "none"), cells, lines, spec.path)
+    idx = torch.arange(len(y))
+    train_idx, test_idx = idx, None
+    if not spec.test_path:
+        (train_idx, _), (test_idx, _) = carve_val((idx, torch.from_numpy(y)), spec.test_fraction, spec.split_seed,
+                                                  stratify=False, key="data.test_fraction")
+    enc = fit_encoder(feats, cells, train_idx.numpy(), spec.impute)
+    x = torch.from_numpy(features_of(enc, cells, lines, spec.path))
     if spec.test_path:
-        xt, yt, _, _, tfeats = _table(spec, spec.test_path, "data.test_path", classes)
+        tcells, yt, _, _, tfeats, tlines = _table(spec, spec.test_path, "data.test_path", classes)
         if tfeats != feats:
             raise DltricksError(f"{spec.test_path} has feature columns {', '.join(tfeats)} but {spec.path} has "
                                 f"{', '.join(feats)}; they must match")
-        train, test = (torch.from_numpy(x), torch.from_numpy(y)), (torch.from_numpy(xt), torch.from_numpy(yt))
+        xt = torch.from_numpy(features_of(enc, tcells, tlines, spec.test_path))
+        train, test = (x, torch.from_numpy(y)), (xt, torch.from_numpy(yt))
     else:
-        train, test = carve_val((torch.from_numpy(x), torch.from_numpy(y)), spec.test_fraction, spec.split_seed,
-                                stratify=False, key="data.test_fraction")
+        yy = torch.from_numpy(y)
+        train, test = (x[train_idx], yy[train_idx]), (x[test_idx], yy[test_idx])
     bundle = _bundle(train, test, targets)
-    bundle.feature_names = feats
+    bundle.feature_names = enc.feature_names
+    bundle.unseen_categories = sum(sum(c.values()) for c in enc.unseen.values())
     return bundle
 
 

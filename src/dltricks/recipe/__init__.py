@@ -22,12 +22,12 @@ from dltricks.recipe.model import ModelSpec
 from dltricks.recipe.overrides import get_dotted, parse_override, set_dotted
 from dltricks.recipe.schema import Recipe
 from dltricks.recipe.search import AblateSpec, NasSpec, TuneSpec
-from dltricks.recipe.section import PATH, Section, register_section
+from dltricks.recipe.section import PATH, RECIPE_DIR, Section, register_imported, register_section
 from dltricks.recipe.train import TrainSpec
 
 __all__ = [
     "Section", "AugmentSpec", "DomainSpec", "DataSpec", "ModelSpec", "TrainSpec", "EvalSpec", "AblateSpec",
     "TuneSpec", "NasSpec", "CompressSpec", "Recipe",
     "register_section", "bundled_recipes", "explain_errors", "parse_override", "set_dotted", "get_dotted",
-    "PATH",
+    "PATH", "RECIPE_DIR", "register_imported",
 ]

@@ -11,7 +11,7 @@ from typing import Any
 from dltricks.errors import DltricksError, did_you_mean, one_of
 from dltricks.recipe.guide import data_kind, not_a_recipe
 from dltricks.recipe.overrides import switched
-from dltricks.recipe.section import _VARIANTS, plugins_loaded
+from dltricks.recipe.section import plugins_loaded, variant_spec
 
 
 class RecipeNotFound(DltricksError):
@@ -100,9 +100,11 @@ def absolute_paths(d: dict, folder: Path, inherited: dict | None = None) -> None
         if not isinstance(table, dict):
             continue
         name = table.get("name", (inherited or {}).get(section, {}).get("name"))
-        spec = _VARIANTS[section].get(name) if isinstance(name, str) else None
+        spec = variant_spec(section, name)
         for key, f in (spec.model_fields.items() if spec else ()):
             value = table.get(key)
+            if (f.json_schema_extra or {}).get("dltricks_recipe_dir") and "name" in table and not value:
+                table[key] = str(folder.resolve())
             if (f.json_schema_extra or {}).get("dltricks_path") and isinstance(value, str) and value:
                 p = Path(value).expanduser()
                 table[key] = str(p if p.is_absolute() else (folder / p).resolve())

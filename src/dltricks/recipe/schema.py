@@ -19,7 +19,7 @@ from dltricks.recipe.files import absolute_paths, load_tree
 from dltricks.recipe.model import ModelSpec
 from dltricks.recipe.overrides import SWITCHES, get_dotted, parse_override, set_key
 from dltricks.recipe.search import AblateSpec, NasSpec, TuneSpec
-from dltricks.recipe.section import _VARIANTS, Section, plugins_loaded
+from dltricks.recipe.section import _VARIANTS, Section, plugins_loaded, variant_spec
 from dltricks.recipe.train import TrainSpec
 
 
@@ -51,10 +51,11 @@ class Recipe(Section):
         name = v.get("name")
         if name is None:
             raise ValueError(f"needs a name; valid: {one_of(variants)}")
-        if name not in variants:
+        spec = variant_spec(info.field_name, name)
+        if spec is None:
             kind = "dataset" if info.field_name == "data" else "model"
             raise ValueError(f"no {kind} of that name{did_you_mean(name, variants)}; valid: {one_of(variants)}")
-        return variants[name].model_validate(v)
+        return spec.model_validate(v)
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod

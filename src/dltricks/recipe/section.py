@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict
 # Marks a key whose value is a file or folder: ``Field(..., json_schema_extra=PATH)``. In a recipe file
 # such a key is taken relative to that file's folder, and the resolved recipe holds the absolute path.
 PATH = {"dltricks_path": True}
+# Marks a key that holds the folder of the recipe file that names the section (set when the file is read, if
+# the key is not given): where a user's module named by import path (``name = "module:function"``) is looked for.
+RECIPE_DIR = {"dltricks_recipe_dir": True}
 
 
 class Section(BaseModel):
@@ -32,6 +35,27 @@ def register_section(section: Literal["data", "model"], name: str, spec: type[Se
     """Make ``[section] name = NAME`` validate against ``spec`` (a DataSpec/ModelSpec subclass)."""
     _VARIANTS[section][name] = spec
 
+
+
+# The schema of a section whose name is an import path "module:attribute" (the user's own data function or
+# model), per section; registered like a variant by the package that loads it.
+_IMPORTED: dict[str, type[Section]] = {}
+
+
+def register_imported(section: Literal["data", "model"], spec: type[Section]) -> None:
+    """Make ``[section] name = "module:attribute"`` validate against ``spec``."""
+    _IMPORTED[section] = spec
+
+
+def variant_spec(section: str, name: object) -> type[Section] | None:
+    """The schema of ``[section] name = NAME``: a registered variant, else the import-path schema for a name
+    with a colon; None when there is none."""
+    if not isinstance(name, str):
+        return None
+    spec = _VARIANTS[section].get(name)
+    if spec is None and ":" in name:
+        spec = _IMPORTED.get(section)
+    return spec
 
 
 def plugins_loaded() -> None:
