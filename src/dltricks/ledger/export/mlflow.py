@@ -44,7 +44,13 @@ def _state(rec: RunRecord) -> str:
 
 def _client(uri: str):
     needs("mlflow", "mlflow-skinny")
+    import os
+
     from mlflow.tracking import MlflowClient
+
+    if uri.startswith("file:") or "://" not in uri:
+        # MLflow 3 refuses its file store unless asked; a file URI given here is that request
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
 
     try:
         return MlflowClient(tracking_uri=uri)
