@@ -99,6 +99,23 @@ def build(recipe: Recipe) -> tuple[DataBundle, torch.nn.Module, Task]:
     return bundle, model, make_task(recipe, bundle)
 
 
+def epoch_hooks(recipe: Recipe, run_dir: Path, on_epoch: Callable | None) -> tuple[Callable | None, Any]:
+    """``fit``'s per-epoch hook: the caller's, plus TensorBoard scalars with ``train.tensorboard`` (its
+    writer is returned, to be closed; None without)."""
+    if not recipe.train.tensorboard:
+        return on_epoch, None
+    from dltricks.ledger.export.tensorboard import EpochScalars
+
+    board = EpochScalars(run_dir / "tensorboard", recipe.to_dict())
+
+    def both(epoch: int, row: dict[str, float]) -> None:
+        board(epoch, row)
+        if on_epoch is not None:
+            on_epoch(epoch, row)
+
+    return both, board
+
+
 _COMPRESSOR: list[Callable[..., Any]] = []
 
 
@@ -153,6 +170,7 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
     (run_dir / "recipe.toml").write_text(recipe.to_toml())
     # a run stopped before its first checkpoint has nothing to continue: it starts again (same seed, same run)
     resume_from_checkpoint = bool(resume) and find_checkpoint(run_dir / "checkpoint") is not None
+    board = None  # train.tensorboard's writer, once training starts
     try:
         bundle, model, task = build(recipe)
         augment = make_augment(recipe, bundle)
@@ -162,6 +180,7 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         check_uncertainty(recipe, bundle, model, task)
         threads = use_threads(recipe, model, bundle, device, cap=threads_before)
         runner = method.outer_loop() or fit  # episodic learners (MAML) own their outer loop
+        on_epoch, board = epoch_hooks(recipe, run_dir, on_epoch)
         history = runner(model, bundle.train_source or bundle.train, bundle.val, spec=recipe.train,
                          seed=recipe.seed, progress=progress, task=task, augment=augment,
                          checkpoint_dir=run_dir, resume=resume_from_checkpoint, fingerprint=recipe.digest(),
@@ -200,6 +219,8 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
                         f"{run_dir / 'traceback.txt'})") from e
     finally:
         torch.set_num_threads(threads_before)
+        if board is not None:
+            board.close()
     from dltricks.loop.checkpoint import save_weights
 
     weights = weights or save_weights(run_dir / "model.safetensors", model)
