@@ -71,7 +71,7 @@ def export_runs(records: Iterable[RunRecord], uri: str, *,
     """Write ``records`` to the MLflow tracking server or store at ``uri``; how many were written,
     left unchanged or replaced. ``verdicts[(study, variant)]`` becomes the tag ``dltricks.verdict``."""
     client = _client(uri)
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
 
     verdicts = verdicts or {}
     count, experiments = ExportCount(), {}
