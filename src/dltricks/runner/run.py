@@ -194,6 +194,10 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
                                 progress=progress)
         if weights is not None:
             metrics.update(extra)
+        if not meta_episodes(recipe, bundle):  # per-sample results: the study report's bootstrap over samples
+            from dltricks.runner.samples import save_correct
+
+            save_correct(model, bundle, task, device, run_dir)
         metrics["threads"] = float(threads)
     except TrainingInterrupted as e:
         # no history of its own: it stopped after the run's training (in an ensemble member)
