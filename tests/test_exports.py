@@ -199,6 +199,23 @@ def test_onnx_refuses_a_model_onnx_cannot_express(trained, tmp_path, capsys):
     assert not path.exists() and not list(tmp_path.glob("*.part"))
 
 
+def test_onnx_exporter_failure_reads_as_one_line(tmp_path, capfd):
+    import torch
+
+    from dltricks.runner.onnx_export import _export, _reason
+
+    class DataDependent(torch.nn.Module):  # control flow on values: torch.export cannot trace it
+        def forward(self, x):
+            return x * 2 if x.sum() > 0 else x - 1
+
+    with pytest.raises(Exception) as info:
+        _export(DataDependent(), torch.randn(2, 3), tmp_path / "dd.onnx")
+    why = _reason(info.value)
+    assert "\n" not in why and "\x1b" not in why and "data-dependent" in why
+    captured = capfd.readouterr()
+    assert "GraphModule" not in captured.out + captured.err  # the exporter's printed graphs stay hidden
+
+
 def test_onnx_refuses_bad_input(trained, tmp_path, capsys):
     ledger, run_id, running = trained
     rc = _cli(ledger, "export", "abcdef123456", "--onnx", str(tmp_path / "m.onnx"))

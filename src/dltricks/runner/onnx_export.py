@@ -90,19 +90,38 @@ def _destination(path: str | Path) -> Path:
     return p.resolve()
 
 
+def _reason(e: Exception) -> str:
+    """The exporter's reason in one line: its "Exception summary" when it gives one, without colours."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    if "## Exception summary" in text:
+        text = text.split("## Exception summary", 1)[1].strip()
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return (first or type(e).__name__)[:300]
+
+
 def _export(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    import contextlib
+    import io
     import logging
 
     batch = torch.export.Dim("batch", min=1)
-    log = logging.getLogger("torch.onnx")
-    level = log.level
-    log.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping torchvision::nms" and the like
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
+    # the exporter's chatter (skipped torchvision ops, graphs it printed, shape warnings) is not the
+    # user's business: a failure comes back as one line from the exception
+    quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch.fx", "torch._dynamo", "torch.export",
+                                            "torch._export")]
+    levels = [log.level for log in quiet]
+    for log in quiet:
+        log.setLevel(logging.ERROR)
+    sink = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            warnings.simplefilter("ignore")
             torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=({0: batch},),
                               input_names=["x"], external_data=False, verbose=False, report=False)
-        finally:
+    finally:
+        for log, level in zip(quiet, levels):
             log.setLevel(level)
 
 
@@ -116,12 +135,15 @@ def export_onnx(ledger: Ledger, run_id: str, path: str | Path, *, tolerance: flo
     rid, model, x = run_model(ledger, run_id)
     tmp = dest.with_name(dest.name + ".part")
     try:
+        int8 = sorted({type(m).__name__ for m in model.modules() if ".quantized" in type(m).__module__})
+        if int8:
+            raise DltricksError(f"run {rid}: ONNX cannot express this model: its int8 layers of torch.ao "
+                                f"({', '.join(int8)}) have no ONNX form in torch.onnx.export; export the float "
+                                "source run, or a pruned variant without quantization")
         try:
             _export(model, x[:2], tmp)
         except Exception as e:  # noqa: BLE001 - the exporter's reason is the answer: one line
-            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DltricksError(f"run {rid}: ONNX cannot express this model ({type(e).__name__}: {why[:300]})") \
-                from None
+            raise DltricksError(f"run {rid}: ONNX cannot express this model ({_reason(e)})") from None
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         worst = 0.0
