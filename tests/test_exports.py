@@ -291,3 +291,11 @@ def test_optuna_dashboard_serves_a_study_of_the_ledger(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_exports_from_no_ledger_refuse_and_create_nothing(ledger_home, capsys):
+    rc = main(["runs", "export", "--tensorboard", "tb", "--mlflow", "sqlite:///m.db"])
+    _one_line_error(capsys, 2, rc, "no ledger at", "no runs to export")
+    rc = main(["export", "abcdef", "--onnx", "m.onnx"])
+    _one_line_error(capsys, 2, rc, "no run 'abcdef'", "no ledger at")
+    assert not any(ledger_home.iterdir())  # no ledger, no folders, no files

@@ -30,7 +30,13 @@ def add_runs_export_args(p: argparse.ArgumentParser) -> None:
 
 @command
 def cmd_export(args: argparse.Namespace) -> int:
-    from dltricks.runner.onnx_export import TOLERANCE, export_onnx
+    from dltricks.ledger import Ledger
+
+    missing = Ledger.missing(args.ledger)
+    if missing is not None:
+        raise DltricksError(f"no run {args.run_id!r}: there is no ledger at {missing} (see `dltricks runs`, or "
+                            "name the ledger with --ledger URL)")
+    from dltricks.runner.onnx_export import TOLERANCE, export_onnx  # torch: only once there is a ledger
 
     tol = TOLERANCE if args.tolerance is None else args.tolerance
     if not tol >= 0:
@@ -64,6 +70,12 @@ def runs_export(args: argparse.Namespace) -> None:
     """``dltricks runs export``: the runs the filters select, to TensorBoard and/or MLflow."""
     if not (args.tensorboard or args.mlflow):
         raise DltricksError("runs export needs --tensorboard DIR and/or --mlflow URI (e.g. --tensorboard tb/)")
+    from dltricks.ledger import Ledger
+
+    missing = Ledger.missing(args.ledger)
+    if missing is not None:  # reading an empty folder creates nothing in it
+        raise DltricksError(f"no ledger at {missing}, so no runs to export (train one with: dltricks train RECIPE, "
+                            "or name the ledger with --ledger URL)")
     ledger = ledger_of(args)
     records = [ledger.get(i) for i in args.ids] if args.ids else \
         ledger.runs(study=args.study, status=args.status, name=args.name, limit=args.limit)

@@ -36,6 +36,9 @@ def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
 def cmd_runs(args: argparse.Namespace) -> None:
     from dltricks.ledger import Ledger, sheet
 
+    if args.action == "export":  # before the ledger is opened: exporting from no ledger creates none
+        runs_export(args)
+        return
     missing = Ledger.missing(args.ledger)
     if missing is not None and args.action is None:
         _no_runs(args, str(missing))  # reading an empty folder creates nothing in it
@@ -51,9 +54,6 @@ def cmd_runs(args: argparse.Namespace) -> None:
         if len(args.ids) != 1:
             raise DltricksError("usage: dltricks runs show RUN_ID")
         write(sheet.to_json([ledger.get(args.ids[0])]))
-        return
-    if args.action == "export":
-        runs_export(args)
         return
     if args.action is not None:
         raise DltricksError(f"unknown runs action {args.action!r}; valid: diff, show, export (or none to list)")
