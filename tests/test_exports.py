@@ -186,16 +186,21 @@ def test_onnx_export_matches_pytorch_on_the_test_inputs(trained, tmp_path, capsy
     assert not list(path.parent.glob("*.part"))
 
 
-def test_onnx_refuses_a_model_onnx_cannot_express(trained, tmp_path, capsys):
-    from dltricks.compress import compress_run, variant_specs
+def test_onnx_exports_a_pruned_variant_and_refuses_an_int8_one(trained, tmp_path, capsys):
+    from dltricks.compress import compress_run
+    from dltricks.recipe import CompressSpec
 
     ledger, run_id, _ = trained
-    result = compress_run(ledger, run_id, variant_specs(["dynamic"], None), progress=False, rounds=1,
-                          out=tmp_path / "report")
-    (variant,) = [r for r in result.rows if r["variant"] != "source"]
+    specs = [CompressSpec(prune=0.5, prune_mode="structured"), CompressSpec(quantize="dynamic")]
+    result = compress_run(ledger, run_id, specs, progress=False, rounds=1, out=tmp_path / "report")
+    runs = {r["variant"]: r["run"] for r in result.rows}
+    assert set(runs) == {"source", "prune-s0.5", "dynamic"}
+    pruned = tmp_path / "pruned.onnx"
+    assert _cli(ledger, "export", runs["prune-s0.5"], "--onnx", str(pruned)) == 0  # a smaller float model
+    assert "within the tolerance" in capsys.readouterr().out and pruned.stat().st_size > 0
     path = tmp_path / "q.onnx"
-    rc = _cli(ledger, "export", variant["run"], "--onnx", str(path))
-    _one_line_error(capsys, 2, rc, "ONNX cannot express this model")
+    rc = _cli(ledger, "export", runs["dynamic"], "--onnx", str(path))
+    _one_line_error(capsys, 2, rc, "ONNX cannot express this model", "int8 layers")
     assert not path.exists() and not list(tmp_path.glob("*.part"))
 
 
