@@ -100,6 +100,8 @@ def test_vary_is_checked_and_leaves_fixed_test_sets_alone():
         Recipe.load("digits-cnn", ["ablate.vary=['split']"])
     with pytest.raises(DltricksError, match="vary"):
         Recipe.load("digits-cnn", ["ablate.vary=['seed', 'fold']"])
+    with pytest.raises(DltricksError, match="vary"):  # the Python API checks it too
+        ablate(Recipe.load("digits-cnn"), ["label_smoothing"], seeds=2, vary=["split"], ledger="sqlite://")
     digits = Recipe.load("digits-cnn")
     assert cell_patch(digits, 3, ["seed", "split"]) == {"seed": 3, "data.split_seed": 3}
     assert cell_patch(digits, 3, ["seed"]) == {"seed": 3}

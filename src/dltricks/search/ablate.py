@@ -25,6 +25,7 @@ from dltricks.search import study as st
 from dltricks.search.definition import base_recipe
 from dltricks.search.plan import Mode, plan_variants
 from dltricks.search.study_job import StudyJob
+from dltricks.search.vary import VARY
 from dltricks.tricks import Trick, parse_trick
 
 # ---- defining a study ------------------------------------------------------------------------------
@@ -48,6 +49,9 @@ def define(recipe: Recipe, tricks: list[Trick], *, mode: Mode, seeds: int | str,
     seed_list = [recipe.seed + i for i in range(n_seeds)]
     base = base_recipe(recipe)  # the sweeps' own settings are not part of what each run trains
     vary = list(vary or recipe.ablate.vary)
+    if "seed" not in vary or len(set(vary)) != len(vary) or set(vary) - set(VARY):
+        raise DltricksError(f'vary = {vary}: must list "seed" once, and "split" at most once: ["seed"] or '
+                            '["seed", "split"]')
     if not study:
         parts: list[Any] = [base, [v.patch for v in variants], seed_list, metric, mode]
         if schedule:  # a sequential study's ROPE decides which cells run
