@@ -35,7 +35,7 @@ def default_output(path: Path) -> Path:
 
 
 def show_survey(s) -> None:
-    from dltricks.data.survey import balance
+    from dltricks.data.survey_checks import balance
 
     print_line(f"{s.path}: {s.what}")
     rows = [("task", s.task), ("samples", f"{s.samples}" + (f" (+ {s.test} to test)" if s.test else

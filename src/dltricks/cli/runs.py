@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 
 from dltricks.cli.common import Parents, command, err, ledger_of, out, page, write
+from dltricks.cli.export import add_runs_export_args, runs_export
 from dltricks.errors import DltricksError
 
 
 def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p = page(sub, "runs", parents.ledgered, "the sheet of runs; `runs diff A B`, `runs show ID`",
              "dltricks runs\ndltricks runs --status failed --limit 5\ndltricks runs --format csv > runs.csv\n"
-             "dltricks runs diff RUN_A RUN_B\ndltricks runs show RUN_ID")
+             "dltricks runs diff RUN_A RUN_B\ndltricks runs show RUN_ID\n"
+             "dltricks runs export --tensorboard tb/ --mlflow file:///tmp/mlruns [--study S] [RUN_ID ...]")
     p.add_argument("action", nargs="?", help="diff (two runs: recipe keys and metrics that differ) or show "
-                                              "(one run, all it recorded, as JSON); none lists the runs")
+                                              "(one run, all it recorded, as JSON), export (to TensorBoard, "
+                                              "MLflow); none lists the runs")
     p.add_argument("ids", nargs="*", help="run ids (a unique prefix is enough)")
     p.add_argument("--format", choices=["table", "csv", "md", "json"], default="table",
                    help="table for the terminal (default), or csv, md (Markdown), json to save or parse")
@@ -26,12 +29,16 @@ def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
                                                       "per study)")
     p.add_argument("--columns", metavar="A,B,...", help="columns to show, e.g. id,name,status,test_accuracy,failure "
                                                         "(default: those that fit the terminal)")
+    add_runs_export_args(p)
 
 
 @command
 def cmd_runs(args: argparse.Namespace) -> None:
     from dltricks.ledger import Ledger, sheet
 
+    if args.action == "export":  # before the ledger is opened: exporting from no ledger creates none
+        runs_export(args)
+        return
     missing = Ledger.missing(args.ledger)
     if missing is not None and args.action is None:
         _no_runs(args, str(missing))  # reading an empty folder creates nothing in it
@@ -49,7 +56,7 @@ def cmd_runs(args: argparse.Namespace) -> None:
         write(sheet.to_json([ledger.get(args.ids[0])]))
         return
     if args.action is not None:
-        raise DltricksError(f"unknown runs action {args.action!r}; valid: diff, show (or none to list)")
+        raise DltricksError(f"unknown runs action {args.action!r}; valid: diff, show, export (or none to list)")
     records = ledger.runs(study=args.study, status=args.status, name=args.name, limit=args.limit)
     if not records:
         _no_runs(args, ledger.where)

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dltricks.data.survey import Survey, balance
+from dltricks.data.survey_checks import Survey, balance
 
 __all__ = ["model_section", "starter_recipe", "toml_value"]
 

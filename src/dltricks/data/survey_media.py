@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dltricks.data.survey import Survey, class_problems, content_key, duplicate_problems, examples, most_common
+from dltricks.data.survey_checks import Survey, class_problems, content_key, duplicate_problems, examples, most_common
 from dltricks.errors import DltricksError
 
 __all__ = ["IMAGE_SUFFIXES", "SOUND_SUFFIXES", "survey_folder", "survey_nifti", "DECODE", "MAX_SIDE"]

@@ -38,6 +38,8 @@ class AblationResult:
     cells_total: int = 0  # with seeds = "auto": the cells done plus those the rule still asks for
     notes: list[str] = field(default_factory=list)  # things the reader must know (a trick the baseline turns off)
     rope: float = float("nan")
+    # a paired bootstrap over test samples per variant (ledger.sample_bootstrap), where runs left per-sample files
+    sample_intervals: list[Any] = field(default_factory=list)
 
     @property
     def verdicts(self) -> dict[str, str]:
@@ -230,12 +232,18 @@ def write_study_report(ledger: Ledger, facts: StudyFacts, *, out: str | Path | N
     rope_source = "given" if d.get("rope") is not None else "default for this metric"
     done, total = facts.done, facts.done + facts.remaining
     off = switched_off(d)
+    from dltricks.ledger.sample_bootstrap import sample_intervals, sample_notes
+
+    intervals = sample_intervals({v: {s: ledger.root / "runs" / r for s, r in by_seed.items()}
+                                  for v, by_seed in facts.run_ids.items()}, d["reference"])
+    off = off + sample_notes(intervals)
     notes = [f"partial: {done} of {total} cells done; the verdicts may change", *off] if facts.remaining else off
     header = {
         "study": d["name"], "mode": d["mode"],
         "metric": f"{d['metric']} ({'higher' if d['higher_is_better'] else 'lower'} is better)",
         "ROPE": f"±{rope:.4g} {d['metric']} ({rope_source})", "alpha": f"{d.get('alpha', 0.05)} (family-wise, Holm)",
         "reference": d["reference"], "seeds": _seeds_line(d),
+        "varies per seed": ", ".join(d.get("vary") or ["seed"]),
         "cells": f"{done} of {total} done, {len(facts.failures)} failed",
         "git commit": ", ".join(sorted(c for c in commits if c)) or "not in a git repository",
         "tricks": "; ".join(f"{t['name']}: {t['on']}" for t in d["tricks"]),
@@ -248,4 +256,4 @@ def write_study_report(ledger: Ledger, facts: StudyFacts, *, out: str | Path | N
                          failures=facts.failures, notes=notes, changes=changes(d),
                          recipe=Recipe.from_dict(d["recipe"]).to_toml(), run_figures=figures)
     return AblationResult(d["name"], d["metric"], d["reference"], stats, facts.scores, facts.failures, paths,
-                          cells_done=done, cells_total=total, notes=off, rope=rope)
+                          cells_done=done, cells_total=total, notes=off, rope=rope, sample_intervals=intervals)

@@ -24,6 +24,17 @@ class AblateSpec(Section):
     rope: float | Literal["auto"] = Field("auto", description="half-width of the region of practical equivalence "
                                           'in metric units; "auto": 0.005 for [0, 1] metrics, else 1% of the baseline')
     max_seeds: int = Field(10, ge=3, le=1000, description='the most seeds per variant with seeds = "auto"')
+    vary: list[Literal["seed", "split"]] = Field(
+        default_factory=lambda: ["seed"],
+        description='what each paired seed draws afresh: "seed" (init, batch order, validation split); with '
+                    '"split" also the test split of data that holds one out itself (data.split_seed = the seed)')
+
+    @field_validator("vary")
+    @classmethod
+    def _vary_has_seed(cls, v: list[str]) -> list[str]:
+        if "seed" not in v or len(set(v)) != len(v):
+            raise ValueError('must list "seed" once, and "split" at most once: ["seed"] or ["seed", "split"]')
+        return v
 
     @field_validator("seeds")
     @classmethod

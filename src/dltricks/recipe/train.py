@@ -101,6 +101,8 @@ class TrainSpec(Section):
                                                            "weight ramps up (exp(-5(1-t)^2)); 0 = none")
     ema_decay: float = Field(0.99, ge=0.0, lt=1.0, description="mean teacher's EMA decay per step")
     mu: int = Field(3, ge=1, le=64, description="unlabelled (or target) to labelled batch-size ratio")
+    tensorboard: bool = Field(False, description="write TensorBoard event files while training (scalars per "
+                                                 "epoch, the recipe as text) into the run's folder tensorboard/")
 
     @field_validator("threads", mode="before")
     @classmethod

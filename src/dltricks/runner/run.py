@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import shutil
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,6 +32,7 @@ from dltricks.recipe import Recipe
 from dltricks.runner.build import Prepared, prepare, use_threads
 from dltricks.runner.figures import draw_figures
 from dltricks.runner.metrics import final_metrics, metric_names
+from dltricks.runner.samples import save_correct
 
 # build, make_task, make_augment and metric_names are imported from here by sweeps and tests
 __all__ = ["RunResult", "train", "build", "make_task", "make_augment", "metric_names"]
@@ -129,6 +131,23 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
     return RunResult(run_id, "completed", metrics, history[0], recipe, run_dir)
 
 
+def epoch_hooks(recipe: Recipe, run_dir: Path, on_epoch: Callable | None) -> tuple[Callable | None, Any]:
+    """``fit``'s per-epoch hook: the caller's, plus TensorBoard scalars with ``train.tensorboard`` (its
+    writer is returned, to be closed; None without)."""
+    if not recipe.train.tensorboard:
+        return on_epoch, None
+    from dltricks.ledger.export.tensorboard import EpochScalars
+
+    board = EpochScalars(run_dir / "tensorboard", recipe.to_dict())
+
+    def both(epoch: int, row: dict[str, float]) -> None:
+        board(epoch, row)
+        if on_epoch is not None:
+            on_epoch(epoch, row)
+
+    return both, board
+
+
 def _fit_and_score(ready: Prepared, recipe: Recipe, ledger: Ledger, device: torch.device, run_dir: Path,
                    history: list[History], *, progress: bool, resume: bool, on_epoch, threads_before: int):
     """Train, compress when ``[compress]`` asks, and score: the model, its metrics and its weights file
@@ -136,10 +155,15 @@ def _fit_and_score(ready: Prepared, recipe: Recipe, ledger: Ledger, device: torc
     bundle, model, task, method = ready.bundle, ready.model, ready.task, ready.method
     threads = use_threads(recipe, model, bundle, device, cap=threads_before)
     runner = method.outer_loop() or fit  # episodic learners (MAML) own their outer loop
-    history.append(runner(model, bundle.train_source or bundle.train, bundle.val, spec=ready.recipe.train,
-                          seed=recipe.seed, progress=progress, task=task,
-                          augment=ready.augment, checkpoint_dir=run_dir, resume=resume,
-                          fingerprint=recipe.digest(), method=method, on_epoch=on_epoch))
+    on_epoch, board = epoch_hooks(recipe, run_dir, on_epoch)
+    try:
+        history.append(runner(model, bundle.train_source or bundle.train, bundle.val, spec=ready.recipe.train,
+                              seed=recipe.seed, progress=progress, task=task,
+                              augment=ready.augment, checkpoint_dir=run_dir, resume=resume,
+                              fingerprint=recipe.digest(), method=method, on_epoch=on_epoch))
+    finally:
+        if board is not None:
+            board.close()
     weights, extra = None, {}
     if recipe.compress.active:  # [compress]: prune/quantize the trained model, then test what is left
         model, weights, extra, curves = compress_trained(model, ready.recipe, bundle, task, run_dir,
@@ -150,4 +174,6 @@ def _fit_and_score(ready: Prepared, recipe: Recipe, ledger: Ledger, device: torc
                             ledger=ledger, progress=progress)
     metrics.update(extra)
     metrics["threads"] = float(threads)
+    if not any(s.replaces_test_metrics for s in ready.setups):  # per-sample results: the report's bootstrap
+        save_correct(model, bundle, task, device, run_dir)
     return model, metrics, weights

@@ -25,12 +25,14 @@ from dltricks.search import study as st
 from dltricks.search.definition import base_recipe
 from dltricks.search.plan import Mode, plan_variants
 from dltricks.search.study_job import StudyJob
+from dltricks.search.vary import VARY
 from dltricks.tricks import Trick, parse_trick
 
 # ---- defining a study ------------------------------------------------------------------------------
 
 def define(recipe: Recipe, tricks: list[Trick], *, mode: Mode, seeds: int | str, metric: str = "",
-           study: str = "", rope: float | None = None, max_seeds: int | None = None) -> st.Definition:
+           study: str = "", rope: float | None = None, max_seeds: int | None = None,
+           vary: list[str] | None = None) -> st.Definition:
     """The study: variants, seeds and metric. ``seeds="auto"`` plans up to ``max_seeds`` seeds
     (default ``ablate.max_seeds``) in looks (:func:`dltricks.ledger.looks.auto_schedule`)."""
     from dltricks.ledger.looks import auto_schedule
@@ -46,16 +48,22 @@ def define(recipe: Recipe, tricks: list[Trick], *, mode: Mode, seeds: int | str,
         raise DltricksError(f'seeds must be a whole number >= 1 or "auto", got {seeds!r}')
     seed_list = [recipe.seed + i for i in range(n_seeds)]
     base = base_recipe(recipe)  # the sweeps' own settings are not part of what each run trains
+    vary = list(vary or recipe.ablate.vary)
+    if "seed" not in vary or len(set(vary)) != len(vary) or set(vary) - set(VARY):
+        raise DltricksError(f'vary = {vary}: must list "seed" once, and "split" at most once: ["seed"] or '
+                            '["seed", "split"]')
     if not study:
         parts: list[Any] = [base, [v.patch for v in variants], seed_list, metric, mode]
         if schedule:  # a sequential study's ROPE decides which cells run
             parts += [schedule, rope]
+        if vary != ["seed"]:  # names of studies defined before ablate.vary stay the same
+            parts.append(vary)
         blob = json.dumps(parts, sort_keys=True)
         study = f"{recipe.name}-{mode}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
     return st.Definition(name=study, recipe=base, variants=variants, reference=reference, seeds=seed_list,
                          metric=metric, higher_is_better=higher_is_better(metric), mode=mode,
                          tricks=[{"name": t.name, "family": t.family, "on": t.on, "off": t.off} for t in tricks],
-                         schedule=schedule, rope=rope)
+                         schedule=schedule, rope=rope, vary=vary)
 
 
 def resolve_tricks(recipe: Recipe, names: list[str] | None) -> list[Trick]:
@@ -67,12 +75,14 @@ def resolve_tricks(recipe: Recipe, names: list[str] | None) -> list[Trick]:
 def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode | None = None,
            seeds: int | str | None = None, workers: int | None = None, metric: str = "", study: str = "",
            ledger: Ledger | str | None = None, out: str | Path | None = None,
-           progress: bool = True, rope: float | None = None, max_seeds: int | None = None) -> AblationResult:
+           progress: bool = True, rope: float | None = None, max_seeds: int | None = None,
+           vary: list[str] | None = None) -> AblationResult:
     """Run (or resume) an ablation study and write its report. See the module docstring.
 
     ``seeds``: a number, or "auto" (3 seeds, then more in rounds for the inconclusive variants only,
     up to ``max_seeds``). ``rope``: the half-width of the region of practical equivalence in metric
     units (default ``ablate.rope``, else 0.005 for metrics in [0, 1] and 1% of the baseline otherwise).
+    ``vary``: what each paired seed draws afresh (default ``ablate.vary``; see :mod:`dltricks.search.vary`).
     ``ledger`` is a :class:`Ledger` or its URL (default: ``$DLTRICKS_LEDGER`` or ./dltricks-runs); it is
     opened only once the study is known to be valid, so a mistyped trick leaves no files behind."""
     recipe = Recipe.load(recipe) if isinstance(recipe, str) else recipe
@@ -88,7 +98,7 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
         definition = define(recipe, resolve_tricks(recipe, tricks), mode=mode or a.mode,
                             seeds=seeds or a.seeds, metric=metric or a.metric, study=study or a.study,
                             rope=(None if a.rope == "auto" else float(a.rope)) if rope is None else rope,
-                            max_seeds=max_seeds or a.max_seeds)
+                            max_seeds=max_seeds or a.max_seeds, vary=vary)
         _check_variants(recipe, definition)
         if not coordinate:
             local.warm_up()  # this process trains cells too (a no-op where forked children made it warm up)

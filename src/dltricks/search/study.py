@@ -70,6 +70,7 @@ class Definition:
     schedule: list[int] = field(default_factory=list)
     rope: float | None = None  # ROPE half-width in metric units; None: the metric's default
     alpha: float = 0.05
+    vary: list[str] = field(default_factory=lambda: ["seed"])  # ablate.vary: see dltricks.search.vary
 
     def cells(self) -> list[tuple[str, Variant, int]]:
         """(cell id, variant, seed), seed-major so that partial results are already paired."""
@@ -107,6 +108,8 @@ def create_or_load(ledger: Ledger, definition: Definition):
 
 def _comparable(d: dict) -> dict:
     out = {k: d[k] for k in ("recipe", "variants", "seeds", "metric", "mode")}
+    if d.get("vary", ["seed"]) != ["seed"]:  # studies stored before ablate.vary compare as before
+        out["vary"] = d["vary"]
     if d.get("schedule"):  # a sequential study's ROPE and alpha decide which cells run
         out.update(schedule=d["schedule"], rope=d.get("rope"), alpha=d.get("alpha", 0.05))
     return out

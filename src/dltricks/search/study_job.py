@@ -11,6 +11,7 @@ from dltricks.ledger import Ledger
 from dltricks.recipe import Recipe
 from dltricks.search import claims
 from dltricks.search import study as st
+from dltricks.search.vary import cell_patch
 
 
 class StudyJob:
@@ -51,7 +52,7 @@ class StudyJob:
         variant, seed = payload
         failure, metrics, started = None, None, False
         try:
-            recipe = self.base.patch({**variant.patch, "seed": seed})
+            recipe = self.base.patch({**variant.patch, **cell_patch(self.base, seed, self.definition.vary)})
             started = True
             result = train(recipe, ledger=self.ledger, progress=progress, study=self.name, variant=variant.name,
                            run_id=run_id)
