@@ -18,6 +18,7 @@ from dltricks.cli.common import (
     recipe_of,
     seeds,
 )
+from dltricks.errors import DltricksError
 
 
 def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
@@ -25,7 +26,10 @@ def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
              "dltricks ablate                                   (the bundled demo study)\n"
              "dltricks ablate mnist1d-cnn --trick label_smoothing --trick one_cycle --seeds 5 --workers 2\n"
              "dltricks ablate mnist1d-cnn --trick 'lowlr:train.lr=1e-5' --mode add\n"
-             "dltricks ablate my.toml --mode cumulative --metric val_loss")
+             "dltricks ablate my.toml --mode cumulative --metric val_loss\n"
+             "dltricks ablate --command 'python train.py --seed {seed}' --trick 'ls:--label-smoothing 0.1' "
+             "--metric val_accuracy --seeds auto --workers 2\n"
+             "dltricks ablate study.toml                        (a study file with [ablate] command = ...)")
     recipe_args(p, required=False)
     p.add_argument("--trick", action="append", metavar="NAME", help="a catalogue trick or NAME:key=value[,...]")
     p.add_argument("--mode", choices=["add", "remove", "factorial", "cumulative"],
@@ -42,6 +46,7 @@ def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger: where runs and trials live")
     p.add_argument("--metric", help="metric to compare (default eval.metric, e.g. test_accuracy)")
     p.add_argument("--out", metavar="FOLDER", help="report folder (default dltricks-runs/reports/STUDY)")
+    _command_args(p)
     p = page(sub, "worker", parents.common, "join a study's work from this machine",
              "dltricks worker --study STUDY --storage postgresql://user@host/db")
     p.add_argument("--study", required=True, help="the study to work on (its name, as `dltricks ablate` printed it)")
@@ -77,6 +82,24 @@ def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p.add_argument("--max-flops", type=int, help="never train a candidate with more FLOPs (one sample)")
 
 
+def _command_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--command", dest="command_line", metavar="LINE",
+                   help="study any training script: the command line, with {seed} and {name} placeholders; it "
+                        "reports its metrics as JSON (see docs: command studies)")
+    p.add_argument("--cell-timeout", type=seconds, metavar="SECONDS",
+                   help="with --command: stop a cell's process group after this long (the cell fails)")
+
+
+def seconds(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not x > 0 or x == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a number of seconds > 0")
+    return x
+
+
 def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", action="append", metavar="KEY=SPEC",
                    help="a search dimension: train.lr=1e-4..0.1:log, 'model.norm=[\"batch\", \"group\"]' "
@@ -97,9 +120,13 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 @command
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from dltricks.search import local
+    from dltricks.search import command_file, local
     from dltricks.search.ablate import ablate
 
+    if args.command_line or command_file.is_command_file(args.recipe, "ablate"):
+        return _ablate_command(args)
+    if args.cell_timeout is not None:
+        raise DltricksError("--cell-timeout is for command studies (--command); a recipe's run has no time limit")
     if common.process_entry:  # this command is the process: torch imported, nothing run, no thread pool started
         local.mark_fresh()
 
@@ -115,6 +142,30 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                     max_seeds=args.max_seeds)
     code = _print_study(result)
     return 1 if result.failures else code  # a script must see that cells failed
+
+
+def _ablate_command(args: argparse.Namespace) -> int:
+    """`dltricks ablate --command LINE` or `dltricks ablate study.toml` (with [ablate] command = ...)."""
+    from dltricks.search.command_file import is_command_file, settings
+    from dltricks.search.command_job import ablate_command
+
+    file = args.recipe if is_command_file(args.recipe, "ablate") else None
+    if args.recipe and not file:
+        raise DltricksError(f"give a recipe or --command, not both: {args.recipe!r} is not a study file with "
+                            "[ablate] command = ...")
+    if args.override:
+        raise DltricksError("-o sets recipe keys; a command study has none (add arguments with --trick NAME:ARGS)")
+    c = settings("ablate", file=file, command=args.command_line, tricks=args.trick, timeout=args.cell_timeout)
+    s = c.settings
+    result = ablate_command(c.spec, c.tricks, mode=args.mode or s.get("mode", "add"),
+                            seeds=args.seeds or s.get("seeds", 5), metric=args.metric or s.get("metric", ""),
+                            study=args.study or s.get("study", ""),
+                            rope=args.rope if args.rope is not None else s.get("rope"),
+                            max_seeds=args.max_seeds or s.get("max_seeds", 10),
+                            workers=args.workers or s.get("workers", 1), ledger=args.ledger, out=args.out,
+                            progress=not args.quiet)
+    code = _print_study(result)
+    return 1 if result.failures else code
 
 
 def _print_study(result) -> int:
