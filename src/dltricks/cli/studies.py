@@ -62,9 +62,13 @@ def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p = page(sub, "tune", parents.common, "tune hyperparameters with Optuna over the [tune] space",
              "dltricks tune mnist1d-cnn --trials 20 --best best.toml\n"
              "dltricks tune mnist1d-cnn --sampler gp --space train.lr=1e-4..0.1:log\n"
-             "dltricks tune mnist1d-cnn --objective test_accuracy,params")
-    recipe_args(p)
+             "dltricks tune mnist1d-cnn --objective test_accuracy,params\n"
+             "dltricks tune --command 'python train.py --lr {lr=0.01} --seed {seed}' --space lr=1e-5..0.1:log "
+             "--metric val_accuracy\n"
+             "dltricks tune study.toml                          (a study file with [tune] command and [tune.space])")
+    recipe_args(p, required=False)
     _search_args(p)
+    _command_args(p)
     p.add_argument("--sampler", choices=["random", "tpe", "gp", "cmaes", "nsga2"],
                    help="Optuna's sampler: random, tpe, gp (Gaussian process), cmaes, nsga2 (several "
                         "objectives); default the recipe's tune.sampler")
@@ -215,8 +219,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 @command
 def cmd_tune(args: argparse.Namespace) -> int:
+    from dltricks.search.command_file import is_command_file
     from dltricks.search.tune import tune
 
+    if args.command_line or is_command_file(args.recipe, "tune"):
+        return _tune_command(args)
+    if args.cell_timeout is not None:
+        raise DltricksError("--cell-timeout is for command searches (--command); a recipe's run has no time limit")
+    if not args.recipe:
+        raise DltricksError("dltricks tune needs a recipe (e.g. dltricks tune mnist1d-cnn), --command LINE, or a "
+                            "study file with [tune] command = ...")
     result = tune(recipe_of(args), space=args.space, sampler=args.sampler, trials=args.trials,
                   seeds_per_trial=args.seeds_per_trial, metric=args.metric or "",
                   objective=args.objective.split(",") if args.objective else None, pruner=args.pruner,
@@ -224,6 +236,37 @@ def cmd_tune(args: argparse.Namespace) -> int:
                   rerun_seeds=args.rerun_seeds, best=args.best, ledger=args.ledger, out=args.out,
                   progress=not args.quiet)
     return _print_search(result)
+
+
+def _tune_command(args: argparse.Namespace) -> int:
+    """`dltricks tune --command LINE --space KEY=SPEC` or `dltricks tune study.toml` ([tune] command, space)."""
+    from dltricks.search.command_file import is_command_file, settings
+    from dltricks.search.command_tune import parse_space, space_entries, tune_command
+
+    file = args.recipe if is_command_file(args.recipe, "tune") else None
+    if args.recipe and not file:
+        raise DltricksError(f"give a recipe or --command, not both: {args.recipe!r} is not a study file with "
+                            "[tune] command = ...")
+    if args.override:
+        raise DltricksError("-o sets recipe keys; a command search has none (its space: --space KEY=SPEC)")
+    if args.objective:
+        raise DltricksError("--objective (several objectives) is for recipes; a command search optimises --metric")
+    c = settings("tune", file=file, command=args.command_line, tricks=None, timeout=args.cell_timeout)
+    s = c.settings
+    space = parse_space(space_entries(s.get("space"), args.space))
+    result = tune_command(c.spec, space, sampler=args.sampler or s.get("sampler", "tpe"),
+                          trials=args.trials or s.get("trials", 20),
+                          seeds_per_trial=args.seeds_per_trial or s.get("seeds_per_trial", 1),
+                          metric=args.metric or s.get("metric", ""), pruner=args.pruner or s.get("pruner", "none"),
+                          search_seed=args.search_seed if args.search_seed is not None else s.get("search_seed", 0),
+                          study=args.study or s.get("study", ""), workers=args.workers or s.get("workers", 1),
+                          rerun_seeds=args.rerun_seeds if args.rerun_seeds is not None else s.get("rerun_seeds", 6),
+                          best=args.best, ledger=args.ledger, out=args.out, progress=not args.quiet)
+    values, result.best_path = result.best_path, None  # not a recipe: `dltricks train` cannot take it
+    code = _print_search(result)
+    if values is not None:
+        print_line(f"best values: {values} (the command with them filled in, and each value)")
+    return code
 
 
 @command

@@ -110,6 +110,8 @@ def run_cell(ledger: Ledger, spec: cm.CommandSpec, patch: dict[str, Any], *, see
     except KeyboardInterrupt:
         ledger.finish(run_id, "interrupted", failure="stopped: Ctrl-C, or its study was stopped")
         raise
+    if metric not in o.metrics and o.curves.get(metric):  # {"val_accuracy": [per epoch]}: the last is the score
+        o.metrics[metric] = o.curves[metric][-1]
     if o.failure is None:
         o.failure = cm.metric_failure(o.metrics, metric)
     (folder / "command.json").write_text(json.dumps({**o.to_json(), "argv": argv, "env": env}, indent=1))
@@ -165,7 +167,10 @@ def is_command_study(ledger: Ledger, name: str) -> bool:
 
 # ---- local workers -----------------------------------------------------------------------------------
 
-def _child(url: str, root: str, name: str) -> None:
+Opener = Callable[[Ledger, str], cells.Job]
+
+
+def _child(url: str, root: str, name: str, opener: Opener) -> None:
     """A forked worker: ends with its parent (SIGTERM, so its cell is stopped and released), prints nothing."""
     import ctypes
 
@@ -178,7 +183,7 @@ def _child(url: str, root: str, name: str) -> None:
     os.environ["DLTRICKS_NO_PROGRESS"] = "1"
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        cells.work(CommandJob(Ledger(url=url, root=root), name))
+        cells.work(opener(Ledger(url=url, root=root), name))
     except KeyboardInterrupt:
         sys.exit(130)
     except DltricksError as e:
@@ -186,16 +191,18 @@ def _child(url: str, root: str, name: str) -> None:
         sys.exit(e.exit_code)
 
 
-def run_local(ledger: Ledger, name: str, workers: int, progress: bool) -> None:
+def run_local(ledger: Ledger, name: str, workers: int, progress: bool, opener: Opener | None = None) -> None:
     """This process and ``workers - 1`` forked ones work through the study's cells (a command cell needs no
     core of ours: the commands get them). Ctrl-C stops every worker and every cell's process group."""
     from dltricks.search.progress import Progress
 
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    procs = [ctx.Process(target=_child, args=(ledger.url, str(ledger.root), name)) for _ in range(workers - 1)]
+    opener = opener or CommandJob
+    procs = [ctx.Process(target=_child, args=(ledger.url, str(ledger.root), name, opener))
+             for _ in range(workers - 1)]
     for p in procs:
         p.start()
-    job = CommandJob(ledger, name)
+    job = opener(ledger, name)
     try:
         with Progress(progress, job) as bar:
             before = _stop_on_sigterm()
