@@ -6,6 +6,7 @@ a 2-worker study and its rerun, and the bad input that must be refused before an
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -297,3 +298,63 @@ def test_workers_on_postgresql_join_a_command_study(fresh_postgres_url, tmp_path
     trials = optuna.load_study(study_name="pg", storage=fresh_postgres_url).get_trials(deepcopy=False)
     assert Counter(t.user_attrs["cell"] for t in trials) == {f"v{v}s{s}": 1 for v in range(2) for s in range(3)}
     assert {r.recipe["command"]["cwd"] for r in ledger.runs(study="pg")} == {str(tmp_path.resolve())}
+
+
+# A script without torch that reports its curve after every epoch through dltricks.report_metrics; the best
+# learning rate is 0.01 (accuracy falls with the distance in decades), plus a little noise per seed.
+CURVES = """
+import argparse, math, time
+import dltricks
+
+p = argparse.ArgumentParser()
+p.add_argument("--lr", type=float)
+p.add_argument("--seed", type=int)
+a = p.parse_args()
+final = 0.9 - 0.1 * (math.log10(a.lr) + 2) ** 2 + 0.002 * a.seed
+curve = []
+for epoch in range(1, 7):
+    curve.append(final * epoch / 6)
+    dltricks.report_metrics({"val_accuracy": curve, "epochs": epoch})
+    time.sleep(0.12)
+"""
+
+
+def test_tune_command_from_a_study_file_prunes_and_reruns_the_best(tmp_path):
+    script(tmp_path, "train.py", CURVES)
+    (tmp_path / "study.toml").write_text(textwrap.dedent(f"""
+        [tune]
+        command = "{sys.executable} train.py --lr {{lr=0.3}} --seed {{seed}}"
+        metric = "val_accuracy"
+        trials = 8
+        sampler = "random"
+        seeds_per_trial = 2
+        pruner = "median"
+        rerun_seeds = 3
+        study = "tuned"
+        [tune.space]
+        lr = {{ low = 1e-4, high = 1.0, log = true }}
+        """))
+    done = run_cli(["tune", "study.toml", "--best", "best.toml"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    trials = trials_of(tmp_path, "tuned")
+    assert Counter(t.user_attrs["cell"] for t in trials) == {f"t{k}": 1 for k in range(8)}
+    states = Counter(t.state for t in trials)
+    assert states[TrialState.PRUNED] >= 1 and states[TrialState.COMPLETE] >= 4, states
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    for t in complete:  # the mean over the 2 paired seeds of the script's own score
+        lr = t.user_attrs["config"]["lr"]
+        assert t.values[0] == pytest.approx(0.9 - 0.1 * (math.log10(lr) + 2) ** 2 + 0.001, abs=1e-9)
+        assert len(t.intermediate_values) == 6
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert all("pruned after step" in t.user_attrs["failure"] for t in pruned)
+    best = max(complete, key=lambda t: t.values[0])
+    assert "re-run on 3 fresh seeds: best" in done.stdout and "vs start" in done.stdout
+    assert f"lr = {best.user_attrs['config']['lr']!r}" in (tmp_path / "best.toml").read_text()
+    reruns = [r for r in Ledger(root=tmp_path / "runs").runs() if (r.study or "").startswith("tuned-rerun-")]
+    assert len(reruns) == 6 and {r.seed for r in reruns} == {2, 3, 4}  # fresh seeds, both variants
+    assert {r.recipe["command"]["argv"][3] for r in reruns if r.variant == "start"} == {"0.3"}  # the default
+    assert {float(r.recipe["command"]["argv"][3]) for r in reruns if r.variant == "best"} == \
+        {best.user_attrs["config"]["lr"]}
+    # a pruned trial's script was stopped: it never reached its last epoch
+    stopped = Ledger(root=tmp_path / "runs").get(pruned[0].user_attrs["run_ids"][0])
+    assert stopped.status == "failed" and stopped.metrics.get("epochs", 0) < 6

@@ -106,7 +106,7 @@ def run_cell(ledger: Ledger, spec: cm.CommandSpec, patch: dict[str, Any], *, see
     folder = ledger.run_dir(run_id)
     try:
         o = cm.run_process(argv, cwd=spec["cwd"], env=env, folder=folder, timeout=spec.get("timeout"),
-                           on_tick=on_tick)
+                           on_tick=on_tick, tick_s=0.2)
     except KeyboardInterrupt:
         ledger.finish(run_id, "interrupted", failure="stopped: Ctrl-C, or its study was stopped")
         raise
