@@ -358,3 +358,38 @@ def test_tune_command_from_a_study_file_prunes_and_reruns_the_best(tmp_path):
     # a pruned trial's script was stopped: it never reached its last epoch
     stopped = Ledger(root=tmp_path / "runs").get(pruned[0].user_attrs["run_ids"][0])
     assert stopped.status == "failed" and stopped.metrics.get("epochs", 0) < 6
+
+
+def test_ctrl_c_ends_every_cell_process_group_and_a_rerun_finishes(tmp_path):
+    script(tmp_path, "wait.sh", """
+        #!/bin/sh
+        sleep 300 &
+        echo $! >> "$PIDS"
+        echo $$ >> "$PIDS"
+        if [ -e "$DONE" ]; then kill $!; echo "{\\"acc\\": 0.5$DLTRICKS_SEED}"; exit 0; fi
+        wait
+        """)
+    pids, flag = tmp_path / "pids.txt", tmp_path / "finish"
+    env = {**os.environ, "PIDS": str(pids), "DONE": str(flag), "DLTRICKS_HOME": str(tmp_path / "runs"),
+           "DLTRICKS_NO_PROGRESS": "1"}
+    args = [*CLI, "ablate", "--command", "./wait.sh", "--trick", "x:--x", "--metric", "acc", "--seeds", "1",
+            "--workers", "2", "--study", "stopped", "--quiet"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (pids.exists() and len(pids.read_text().split()) >= 4):
+        time.sleep(0.1)
+    assert len(pids.read_text().split()) == 4, "both workers should be running a cell"
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends to the foreground group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    time.sleep(0.3)
+    for pid in map(int, pids.read_text().split()):  # the scripts and the children they started: all gone
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    runs = Ledger(root=tmp_path / "runs").runs(study="stopped")
+    assert len(runs) == 2 and {r.status for r in runs} == {"interrupted"}
+
+    flag.touch()
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert Counter(t.user_attrs["cell"] for t in trials_of(tmp_path, "stopped")) == {"v0s0": 1, "v1s0": 1}
