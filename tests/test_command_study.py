@@ -393,3 +393,14 @@ def test_ctrl_c_ends_every_cell_process_group_and_a_rerun_finishes(tmp_path):
     done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert Counter(t.user_attrs["cell"] for t in trials_of(tmp_path, "stopped")) == {"v0s0": 1, "v1s0": 1}
+
+
+def test_seeds_auto_stops_at_the_first_look_that_decides(tmp_path):
+    script(tmp_path, "train.sh", SHELL)
+    done = run_cli(["ablate", "--command", "./train.sh", "--trick", "good:--good", "--metric", "acc", "--seeds",
+                    "auto", "--max-seeds", "12", "--study", "auto"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "helps" in next(s for s in done.stdout.splitlines() if s.startswith("+good"))
+    # a shift of +0.3 on every seed is decided at the first look: 3 seeds of 12, nothing more was run
+    assert sorted(t.user_attrs["cell"] for t in trials_of(tmp_path, "auto")) == ["v0s0", "v0s1", "v0s2",
+                                                                                  "v1s0", "v1s1", "v1s2"]
