@@ -27,8 +27,10 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,11 +216,39 @@ class Outcome:
                 "stdout_tail": self.stdout_tail, "stderr_tail": self.stderr_tail, "failure": self.failure}
 
 
-def _set_death_signal() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # If the worker is killed (kill -9), the kernel ends the cell's process too: no orphan keeps training.
-    import ctypes
+_PRCTL: list[Any] = []  # libc's prctl, looked up here: the child between fork and exec must not load anything
 
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+def _death_signal() -> Callable[[], None] | None:
+    """What the cell's child runs before exec: if its worker is killed (kill -9), the kernel ends the cell's
+    process too, so no orphan keeps training. None off Linux."""
+    if not _PRCTL:
+        try:
+            import ctypes
+
+            _PRCTL.append(ctypes.CDLL(None, use_errno=True).prctl)
+        except (OSError, AttributeError):
+            _PRCTL.append(None)
+    prctl = _PRCTL[0]
+    if prctl is None or not sys.platform.startswith("linux"):
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held off while a stopped cell's process group is being ended: a second Ctrl-C must
+    not cut the clean-up short and leave the group running (main thread only; elsewhere a no-op)."""
+    try:
+        before = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def tail(path: Path, n: int = TAIL_LINES) -> list[str]:
@@ -277,7 +307,7 @@ def run_process(argv: list[str], *, cwd: str, env: dict[str, str], folder: Path,
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         try:
             proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    start_new_session=True, preexec_fn=_set_death_signal)
+                                    start_new_session=True, preexec_fn=_death_signal())
         except OSError as e:
             return Outcome(None, 0.0, False, [], [], failure=f"could not start {argv[0]!r}: {e.strerror or e}")
     try:
@@ -301,7 +331,8 @@ def run_process(argv: list[str], *, cwd: str, env: dict[str, str], folder: Path,
                     stop_group(proc, signal.SIGTERM)
                     break
     except BaseException:
-        stop_group(proc, signal.SIGINT)  # as a Ctrl-C in its terminal would: it may save, then it ends
+        with shielded():
+            stop_group(proc, signal.SIGINT)  # as a Ctrl-C in its terminal would: it may save, then it ends
         raise
     finally:
         if pidfd is not None:

@@ -217,14 +217,19 @@ def run_local(ledger: Ledger, name: str, workers: int, progress: bool, opener: O
                 if before is not None:
                     signal.signal(signal.SIGTERM, before)
             bar.refresh()
-    except BaseException:
-        for p in procs:
-            if p.is_alive():
-                os.kill(p.pid, signal.SIGINT)
-        for p in procs:
-            p.join(cm.GRACE_S + 10)
-            if p.is_alive():
-                p.kill()
+    except BaseException as e:
+        with cm.shielded():
+            # A Ctrl-C in the terminal reached the workers too (one process group): give them a moment to
+            # stop their cells on their own before telling them, so no signal lands in their clean-up.
+            if isinstance(e, KeyboardInterrupt) and procs:
+                multiprocessing.connection.wait([p.sentinel for p in procs], timeout=1.0)
+            for p in procs:
+                if p.is_alive():
+                    os.kill(p.pid, signal.SIGTERM)
+            for p in procs:
+                p.join(cm.GRACE_S + 10)
+                if p.is_alive():
+                    p.kill()
         raise
 
 
