@@ -130,7 +130,7 @@ for epoch in range(5):
                 w -= a.lr * w.grad
     acc = ((model(x) > 0).float() == y).float().mean().item()
     curve.append(acc)
-    dltricks.report_metrics({"val_accuracy": acc, "val_accuracy_curve": curve})
+    dltricks.report_metrics({"val_accuracy": acc, "val_accuracy_curve": curve, "threads": torch.get_num_threads()})
 """
 
 
@@ -145,6 +145,9 @@ def test_pytorch_script_with_far_too_low_learning_rate_hurts(tmp_path):
     runs = Ledger(root=tmp_path / "runs").runs(study="torchy")
     assert sorted(r.recipe["command"]["argv"][-1] for r in runs) == ["0.5"] * 6 + ["1e-5"] * 6
     assert all(len(r.curves["val_accuracy_curve"]) == 5 for r in runs)
+    # two cells side by side split the cores (unless the user set a number of threads)
+    threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, len(os.sched_getaffinity(0)) // 2))
+    assert {r.metrics["threads"] for r in runs} == {threads}
 
 
 def test_failures_are_cells_that_say_why(tmp_path):

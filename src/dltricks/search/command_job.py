@@ -168,6 +168,21 @@ def is_command_study(ledger: Ledger, name: str) -> bool:
 # ---- local workers -----------------------------------------------------------------------------------
 
 Opener = Callable[[Ledger, str], cells.Job]
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _split_threads(workers: int) -> list[str]:
+    """Cells running side by side split this machine's cores, unless the user chose a number of threads: on
+    a busy machine, more threads than cores make every step wait on the slowest one."""
+    if workers < 2 or any(v in os.environ for v in THREAD_VARS):
+        return []
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    for v in THREAD_VARS:  # set for the cells only: run_local takes them away again
+        os.environ[v] = str(max(1, cpus // workers))
+    return list(THREAD_VARS)
 
 
 def _child(url: str, root: str, name: str, opener: Opener) -> None:
@@ -194,10 +209,19 @@ def _child(url: str, root: str, name: str, opener: Opener) -> None:
 def run_local(ledger: Ledger, name: str, workers: int, progress: bool, opener: Opener | None = None) -> None:
     """This process and ``workers - 1`` forked ones work through the study's cells (a command cell needs no
     core of ours: the commands get them). Ctrl-C stops every worker and every cell's process group."""
+    opener = opener or CommandJob
+    added = _split_threads(workers)
+    try:
+        _run_local(ledger, name, workers, progress, opener)
+    finally:
+        for v in added:
+            os.environ.pop(v, None)
+
+
+def _run_local(ledger: Ledger, name: str, workers: int, progress: bool, opener: Opener) -> None:
     from dltricks.search.progress import Progress
 
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    opener = opener or CommandJob
     procs = [ctx.Process(target=_child, args=(ledger.url, str(ledger.root), name, opener))
              for _ in range(workers - 1)]
     for p in procs:
