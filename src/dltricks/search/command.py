@@ -148,9 +148,9 @@ def _fill(word: str, values: dict[str, str], where: str) -> str:
             return values[key]
         if default is not None:
             return default
-        raise DltricksError(f"placeholder {{{key}}} in {where} is filled by no trick or seed; give it a default "
-                            f"({{{key}=VALUE}}) or set it in every variant ('{{{key}}}=VALUE' in a trick); "
-                            f"always filled: {', '.join('{' + b + '}' for b in BUILTIN)}")
+        raise DltricksError(f"placeholder {{{key}}} in {where} is filled by no trick, seed or search dimension; "
+                            f"give it a default ({{{key}=VALUE}}), set it in a trick ('{{{key}}}=VALUE') or search "
+                            f"it (--space {key}=...); always filled: {', '.join('{' + b + '}' for b in BUILTIN)}")
     return PLACEHOLDER.sub(one, word)
 
 
