@@ -27,6 +27,7 @@ from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
 from dltricks.search import cells, claims
 from dltricks.search import command as cm
+from dltricks.search import command_process as cp
 from dltricks.search import study as st
 from dltricks.search.plan import Mode, Variant, plan_variants
 from dltricks.search.study_job import StudyJob
@@ -90,13 +91,13 @@ def define(spec: cm.CommandSpec, tricks: list[cm.CommandTrick], *, mode: Mode = 
 
 def run_cell(ledger: Ledger, spec: cm.CommandSpec, patch: dict[str, Any], *, seed: int, cell: str, variant: str,
              study: str, run_id: str, metric: str, on_tick: Callable[[], str | None] | None = None,
-             run_label: str | None = None) -> tuple[cm.Outcome, bool]:
+             run_label: str | None = None) -> tuple[cp.Outcome, bool]:
     """Run one cell's command as ledger run ``run_id``; (its outcome with ``failure`` set when the cell
     failed, whether the run was recorded). Ctrl-C stops the command, marks the run interrupted, re-raises."""
     try:
         argv, env = cm.render(spec, patch, seed=seed, cell=cell, variant=variant, study=study)
     except DltricksError as e:
-        return cm.Outcome(None, 0.0, False, [], [], failure=str(e)), False
+        return cp.Outcome(None, 0.0, False, [], [], failure=str(e)), False
     env.update(DLTRICKS_SEED=str(seed), DLTRICKS_CELL=cell)
     import shlex
 
@@ -105,7 +106,7 @@ def run_cell(ledger: Ledger, spec: cm.CommandSpec, patch: dict[str, Any], *, see
                      recipe={"command": {"line": shlex.join(argv), "argv": argv, "env": env, "cwd": spec["cwd"]}})
     folder = ledger.run_dir(run_id)
     try:
-        o = cm.run_process(argv, cwd=spec["cwd"], env=env, folder=folder, timeout=spec.get("timeout"),
+        o = cp.run_process(argv, cwd=spec["cwd"], env=env, folder=folder, timeout=spec.get("timeout"),
                            on_tick=on_tick, tick_s=0.2)
     except KeyboardInterrupt:
         ledger.finish(run_id, "interrupted", failure="stopped: Ctrl-C, or its study was stopped")
@@ -242,7 +243,7 @@ def _run_local(ledger: Ledger, name: str, workers: int, progress: bool, opener: 
                     signal.signal(signal.SIGTERM, before)
             bar.refresh()
     except BaseException as e:
-        with cm.shielded():
+        with cp.shielded():
             # A Ctrl-C in the terminal reached the workers too (one process group): give them a moment to
             # stop their cells on their own before telling them, so no signal lands in their clean-up.
             if isinstance(e, KeyboardInterrupt) and procs:
@@ -251,7 +252,7 @@ def _run_local(ledger: Ledger, name: str, workers: int, progress: bool, opener: 
                 if p.is_alive():
                     os.kill(p.pid, signal.SIGTERM)
             for p in procs:
-                p.join(cm.GRACE_S + 10)
+                p.join(cp.GRACE_S + 10)
                 if p.is_alive():
                     p.kill()
         raise

@@ -22,6 +22,7 @@ from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
 from dltricks.search import claims
 from dltricks.search import command as cm
+from dltricks.search import command_process as cp
 from dltricks.search import study as st
 from dltricks.search.command_job import run_local, run_name
 from dltricks.search.definition import SearchDefinition, directions_for, finished
@@ -178,7 +179,7 @@ def run_trial(job: CommandSearchJob, cell: str, config: Config, notes: dict[str,
 
 
 def cm_run_cell(ledger: Ledger, d: SearchDefinition, config: Config, *, seed: int, cell: str, run_id: str,
-                on_tick=None) -> tuple[cm.Outcome, bool]:
+                on_tick=None) -> tuple[cp.Outcome, bool]:
     from dltricks.search.command_job import run_cell
 
     label = cell + " " + ", ".join(f"{k}={_value(v)}" for k, v in config.items())
