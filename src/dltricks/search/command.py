@@ -216,7 +216,3 @@ def metric_failure(metrics: dict[str, float], metric: str) -> str | None:
     if not math.isfinite(metrics[metric]):
         return f"metric {metric} is {metrics[metric]} (not finite)"
     return None
-
-
-def describe(spec: CommandSpec) -> str:
-    return f"{spec['line']}  (in {spec['cwd']})"
