@@ -6,7 +6,8 @@ with its git state, the process group, reading the metrics, the Optuna trial. Tw
 sizes (``dltricks ablate --command`` through the command line, one worker, in a git repository) give the
 time per cell as the slope between them, free of the fixed cost (start-up, report), which is the intercept.
 The direct runs are timed in the same run, interleaved with the studies, so that drift on a shared machine
-hits both alike.
+hits both alike. CPU seconds (the processes' own, children included) are reported beside the wall-clock
+ones: on a machine that others keep busy, they are the steadier measure of what the study itself costs.
 
     python benchmarks/command_overhead.py                 # 4 vs 24 cells, 3 repetitions
     python benchmarks/command_overhead.py --small 4 --large 40 --reps 5
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -28,24 +30,30 @@ from pathlib import Path
 SCRIPT = "#!/bin/sh\necho '{\"acc\": 0.5}'\n"
 
 
-def direct(folder: Path, n: int) -> float:
-    """Seconds per run of the command run ``n`` times by hand (as a shell loop would: one process each)."""
-    start = time.perf_counter()
+def cpu() -> float:
+    """CPU seconds of the children this process has waited for."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def direct(folder: Path, n: int) -> tuple[float, float]:
+    """(wall, CPU) seconds per run of the command run ``n`` times by hand (one process each, as a shell loop)."""
+    start, c = time.perf_counter(), cpu()
     for seed in range(n):
         subprocess.run(["./metrics.sh", "--seed", str(seed)], cwd=folder, check=True, capture_output=True)
-    return (time.perf_counter() - start) / n
+    return (time.perf_counter() - start) / n, (cpu() - c) / n
 
 
-def study(folder: Path, cells: int, tag: str) -> float:
+def study(folder: Path, cells: int, tag: str) -> tuple[float, float]:
     """Seconds for a whole `dltricks ablate --command` study of ``cells`` cells (2 variants x cells/2 seeds)."""
     env = {**os.environ, "DLTRICKS_HOME": str(folder / f"runs-{tag}"), "DLTRICKS_NO_PROGRESS": "1"}
     env.pop("DLTRICKS_LEDGER", None)
     cmd = [sys.executable, "-m", "dltricks.cli", "ablate", "--command", "./metrics.sh --seed {seed}",
            "--trick", "x:--x", "--metric", "acc", "--seeds", str(cells // 2), "--workers", "1", "--quiet",
            "--study", tag]
-    start = time.perf_counter()
+    start, c = time.perf_counter(), cpu()
     done = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
-    took = time.perf_counter() - start
+    took = time.perf_counter() - start, cpu() - c
     if done.returncode != 0:
         raise SystemExit(f"the study failed: {done.stderr.strip()[-500:]}")
     return took
@@ -66,20 +74,22 @@ def main() -> None:
         subprocess.run([*git, "add", "metrics.sh"], cwd=folder, check=True)
         subprocess.run([*git, "commit", "-qm", "bench"], cwd=folder, check=True)
         direct(folder, 3)  # warm the page cache
-        per_run, slopes, fixed = [], [], []
+        rows: dict[str, list[float]] = {k: [] for k in ("direct", "direct_cpu", "slope", "slope_cpu", "fixed")}
         for r in range(a.reps):
-            per_run.append(direct(folder, a.large))
-            small = study(folder, a.small, f"s{r}")
-            large = study(folder, a.large, f"l{r}")
-            slope = (large - small) / (a.large - a.small)
-            slopes.append(slope)
-            fixed.append(small - a.small * slope)
-            print(f"rep {r}: direct {per_run[-1] * 1000:.1f} ms/run; study {small:.2f} s ({a.small} cells), "
-                  f"{large:.2f} s ({a.large} cells): {slope * 1000:.0f} ms/cell", flush=True)
-        d, s = statistics.median(per_run), statistics.median(slopes)
-        print(f"direct run: {d * 1000:.1f} ms; study cell: {s * 1000:.0f} ms; overhead per cell "
-              f"{(s - d) * 1000:.0f} ms (target < 300 ms); fixed cost of a study {statistics.median(fixed):.2f} s")
-
+            d_wall, d_cpu = direct(folder, a.large)
+            (s_wall, s_cpu), (l_wall, l_cpu) = study(folder, a.small, f"s{r}"), study(folder, a.large, f"l{r}")
+            slope, slope_cpu = (l_wall - s_wall) / (a.large - a.small), (l_cpu - s_cpu) / (a.large - a.small)
+            for k, v in (("direct", d_wall), ("direct_cpu", d_cpu), ("slope", slope), ("slope_cpu", slope_cpu),
+                         ("fixed", s_wall - a.small * slope)):
+                rows[k].append(v)
+            print(f"rep {r}: direct {d_wall * 1000:.1f} ms/run ({d_cpu * 1000:.1f} ms CPU); study {s_wall:.2f} s "
+                  f"({a.small} cells), {l_wall:.2f} s ({a.large} cells): {slope * 1000:.0f} ms/cell "
+                  f"({slope_cpu * 1000:.0f} ms CPU)", flush=True)
+        m = {k: statistics.median(v) for k, v in rows.items()}
+        print(f"overhead per cell: {(m['slope'] - m['direct']) * 1000:.0f} ms wall, "
+              f"{(m['slope_cpu'] - m['direct_cpu']) * 1000:.0f} ms CPU (target < 300 ms); direct run "
+              f"{m['direct'] * 1000:.1f} ms; fixed cost of a study {m['fixed']:.2f} s; load {os.getloadavg()[0]:.1f} "
+              f"on {os.cpu_count()} cores")
 
 if __name__ == "__main__":
     main()
