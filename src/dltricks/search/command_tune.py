@@ -164,8 +164,10 @@ def run_trial(job: CommandSearchJob, cell: str, config: Config, notes: dict[str,
             state, failure = TrialState.FAIL, f"seed {seed}: {o.failure}"
             break
         attrs["seeds"][str(seed)] = {k: v for k, v in o.metrics.items() if math.isfinite(v)}
-        if i == 0 and not intermediate:  # a curve printed at the end: later trials' pruners compare with it
-            intermediate.update({k: v for k, v in enumerate(o.curves.get(d.metric, []), 1) if math.isfinite(v)})
+        if i == 0:  # the steps reported after the last look (or printed at the end): later pruners compare with them
+            for step, v in enumerate(o.curves.get(d.metric, []), 1):
+                if math.isfinite(v):
+                    intermediate.setdefault(step, v)
     if state == TrialState.COMPLETE:
         got = [m[d.metric] for m in attrs["seeds"].values()]
         values = [sum(got) / len(got)]
