@@ -18,6 +18,7 @@ _LAZY = {
     "ablate": "dltricks.search.ablate",
     "AblationResult": "dltricks.search.ablate",
     "Ledger": "dltricks.ledger",
+    "report_metrics": "dltricks.reporting",  # torch-free: training scripts of command studies import it
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -18,6 +18,7 @@ from dltricks.cli.common import (
     recipe_of,
     seeds,
 )
+from dltricks.errors import DltricksError
 
 
 def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
@@ -25,7 +26,10 @@ def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
              "dltricks ablate                                   (the bundled demo study)\n"
              "dltricks ablate mnist1d-cnn --trick label_smoothing --trick one_cycle --seeds 5 --workers 2\n"
              "dltricks ablate mnist1d-cnn --trick 'lowlr:train.lr=1e-5' --mode add\n"
-             "dltricks ablate my.toml --mode cumulative --metric val_loss")
+             "dltricks ablate my.toml --mode cumulative --metric val_loss\n"
+             "dltricks ablate --command 'python train.py --seed {seed}' --trick 'ls:--label-smoothing 0.1' "
+             "--metric val_accuracy --seeds auto --workers 2\n"
+             "dltricks ablate study.toml                        (a study file with [ablate] command = ...)")
     recipe_args(p, required=False)
     p.add_argument("--trick", action="append", metavar="NAME", help="a catalogue trick or NAME:key=value[,...]")
     p.add_argument("--mode", choices=["add", "remove", "factorial", "cumulative"],
@@ -42,6 +46,7 @@ def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger: where runs and trials live")
     p.add_argument("--metric", help="metric to compare (default eval.metric, e.g. test_accuracy)")
     p.add_argument("--out", metavar="FOLDER", help="report folder (default dltricks-runs/reports/STUDY)")
+    _command_args(p)
     p = page(sub, "worker", parents.common, "join a study's work from this machine",
              "dltricks worker --study STUDY --storage postgresql://user@host/db")
     p.add_argument("--study", required=True, help="the study to work on (its name, as `dltricks ablate` printed it)")
@@ -57,9 +62,13 @@ def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p = page(sub, "tune", parents.common, "tune hyperparameters with Optuna over the [tune] space",
              "dltricks tune mnist1d-cnn --trials 20 --best best.toml\n"
              "dltricks tune mnist1d-cnn --sampler gp --space train.lr=1e-4..0.1:log\n"
-             "dltricks tune mnist1d-cnn --objective test_accuracy,params")
-    recipe_args(p)
+             "dltricks tune mnist1d-cnn --objective test_accuracy,params\n"
+             "dltricks tune --command 'python train.py --lr {lr=0.01} --seed {seed}' --space lr=1e-5..0.1:log "
+             "--metric val_accuracy\n"
+             "dltricks tune study.toml                          (a study file with [tune] command and [tune.space])")
+    recipe_args(p, required=False)
     _search_args(p)
+    _command_args(p)
     p.add_argument("--sampler", choices=["random", "tpe", "gp", "cmaes", "nsga2"],
                    help="Optuna's sampler: random, tpe, gp (Gaussian process), cmaes, nsga2 (several "
                         "objectives); default the recipe's tune.sampler")
@@ -75,6 +84,24 @@ def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
                         "controller) or random")
     p.add_argument("--max-params", type=int, help="never train a candidate with more parameters")
     p.add_argument("--max-flops", type=int, help="never train a candidate with more FLOPs (one sample)")
+
+
+def _command_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--command", dest="command_line", metavar="LINE",
+                   help="study any training script: the command line, with {seed} and {name} placeholders; it "
+                        "reports its metrics as JSON (see docs: command studies)")
+    p.add_argument("--cell-timeout", type=seconds, metavar="SECONDS",
+                   help="with --command: stop a cell's process group after this long (the cell fails)")
+
+
+def seconds(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not x > 0 or x == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a number of seconds > 0")
+    return x
 
 
 def _search_args(p: argparse.ArgumentParser) -> None:
@@ -97,9 +124,13 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 @command
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from dltricks.search import local
+    from dltricks.search import command_file, local
     from dltricks.search.ablate import ablate
 
+    if args.command_line or command_file.is_command_file(args.recipe, "ablate"):
+        return _ablate_command(args)
+    if args.cell_timeout is not None:
+        raise DltricksError("--cell-timeout is for command studies (--command); a recipe's run has no time limit")
     if common.process_entry:  # this command is the process: torch imported, nothing run, no thread pool started
         local.mark_fresh()
 
@@ -115,6 +146,30 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                     max_seeds=args.max_seeds)
     code = _print_study(result)
     return 1 if result.failures else code  # a script must see that cells failed
+
+
+def _ablate_command(args: argparse.Namespace) -> int:
+    """`dltricks ablate --command LINE` or `dltricks ablate study.toml` (with [ablate] command = ...)."""
+    from dltricks.search.command_file import is_command_file, settings
+    from dltricks.search.command_job import ablate_command
+
+    file = args.recipe if is_command_file(args.recipe, "ablate") else None
+    if args.recipe and not file:
+        raise DltricksError(f"give a recipe or --command, not both: {args.recipe!r} is not a study file with "
+                            "[ablate] command = ...")
+    if args.override:
+        raise DltricksError("-o sets recipe keys; a command study has none (add arguments with --trick NAME:ARGS)")
+    c = settings("ablate", file=file, command=args.command_line, tricks=args.trick, timeout=args.cell_timeout)
+    s = c.settings
+    result = ablate_command(c.spec, c.tricks, mode=args.mode or s.get("mode", "add"),
+                            seeds=args.seeds or s.get("seeds", 5), metric=args.metric or s.get("metric", ""),
+                            study=args.study or s.get("study", ""),
+                            rope=args.rope if args.rope is not None else s.get("rope"),
+                            max_seeds=args.max_seeds or s.get("max_seeds", 10),
+                            workers=args.workers or s.get("workers", 1), ledger=args.ledger, out=args.out,
+                            progress=not args.quiet)
+    code = _print_study(result)
+    return 1 if result.failures else code
 
 
 def _print_study(result) -> int:
@@ -164,8 +219,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 @command
 def cmd_tune(args: argparse.Namespace) -> int:
+    from dltricks.search.command_file import is_command_file
     from dltricks.search.tune import tune
 
+    if args.command_line or is_command_file(args.recipe, "tune"):
+        return _tune_command(args)
+    if args.cell_timeout is not None:
+        raise DltricksError("--cell-timeout is for command searches (--command); a recipe's run has no time limit")
+    if not args.recipe:
+        raise DltricksError("dltricks tune needs a recipe (e.g. dltricks tune mnist1d-cnn), --command LINE, or a "
+                            "study file with [tune] command = ...")
     result = tune(recipe_of(args), space=args.space, sampler=args.sampler, trials=args.trials,
                   seeds_per_trial=args.seeds_per_trial, metric=args.metric or "",
                   objective=args.objective.split(",") if args.objective else None, pruner=args.pruner,
@@ -173,6 +236,37 @@ def cmd_tune(args: argparse.Namespace) -> int:
                   rerun_seeds=args.rerun_seeds, best=args.best, ledger=args.ledger, out=args.out,
                   progress=not args.quiet)
     return _print_search(result)
+
+
+def _tune_command(args: argparse.Namespace) -> int:
+    """`dltricks tune --command LINE --space KEY=SPEC` or `dltricks tune study.toml` ([tune] command, space)."""
+    from dltricks.search.command_file import is_command_file, settings
+    from dltricks.search.command_tune import parse_space, space_entries, tune_command
+
+    file = args.recipe if is_command_file(args.recipe, "tune") else None
+    if args.recipe and not file:
+        raise DltricksError(f"give a recipe or --command, not both: {args.recipe!r} is not a study file with "
+                            "[tune] command = ...")
+    if args.override:
+        raise DltricksError("-o sets recipe keys; a command search has none (its space: --space KEY=SPEC)")
+    if args.objective:
+        raise DltricksError("--objective (several objectives) is for recipes; a command search optimises --metric")
+    c = settings("tune", file=file, command=args.command_line, tricks=None, timeout=args.cell_timeout)
+    s = c.settings
+    space = parse_space(space_entries(s.get("space"), args.space))
+    result = tune_command(c.spec, space, sampler=args.sampler or s.get("sampler", "tpe"),
+                          trials=args.trials or s.get("trials", 20),
+                          seeds_per_trial=args.seeds_per_trial or s.get("seeds_per_trial", 1),
+                          metric=args.metric or s.get("metric", ""), pruner=args.pruner or s.get("pruner", "none"),
+                          search_seed=args.search_seed if args.search_seed is not None else s.get("search_seed", 0),
+                          study=args.study or s.get("study", ""), workers=args.workers or s.get("workers", 1),
+                          rerun_seeds=args.rerun_seeds if args.rerun_seeds is not None else s.get("rerun_seeds", 6),
+                          best=args.best, ledger=args.ledger, out=args.out, progress=not args.quiet)
+    values, result.best_path = result.best_path, None  # not a recipe: `dltricks train` cannot take it
+    code = _print_search(result)
+    if values is not None:
+        print_line(f"best values: {values} (the command with them filled in, and each value)")
+    return code
 
 
 @command

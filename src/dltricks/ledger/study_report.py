@@ -184,6 +184,28 @@ def changes(d: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def command_changes(d: dict[str, Any]) -> dict[str, str]:
+    """Per variant of a command study, what its tricks add: "args: --lr 1e-5; env: AMP=1; {lr} = 0.1"."""
+    out = {}
+    for v in d["variants"]:
+        p = v["patch"]
+        parts = [f"args: {' '.join(p['args'])}"] if p.get("args") else []
+        parts += [f"env: {k}={x}" for k, x in p.get("env", {}).items()]
+        parts += [f"{{{k}}} = {x}" for k, x in p.get("set", {}).items()]
+        out[v["name"]] = "; ".join(parts) or ("" if v["name"] == d["reference"] else "no change")
+    return out
+
+
+def command_text(d: dict[str, Any]) -> str:
+    """The command study's command, folder and environment, where a recipe study shows its recipe."""
+    c = d["command"]
+    lines = [f"command = {c['line']!r}", f"cwd = {c['cwd']!r}"]
+    lines += [f"env.{k} = {v!r}" for k, v in c.get("env", {}).items()]
+    if c.get("timeout"):
+        lines.append(f"cell_timeout = {c['timeout']:g}")
+    return "\n".join(lines) + "\n"
+
+
 def _seeds_line(d: dict[str, Any]) -> str:
     schedule, alpha = d.get("schedule") or [], d.get("alpha", 0.05)
     if not schedule:
@@ -231,7 +253,8 @@ def write_study_report(ledger: Ledger, facts: StudyFacts, *, out: str | Path | N
     rope = next((row.rope for row in stats if row.rope == row.rope), float("nan"))
     rope_source = "given" if d.get("rope") is not None else "default for this metric"
     done, total = facts.done, facts.done + facts.remaining
-    off = switched_off(d)
+    command = d.get("command")  # a study of any command: no recipe, its tricks add arguments and variables
+    off = [] if command else switched_off(d)
     from dltricks.ledger.sample_bootstrap import sample_intervals, sample_notes
 
     intervals = sample_intervals({v: {s: ledger.root / "runs" / r for s, r in by_seed.items()}
@@ -253,7 +276,9 @@ def write_study_report(ledger: Ledger, facts: StudyFacts, *, out: str | Path | N
     folder = Path(out) if out else ledger.root / "reports" / d["name"]
     paths = write_report(folder, title=f"Ablation: {d['name']}", stats=stats, scores=facts.scores, metric=d["metric"],
                          higher_is_better=d["higher_is_better"], header=header, curves=curves, extras=extras,
-                         failures=facts.failures, notes=notes, changes=changes(d),
-                         recipe=Recipe.from_dict(d["recipe"]).to_toml(), run_figures=figures)
+                         failures=facts.failures, notes=notes,
+                         changes=command_changes(d) if command else changes(d),
+                         recipe=command_text(d) if command else Recipe.from_dict(d["recipe"]).to_toml(),
+                         run_figures=figures)
     return AblationResult(d["name"], d["metric"], d["reference"], stats, facts.scores, facts.failures, paths,
                           cells_done=done, cells_total=total, notes=off, rope=rope, sample_intervals=intervals)

@@ -178,4 +178,5 @@ def report(study_name: str, *, ledger: Ledger | None = None, out: str | Path | N
     remaining = len(st.todo(optuna_study, d, r)) if d.schedule else len(d.cells()) - len(r.done)
     facts = StudyFacts(d.to_json(), r.scores, r.metrics, r.run_ids, r.failures, done=len(r.done),
                        remaining=remaining, unchanged=st.unchanged_variants(d))
-    return write_study_report(ledger, facts, out=out, count_flops=lambda names: _flops_per_variant(d, names))
+    count = None if d.command else (lambda names: _flops_per_variant(d, names))  # a command has no model here
+    return write_study_report(ledger, facts, out=out, count_flops=count)

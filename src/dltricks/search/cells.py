@@ -47,10 +47,10 @@ def work(job: Job, *, threads: int = 0, progress: bool = False, on_cell: Callabl
     given up after its workers died too often is recorded, not run).
 
     ``threads``: torch threads while it works (the caller's setting comes back after)."""
-    import torch
+    if threads:  # a command study's workers never import torch: its cells are other processes
+        import torch
 
-    threads_before = torch.get_num_threads()
-    if threads:
+        threads_before = torch.get_num_threads()
         torch.set_num_threads(threads)
     try:
         claims.ensure_table(job.ledger)

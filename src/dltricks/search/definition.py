@@ -43,6 +43,8 @@ class SearchDefinition:
     sample_size: int = 3
     in_shape: list[int] = field(default_factory=list)
     num_classes: int = 0
+    # a search over any command's placeholders (dltricks.search.command_tune); None for recipes
+    command: dict[str, Any] | None = None
 
     @property
     def dims(self) -> Space:
@@ -68,7 +70,12 @@ class SearchDefinition:
 
 
 def _comparable(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if k not in ("name", "n_trials")}
+    out = {k: v for k, v in d.items() if k not in ("name", "n_trials")}
+    if out.get("command"):  # a cell's time limit may change on a resume
+        out["command"] = {k: v for k, v in out["command"].items() if k != "timeout"}
+    else:
+        out.pop("command", None)  # searches stored before command searches have no such key
+    return out
 
 
 def create_or_load(ledger: Ledger, d: SearchDefinition):

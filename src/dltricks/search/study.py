@@ -71,6 +71,8 @@ class Definition:
     rope: float | None = None  # ROPE half-width in metric units; None: the metric's default
     alpha: float = 0.05
     vary: list[str] = field(default_factory=lambda: ["seed"])  # ablate.vary: see dltricks.search.vary
+    # a study of any command (dltricks.search.command): its line, folder, env, timeout; None for recipes
+    command: dict[str, Any] | None = None
 
     def cells(self) -> list[tuple[str, Variant, int]]:
         """(cell id, variant, seed), seed-major so that partial results are already paired."""
@@ -110,6 +112,8 @@ def _comparable(d: dict) -> dict:
     out = {k: d[k] for k in ("recipe", "variants", "seeds", "metric", "mode")}
     if d.get("vary", ["seed"]) != ["seed"]:  # studies stored before ablate.vary compare as before
         out["vary"] = d["vary"]
+    if d.get("command"):  # a cell's time limit may change on a resume
+        out["command"] = {k: v for k, v in d["command"].items() if k != "timeout"}
     if d.get("schedule"):  # a sequential study's ROPE and alpha decide which cells run
         out.update(schedule=d["schedule"], rope=d.get("rope"), alpha=d.get("alpha", 0.05))
     return out
@@ -183,6 +187,9 @@ def unchanged_variants(d: Definition) -> set[str]:
     """Variants whose recipe is exactly the reference's: a trick that changes nothing. Their runs
     can still differ from the reference's by run-to-run noise (non-deterministic kernels, another
     thread count on another worker), which must never turn into a verdict."""
+    if d.command:  # a command study: a variant whose tricks add nothing runs the reference's command
+        ref_patch = next(v.patch for v in d.variants if v.name == d.reference)
+        return {v.name for v in d.variants if v.name != d.reference and v.patch == ref_patch}
     from dltricks.recipe import Recipe
 
     base = Recipe.from_dict(d.recipe, source=f"study {d.name}")

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 from dltricks.ledger import Ledger
 from dltricks.search import cells
+from dltricks.search.command_job import CommandJob, is_command_study
+from dltricks.search.command_tune import CommandSearchJob
 from dltricks.search.definition import is_search, load
 from dltricks.search.nas import ArchProposer
 from dltricks.search.study_job import StudyJob
@@ -24,7 +26,11 @@ def open_job(ledger: Ledger, name: str) -> cells.Job:
     """The study ``name`` as a job: a search's trials with the proposer of its kind, else ablation cells."""
     if is_search(ledger, name):
         _, d = load(ledger, name)
+        if d.command:
+            return CommandSearchJob(ledger, name)
         return SearchJob(ledger, name, PROPOSERS[d.kind]())
+    if is_command_study(ledger, name):
+        return CommandJob(ledger, name)
     return StudyJob(ledger, name)
 
 
