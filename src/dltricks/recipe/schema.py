@@ -11,12 +11,13 @@ import tomli_w
 from pydantic import Field, SerializeAsAny, ValidationError, field_validator
 
 from dltricks.errors import DltricksError, did_you_mean, one_of
+from dltricks.imports import is_import_path
 from dltricks.recipe.compress import COMPRESS_OFF, CompressSpec
 from dltricks.recipe.data import DataSpec
 from dltricks.recipe.evaluate import EvalSpec
 from dltricks.recipe.explain import explain_errors
 from dltricks.recipe.files import absolute_paths, load_tree
-from dltricks.recipe.model import ModelSpec
+from dltricks.recipe.model import ModelSpec, UserModelSpec
 from dltricks.recipe.overrides import SWITCHES, get_dotted, parse_override, set_key
 from dltricks.recipe.search import AblateSpec, NasSpec, TuneSpec
 from dltricks.recipe.section import _VARIANTS, Section, plugins_loaded
@@ -51,6 +52,8 @@ class Recipe(Section):
         name = v.get("name")
         if name is None:
             raise ValueError(f"needs a name; valid: {one_of(variants)}")
+        if info.field_name == "model" and is_import_path(name):  # the user's own model: "module:attr"
+            return UserModelSpec.model_validate(v)
         if name not in variants:
             kind = "dataset" if info.field_name == "data" else "model"
             raise ValueError(f"no {kind} of that name{did_you_mean(name, variants)}; valid: {one_of(variants)}")
