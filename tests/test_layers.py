@@ -10,7 +10,7 @@ import pytest
 
 import dltricks
 
-SHARED = {"errors", "recipe", "cores", "direction", "__version__"}  # what every package may use
+SHARED = {"errors", "imports", "recipe", "cores", "direction", "__version__"}  # what every package may use
 ALLOWED = {
     "recipe": set(),
     "tricks": set(),

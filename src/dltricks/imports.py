@@ -112,10 +112,14 @@ def import_attr(ref: str, folder: str | Path | None = None, what: str = "name") 
             for name in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
                 del sys.modules[name]
         importlib.invalidate_caches()
+    # no __pycache__ in the user's folder: it would make their repository dirty for every later run
+    writes, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     try:
         mod = importlib.import_module(module)
     except Exception as e:  # the user's module: any error in it is theirs to see, in one line
         raise DltricksError(f"{what} = {ref!r}: cannot import {module}: {_last_line(e)}") from None
+    finally:
+        sys.dont_write_bytecode = writes
     if getattr(mod, "__file__", None):
         try:
             mod.__dltricks_sha256__ = file_sha256(Path(mod.__file__))  # type: ignore[attr-defined]

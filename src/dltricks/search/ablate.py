@@ -25,6 +25,7 @@ from dltricks.search import study as st
 from dltricks.search.definition import base_recipe
 from dltricks.search.plan import Mode, plan_variants
 from dltricks.search.study_job import StudyJob
+from dltricks.search.user_model import check_model_keywords
 from dltricks.tricks import Trick, parse_trick
 
 # ---- defining a study ------------------------------------------------------------------------------
@@ -75,6 +76,8 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
     units (default ``ablate.rope``, else 0.005 for metrics in [0, 1] and 1% of the baseline otherwise).
     ``ledger`` is a :class:`Ledger` or its URL (default: ``$DLTRICKS_LEDGER`` or ./dltricks-runs); it is
     opened only once the study is known to be valid, so a mistyped trick leaves no files behind."""
+    if not isinstance(recipe, (Recipe, str)):
+        raise DltricksError(_NOT_A_RECIPE.format(type(recipe).__name__))
     recipe = Recipe.load(recipe) if isinstance(recipe, str) else recipe
     a = recipe.ablate
     if rope is not None and not (rope >= 0 and rope != float("inf")):
@@ -90,6 +93,7 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
                             rope=(None if a.rope == "auto" else float(a.rope)) if rope is None else rope,
                             max_seeds=max_seeds or a.max_seeds)
         _check_variants(recipe, definition)
+        check_model_keywords(recipe, definition.tricks)
         if not coordinate:
             local.warm_up()  # this process trains cells too (a no-op where forked children made it warm up)
         ledger = ledger if isinstance(ledger, Ledger) else Ledger(url=ledger)
@@ -100,6 +104,11 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
         children.hand_over(ledger, definition.name)
         local.run_workers(ledger, definition.name, children, progress, StudyJob)
     return report(definition.name, ledger=ledger, out=out)
+
+
+_NOT_A_RECIPE = ("dltricks.ablate takes a recipe (a TOML path, a bundled name or a Recipe), not a {0}: to "
+                 "ablate a model of your own, put it in a file (my_models.py) and set model.name = "
+                 "\"my_models:{0}\" in the recipe (docs: own-project.md, 'Your model')")
 
 
 def _check_variants(recipe: Recipe, definition: st.Definition) -> None:
