@@ -182,6 +182,7 @@ def test_inspect_counts_an_arbitrary_module(project):
     ("model.name=my_models:three_outputs", ["(1, 3)", "(1, 10)"]),
     ("model.widht=8", ["widht", "width"]),
     ("model.name=my models", ["module:attr"]),
+    ("model.name=my-models:Net", ["my-models:Net", "module:attr"]),
 ])
 def test_bad_models_are_one_line_and_leave_no_run(project, override, needles):
     repo, work, env = project

@@ -72,7 +72,7 @@ def locate(ref: str, folders: Iterable[Path], what: str = "name") -> Located:
     except (ImportError, ValueError):
         spec = None
     if spec is None:
-        searched = ", ".join(str(Path(f).resolve()) for f in folders)
+        searched = ", ".join(dict.fromkeys(str(Path(f).resolve()) for f in folders))
         raise DltricksError(f"{what} = {ref!r}: no module {top!r} in {searched or 'no folder'} or on sys.path "
                             f"(put {top}.py beside the recipe, or install it)")
     if spec.submodule_search_locations:  # a package: its folder's parent is what sys.path holds

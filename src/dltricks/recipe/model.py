@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from dltricks.errors import DltricksError
 from dltricks.imports import file_sha256, is_import_path, locate, split_ref
@@ -59,6 +59,13 @@ class UserModelSpec(ModelSpec):
         if not self.source_sha256:
             self.__dict__["source_sha256"] = file_sha256(module_file(self))
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_dropout(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        if out.get("dropout", 0) is None:  # TOML has no null: unset stays absent
+            del out["dropout"]
+        return out
 
     def keywords(self) -> dict[str, Any]:
         """The keyword arguments the table gives the model (``dropout`` only when set)."""

@@ -17,7 +17,7 @@ from dltricks.recipe.data import DataSpec
 from dltricks.recipe.evaluate import EvalSpec
 from dltricks.recipe.explain import explain_errors
 from dltricks.recipe.files import absolute_paths, load_tree
-from dltricks.recipe.model import ModelSpec, UserModelSpec
+from dltricks.recipe.model import ModelSpec, UserModelSpec, locate_model
 from dltricks.recipe.overrides import SWITCHES, get_dotted, parse_override, set_key
 from dltricks.recipe.search import AblateSpec, NasSpec, TuneSpec
 from dltricks.recipe.section import _VARIANTS, Section, plugins_loaded
@@ -56,7 +56,8 @@ class Recipe(Section):
             return UserModelSpec.model_validate(v)
         if name not in variants:
             kind = "dataset" if info.field_name == "data" else "model"
-            raise ValueError(f"no {kind} of that name{did_you_mean(name, variants)}; valid: {one_of(variants)}")
+            own = ", or your own as 'module:attr'" if kind == "model" else ""
+            raise ValueError(f"no {kind} of that name{did_you_mean(name, variants)}; valid: {one_of(variants)}{own}")
         return variants[name].model_validate(v)
 
     # ---- construction -------------------------------------------------------------------------
@@ -83,6 +84,9 @@ class Recipe(Section):
         for key, value in parsed:
             note = set_key(d, key, value)
             notes += [note] if note else []
+        file = Path(path_or_name).expanduser()
+        if file.is_file() and isinstance(d.get("model"), dict):  # -o model.name=m:Net: m.py beside the file first
+            locate_model(d["model"], file.parent)
         absolute_paths(d, Path.cwd())  # what is still relative came from -o, typed here
         try:
             return cls.from_dict(d, source)
