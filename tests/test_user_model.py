@@ -49,14 +49,14 @@ seed = 0
 
 [data]
 name = "mnist1d"
-num_samples = 300
+num_samples = 500
 
 [model]
 name = "my_models:TinyNet"
-width = 16
+width = 64
 
 [train]
-epochs = 2
+epochs = 6
 batch_size = 32
 lr = 0.01
 threads = 1
@@ -115,18 +115,18 @@ def test_train_and_ablate_a_model_file_recorded_with_its_repository(project):
     [run] = runs(env, work)
     assert run["status"] == "completed" and run["metrics"]["test_accuracy"] > 0.2  # chance is 0.1
     model = run["recipe"]["model"]
-    assert model["name"] == "my_models:TinyNet" and model["width"] == 16
+    assert model["name"] == "my_models:TinyNet" and model["width"] == 64
     assert Path(model["module_dir"]) == repo.resolve()
     assert model["source_sha256"] == hashlib.sha256((repo / "my_models.py").read_bytes()).hexdigest()
     # the model's repository, clean at its commit (no __pycache__ left behind), although cwd is elsewhere
     assert run["git_commit"] == git(repo, "rev-parse", "HEAD") and run["git_dirty"] is False
     assert git(repo, "status", "--porcelain") == ""
 
-    # a trick on the model's own keyword; 1 and 2 local workers give the same numbers, cell by cell
+    # a trick on the model's own keyword (narrower); 1 and 2 local workers give the same numbers, cell by cell
     by_study = {}
     for workers in ("1", "2"):
         study = f"w{workers}"
-        done = cli(env, work, "ablate", recipe, "-q", "--trick", "wide:model.width=32", "--seeds", "2",
+        done = cli(env, work, "ablate", recipe, "-q", "--trick", "wide:model.width=16", "--seeds", "2",
                    "--workers", workers, "--study", study)
         assert done.returncode == 0, done.stderr
         cells = {(r["variant"], r["seed"]): r["metrics"]["test_accuracy"] for r in runs(env, work)
@@ -151,7 +151,7 @@ def test_a_dltricks_worker_elsewhere_imports_the_recorded_module(project):
     elsewhere.mkdir()
     # the study is defined (and its cells trained) by `ablate`; a worker then joins a second study
     done = cli(env, work, "ablate", str(repo / "mine.toml"), "-q", "--seeds", "1", "--trick",
-               "wide:model.width=32", "--study", "joined", "--ledger", ledger, "-o", "train.epochs=1")
+               "wide:model.width=16", "--study", "joined", "--ledger", ledger, "-o", "train.epochs=1")
     assert done.returncode == 0, done.stderr
     done = cli(env, elsewhere, "worker", "--study", "joined", "--storage", ledger)
     assert done.returncode == 0, done.stderr
@@ -172,7 +172,7 @@ def test_inspect_counts_an_arbitrary_module(project):
     done = cli(env, work, "inspect", str(repo / "mine.toml"))
     assert done.returncode == 0, done.stderr
     assert "TinyNet" in done.stdout or "Linear" in done.stdout, done.stdout
-    assert f"{40 * 16 + 16 + 16 * 10 + 10:,}" in done.stdout, done.stdout
+    assert f"{40 * 64 + 64 + 64 * 10 + 10:,}" in done.stdout, done.stdout
 
 
 @pytest.mark.parametrize("override, needles", [

@@ -92,8 +92,8 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
                             seeds=seeds or a.seeds, metric=metric or a.metric, study=study or a.study,
                             rope=(None if a.rope == "auto" else float(a.rope)) if rope is None else rope,
                             max_seeds=max_seeds or a.max_seeds)
+        check_model_keywords(recipe, definition.tricks)  # before the variants are built
         _check_variants(recipe, definition)
-        check_model_keywords(recipe, definition.tricks)
         if not coordinate:
             local.warm_up()  # this process trains cells too (a no-op where forked children made it warm up)
         ledger = ledger if isinstance(ledger, Ledger) else Ledger(url=ledger)
