@@ -143,18 +143,33 @@ def test_train_and_ablate_a_model_file_recorded_with_its_repository(project):
     assert len(runs(env, work)) == before
 
 
-def test_a_dltricks_worker_elsewhere_imports_the_recorded_module(project):
-    """A `dltricks worker` started in another folder finds the model through the recorded folder."""
+def test_a_dltricks_worker_elsewhere_imports_the_recorded_module(project, monkeypatch):
+    """A study defined here; a `dltricks worker` started in another folder (where ``my_models`` is not
+    importable) runs its cells through the module folder the recipe recorded, from the same file."""
+    from dltricks.ledger import Ledger
+    from dltricks.recipe import Recipe
+    from dltricks.search import claims
+    from dltricks.search import study as st
+    from dltricks.search.ablate import define
+    from dltricks.tricks import parse_trick
+
     repo, work, env = project
-    ledger = f"sqlite:///{work / 'shared.db'}"
+    monkeypatch.chdir(work)
+    url = f"sqlite:///{work / 'shared.db'}"
+    recipe = Recipe.load(str(repo / "mine.toml"), ["train.epochs=1"])
+    definition = define(recipe, [parse_trick("narrow:model.width=16")], mode="add", seeds=1, study="joined")
+    ledger = Ledger(url)
+    claims.ensure_table(ledger)
+    st.create_or_load(ledger, definition)
     elsewhere = work / "elsewhere"
     elsewhere.mkdir()
-    # the study is defined (and its cells trained) by `ablate`; a worker then joins a second study
-    done = cli(env, work, "ablate", str(repo / "mine.toml"), "-q", "--seeds", "1", "--trick",
-               "wide:model.width=16", "--study", "joined", "--ledger", ledger, "-o", "train.epochs=1")
+    done = cli(env, elsewhere, "worker", "--study", "joined", "--storage", url, "--threads", "1", "--quiet")
     assert done.returncode == 0, done.stderr
-    done = cli(env, elsewhere, "worker", "--study", "joined", "--storage", ledger)
-    assert done.returncode == 0, done.stderr
+    assert "ran 2" in done.stdout, done.stdout
+    runs = ledger.runs(study="joined")
+    assert {r.status for r in runs} == {"completed"} and {r.variant for r in runs} == {"baseline", "+narrow"}
+    assert {r.recipe["model"]["width"] for r in runs} == {64, 16}
+    assert {r.git_commit for r in runs} == {git(repo, "rev-parse", "HEAD")} and not any(r.git_dirty for r in runs)
 
 
 def test_other_models_in_the_file_and_keyword_arguments(project):
