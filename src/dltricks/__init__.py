@@ -18,6 +18,7 @@ _LAZY = {
     "ablate": "dltricks.search.ablate",
     "AblationResult": "dltricks.search.ablate",
     "Ledger": "dltricks.ledger",
+    "register_model": "dltricks.nn.models.registry",  # the in-process way to add a model
 }
 
 __all__ = ["__version__", *_LAZY]
