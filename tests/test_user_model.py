@@ -186,8 +186,11 @@ def test_inspect_counts_an_arbitrary_module(project):
     repo, work, env = project
     done = cli(env, work, "inspect", str(repo / "mine.toml"))
     assert done.returncode == 0, done.stderr
-    assert "TinyNet" in done.stdout or "Linear" in done.stdout, done.stdout
-    assert f"{40 * 64 + 64 + 64 * 10 + 10:,}" in done.stdout, done.stdout
+    out = done.stdout
+    assert "my_models:TinyNet" in out and "head    Linear" in out, out
+    assert f"{(40 * 64 + 64 + 64 * 10 + 10) / 1000:.3f}k parameters" in out, out  # 3.274k
+    assert f"{2 * (40 * 64 + 64 * 10) / 1000:.1f} kFLOPs" in out, out  # two per multiply-add: 6.4k
+    assert "receptive field 40" in out, out  # a dense layer sees the whole signal
 
 
 @pytest.mark.parametrize("override, needles", [
