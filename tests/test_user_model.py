@@ -232,7 +232,7 @@ def test_a_changed_model_file_is_refused_on_resume_of_its_recipe(tmp_path, monke
         build_model(Recipe.from_dict(recorded).model, (1, 40), 10)
 
 
-def test_ablate_given_a_module_says_how(tmp_path):
+def test_train_and_ablate_given_a_module_say_how(tmp_path):
     import torch
 
     import dltricks
@@ -243,3 +243,5 @@ def test_ablate_given_a_module_says_how(tmp_path):
 
     with pytest.raises(DltricksError, match='model.name = "my_models:MyNet"'):
         dltricks.ablate(MyNet(), ["label_smoothing"])
+    with pytest.raises(DltricksError, match='dltricks.train takes a recipe.*"my_models:MyNet"'):
+        dltricks.train(MyNet())

@@ -101,6 +101,10 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
             ready = prepare(recipe, ledger, train, progress=progress)
         device = resolve_device(recipe.train.device)
     else:
+        if not isinstance(recipe, (Recipe, str)):
+            from dltricks.nn.models.imported import not_a_recipe
+
+            raise not_a_recipe(recipe, "train")
         recipe = Recipe.load(recipe) if isinstance(recipe, str) else recipe
         ready = prepare(recipe, ledger, train, progress=progress)  # refused here: no run is recorded
         device = resolve_device(recipe.train.device)

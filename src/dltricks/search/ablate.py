@@ -77,7 +77,9 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
     ``ledger`` is a :class:`Ledger` or its URL (default: ``$DLTRICKS_LEDGER`` or ./dltricks-runs); it is
     opened only once the study is known to be valid, so a mistyped trick leaves no files behind."""
     if not isinstance(recipe, (Recipe, str)):
-        raise DltricksError(_NOT_A_RECIPE.format(type(recipe).__name__))
+        from dltricks.nn.models.imported import not_a_recipe
+
+        raise not_a_recipe(recipe, "ablate")
     recipe = Recipe.load(recipe) if isinstance(recipe, str) else recipe
     a = recipe.ablate
     if rope is not None and not (rope >= 0 and rope != float("inf")):
@@ -104,11 +106,6 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
         children.hand_over(ledger, definition.name)
         local.run_workers(ledger, definition.name, children, progress, StudyJob)
     return report(definition.name, ledger=ledger, out=out)
-
-
-_NOT_A_RECIPE = ("dltricks.ablate takes a recipe (a TOML path, a bundled name or a Recipe), not a {0}: to "
-                 "ablate a model of your own, put it in a file (my_models.py) and set model.name = "
-                 "\"my_models:{0}\" in the recipe (docs: own-project.md, 'Your model')")
 
 
 def _check_variants(recipe: Recipe, definition: st.Definition) -> None:

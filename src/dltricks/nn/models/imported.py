@@ -21,7 +21,7 @@ from dltricks.errors import DltricksError
 from dltricks.imports import file_sha256, import_attr, locate
 from dltricks.recipe import UserModelSpec
 
-__all__ = ["accepted_keywords", "build_imported", "load_factory"]
+__all__ = ["accepted_keywords", "build_imported", "load_factory", "not_a_recipe"]
 
 FROM_DATA = ("in_shape", "num_classes")  # filled from the data, never from the table
 
@@ -92,3 +92,12 @@ def build_imported(spec: UserModelSpec, in_shape: tuple[int, ...], num_classes: 
     if not isinstance(model, nn.Module):
         raise DltricksError(f"model.name = {spec.name!r} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def not_a_recipe(obj: object, verb: str) -> DltricksError:
+    """The error for ``dltricks.train(MyNet())`` or ``dltricks.ablate(MyNet(), ...)``: how to use one's model."""
+    kind = type(obj).__name__
+    how = (f'put it in a file (my_models.py) and set model.name = "my_models:{kind}" in the recipe'
+           if isinstance(obj, nn.Module) else "see `dltricks recipes` for bundled ones")
+    return DltricksError(f"dltricks.{verb} takes a recipe (a TOML path, a bundled name or a Recipe), not a {kind}: "
+                         f"{how} (docs: own-project.md, 'Your model')")
