@@ -182,6 +182,22 @@ def test_other_models_in_the_file_and_keyword_arguments(project):
     assert run["metrics"]["params"] == 3 * 1 * 5 + 3 + 3 * 10 + 10  # the factory's channels, not its default
 
 
+def test_tune_searches_the_model_keywords(project):
+    """A keyword the recipe does not set is tunable from the factory's default; one the model does not
+    take is refused before any trial."""
+    repo, work, env = project
+    recipe = str(repo / "mine.toml")
+    one_line_error(cli(env, work, "tune", recipe, "--space", 'model.norm=["batch"]'), "model.norm", "width")
+    done = cli(env, work, "tune", recipe, "-q", "--trials", "2", "--rerun-seeds", "0", "-o",
+               "model.name=my_models:conv_net", "-o", "train.epochs=1", "--space", "model.channels=[2, 5]")
+    assert done.returncode == 0, done.stderr
+    trials = [r for r in runs(env, work) if r["status"] == "completed"]
+    assert len(trials) == 2 and {r["recipe"]["model"]["channels"] for r in trials} <= {2, 5}
+    for r in trials:  # the trial's channels reached the factory
+        c = r["recipe"]["model"]["channels"]
+        assert r["metrics"]["params"] == c * 5 + c + c * 10 + 10
+
+
 def test_inspect_counts_an_arbitrary_module(project):
     repo, work, env = project
     done = cli(env, work, "inspect", str(repo / "mine.toml"))

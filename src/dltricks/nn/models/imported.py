@@ -21,7 +21,7 @@ from dltricks.errors import DltricksError
 from dltricks.imports import file_sha256, import_attr, locate
 from dltricks.recipe import UserModelSpec
 
-__all__ = ["accepted_keywords", "build_imported", "load_factory", "not_a_recipe"]
+__all__ = ["accepted_keywords", "build_imported", "keyword_defaults", "load_factory", "not_a_recipe"]
 
 FROM_DATA = ("in_shape", "num_classes")  # filled from the data, never from the table
 
@@ -62,6 +62,13 @@ def accepted_keywords(spec: UserModelSpec) -> tuple[set[str], bool]:
     ``num_classes``), and whether it takes any (``**kwargs``)."""
     named, any_kw = _signature(load_factory(spec))
     return set(named) - set(FROM_DATA), any_kw
+
+
+def keyword_defaults(spec: UserModelSpec) -> dict[str, Any]:
+    """The defaults of the model's keywords that have one (``{"width": 16}``)."""
+    named, _ = _signature(load_factory(spec))
+    return {n: p.default for n, p in named.items()
+            if n not in FROM_DATA and p.default is not inspect.Parameter.empty}
 
 
 def build_imported(spec: UserModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
