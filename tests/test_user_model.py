@@ -182,6 +182,20 @@ def test_other_models_in_the_file_and_keyword_arguments(project):
     assert run["metrics"]["params"] == 3 * 1 * 5 + 3 + 3 * 10 + 10  # the factory's channels, not its default
 
 
+@pytest.mark.parametrize("bundled, metric, extra", [
+    ("mnist1d-da", "test_target_accuracy", []),  # DANN: a domain classifier on the head's input
+    ("mnist1d-oneshot", "test_5way_1shot_accuracy", ["-o", "train.pk_samples=4", "-o", "train.metric_loss=triplet",
+                                                     "-o", "model.embedding_dim=16"]),  # the head as an embedding
+])
+def test_learning_set_ups_that_need_features_and_a_head(project, bundled, metric, extra):
+    repo, work, env = project
+    done = cli(env, work, "train", bundled, "-q", "-o", "model.name=my_models:TinyNet", "-o", "train.epochs=1",
+               "-o", "data.num_samples=600", "-o", "eval.episodes=50", *extra)
+    assert done.returncode == 0, done.stderr
+    [run] = runs(env, work)
+    assert run["status"] == "completed" and 0.0 <= run["metrics"][metric] <= 1.0
+
+
 def test_tune_searches_the_model_keywords(project):
     """A keyword the recipe does not set is tunable from the factory's default; one the model does not
     take is refused before any trial."""
