@@ -189,11 +189,14 @@ def test_other_models_in_the_file_and_keyword_arguments(project):
 ])
 def test_learning_set_ups_that_need_features_and_a_head(project, bundled, metric, extra):
     repo, work, env = project
-    done = cli(env, work, "train", bundled, "-q", "-o", "model.name=my_models:TinyNet", "-o", "train.epochs=1",
+    # a bundled recipe, the model by -o: found in the current directory
+    done = cli(env, repo, "train", bundled, "-q", "-o", "model.name=my_models:TinyNet", "-o", "train.epochs=1",
                "-o", "data.num_samples=600", "-o", "eval.episodes=50", *extra)
     assert done.returncode == 0, done.stderr
     [run] = runs(env, work)
     assert run["status"] == "completed" and 0.0 <= run["metrics"][metric] <= 1.0
+    if "model.embedding_dim=16" in extra:  # TinyNet's head was built 16 wide: an embedding, not 10 scores
+        assert run["metrics"]["params"] == 40 * 16 + 16 + 16 * 16 + 16  # width: its default, 16
 
 
 def test_tune_searches_the_model_keywords(project):
