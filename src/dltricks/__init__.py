@@ -19,6 +19,7 @@ _LAZY = {
     "AblationResult": "dltricks.search.ablate",
     "Ledger": "dltricks.ledger",
     "report_metrics": "dltricks.reporting",  # torch-free: training scripts of command studies import it
+    "register_model": "dltricks.nn.models.registry",  # the in-process way to add a model
 }
 
 __all__ = ["__version__", *_LAZY]

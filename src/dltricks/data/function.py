@@ -16,10 +16,7 @@ came back and what would do.
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import sys
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +29,7 @@ from torch.utils.data import Dataset
 from dltricks.data.bundle import DataBundle, Target
 from dltricks.data.registry import register_loader
 from dltricks.errors import DltricksError
+from dltricks.imports import import_attr, last_line, locate
 from dltricks.recipe import RECIPE_DIR, DataSpec, register_imported
 
 __all__ = ["FunctionDataSpec", "find_function", "load_function"]
@@ -52,42 +50,13 @@ class FunctionDataSpec(DataSpec):
 
 
 def find_function(path: str, folder: str, key: str = "data.name") -> Callable:
-    """``module:attr`` imported from ``folder``, then the working directory, then ``sys.path``."""
-    mod_name, _, attr = path.partition(":")
-    where = list(dict.fromkeys(p for p in (folder, str(Path.cwd())) if p))
-    added = [p for p in where if p not in sys.path]
-    sys.path[:0] = added
-    try:
-        module = importlib.import_module(mod_name)
-    except ModuleNotFoundError as e:
-        if e.name is not None and mod_name.startswith(e.name):
-            looked = ", ".join(where + ["sys.path"])
-            raise DltricksError(f"{key} = {path!r}: no module {mod_name!r} (looked in {looked})") from None
-        raise DltricksError(f"{key} = {path!r}: importing {mod_name} failed: {_last_line(e)}") from None
-    except Exception as e:  # the user's module is broken: its error's last line, not ours
-        raise DltricksError(f"{key} = {path!r}: importing {mod_name} failed: {_last_line(e)}") from None
-    finally:
-        for p in added:
-            if p in sys.path:
-                sys.path.remove(p)
-    fn = getattr(module, attr, None)
-    if fn is None:
-        have = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
-                and getattr(v, "__module__", None) == module.__name__]
-        raise DltricksError(f"{key} = {path!r}: module {mod_name} ({getattr(module, '__file__', '?')}) has no "
-                            f"{attr!r}; it defines {', '.join(sorted(have)) or 'no functions'}")
+    """``module:attr`` imported from ``folder``, then the working directory, then ``sys.path``
+    (:mod:`dltricks.imports`, as for a user's model)."""
+    where = locate(path, [Path(p) for p in (folder, Path.cwd()) if p], what=key)
+    fn = import_attr(path, where.folder, what=key)
     if not callable(fn):
-        raise DltricksError(f"{key} = {path!r}: {attr} is a {type(fn).__name__}, not a function")
+        raise DltricksError(f"{key} = {path!r}: {path.partition(':')[2]} is a {type(fn).__name__}, not a function")
     return fn
-
-
-def _last_line(e: BaseException) -> str:
-    """``Type: message`` and where in the user's file it was raised."""
-    tb = traceback.extract_tb(e.__traceback__)
-    at = next((f"{Path(f.filename).name}:{f.lineno}" for f in reversed(tb) if "dltricks" not in f.filename), "")
-    if isinstance(e, SyntaxError) and e.filename:
-        at = f"{Path(e.filename).name}:{e.lineno}"
-    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}" + (f" ({at})" if at else "")
 
 
 def _kwargs(fn: Callable, spec: FunctionDataSpec, seed: int) -> dict[str, Any]:
@@ -180,7 +149,7 @@ def load_function(spec: FunctionDataSpec, seed: int) -> DataBundle:
     except DltricksError:
         raise
     except Exception as e:
-        raise DltricksError(f"data function {spec.name} raised {_last_line(e)}") from None
+        raise DltricksError(f"data function {spec.name} raised {last_line(e)}") from None
     parts, classes = _parts(out, spec.name)
     pairs = {k: _pair(v, f"data function {spec.name}: {k}") for k, v in parts.items() if v is not None}
     shapes = {k: tuple(v[0].shape[1:]) for k, v in pairs.items()}

@@ -18,7 +18,7 @@ from dltricks.recipe.data import AugmentSpec, DataSpec, DomainSpec
 from dltricks.recipe.evaluate import EvalSpec
 from dltricks.recipe.explain import explain_errors
 from dltricks.recipe.files import bundled_recipes
-from dltricks.recipe.model import ModelSpec
+from dltricks.recipe.model import ModelSpec, UserModelSpec
 from dltricks.recipe.overrides import get_dotted, parse_override, set_dotted
 from dltricks.recipe.schema import Recipe
 from dltricks.recipe.search import AblateSpec, NasSpec, TuneSpec
@@ -26,8 +26,8 @@ from dltricks.recipe.section import PATH, RECIPE_DIR, Section, register_imported
 from dltricks.recipe.train import TrainSpec
 
 __all__ = [
-    "Section", "AugmentSpec", "DomainSpec", "DataSpec", "ModelSpec", "TrainSpec", "EvalSpec", "AblateSpec",
-    "TuneSpec", "NasSpec", "CompressSpec", "Recipe",
+    "Section", "AugmentSpec", "DomainSpec", "DataSpec", "ModelSpec", "UserModelSpec", "TrainSpec", "EvalSpec",
+    "AblateSpec", "TuneSpec", "NasSpec", "CompressSpec", "Recipe",
     "register_section", "bundled_recipes", "explain_errors", "parse_override", "set_dotted", "get_dotted",
     "PATH", "RECIPE_DIR", "register_imported",
 ]

@@ -10,6 +10,7 @@ from typing import Any
 
 from dltricks.errors import DltricksError, did_you_mean, one_of
 from dltricks.recipe.guide import data_kind, not_a_recipe
+from dltricks.recipe.model import locate_model
 from dltricks.recipe.overrides import switched
 from dltricks.recipe.section import plugins_loaded, variant_spec
 
@@ -100,6 +101,8 @@ def absolute_paths(d: dict, folder: Path, inherited: dict | None = None) -> None
         if not isinstance(table, dict):
             continue
         name = table.get("name", (inherited or {}).get(section, {}).get("name"))
+        if section == "model" and "name" in table:
+            locate_model(table, folder)  # "module:attr": found beside this file (or where -o was typed)
         spec = variant_spec(section, name)
         for key, f in (spec.model_fields.items() if spec else ()):
             value = table.get(key)

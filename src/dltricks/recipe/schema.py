@@ -16,7 +16,7 @@ from dltricks.recipe.data import DataSpec
 from dltricks.recipe.evaluate import EvalSpec
 from dltricks.recipe.explain import explain_errors
 from dltricks.recipe.files import absolute_paths, load_tree
-from dltricks.recipe.model import ModelSpec
+from dltricks.recipe.model import ModelSpec, locate_model
 from dltricks.recipe.overrides import SWITCHES, get_dotted, parse_override, set_key
 from dltricks.recipe.search import AblateSpec, NasSpec, TuneSpec
 from dltricks.recipe.section import _VARIANTS, Section, plugins_loaded, variant_spec
@@ -54,7 +54,8 @@ class Recipe(Section):
         spec = variant_spec(info.field_name, name)
         if spec is None:
             kind = "dataset" if info.field_name == "data" else "model"
-            raise ValueError(f"no {kind} of that name{did_you_mean(name, variants)}; valid: {one_of(variants)}")
+            own = ", or your own as 'module:attr'"
+            raise ValueError(f"no {kind} of that name{did_you_mean(name, variants)}; valid: {one_of(variants)}{own}")
         return spec.model_validate(v)
 
     # ---- construction -------------------------------------------------------------------------
@@ -81,6 +82,9 @@ class Recipe(Section):
         for key, value in parsed:
             note = set_key(d, key, value)
             notes += [note] if note else []
+        file = Path(path_or_name).expanduser()
+        if file.is_file() and isinstance(d.get("model"), dict):  # -o model.name=m:Net: m.py beside the file first
+            locate_model(d["model"], file.parent)
         absolute_paths(d, Path.cwd())  # what is still relative came from -o, typed here
         try:
             return cls.from_dict(d, source)

@@ -20,7 +20,7 @@ from dltricks.loop.tasks import Task
 from dltricks.methods.base import build_method
 from dltricks.methods.build import build_with, make_augment
 from dltricks.methods.registry import Setup
-from dltricks.recipe import Recipe
+from dltricks.recipe import Recipe, UserModelSpec
 from dltricks.runner.references import Trainer, resolve_references
 
 __all__ = ["Prepared", "prepare", "check_forward", "use_threads"]
@@ -50,25 +50,45 @@ def prepare(recipe: Recipe, ledger: Ledger, train: Trainer, *, progress: bool = 
                           setups=setups)
     for s in setups:
         s.check_model(model, task)
-    check_forward(resolved, bundle, model)
+    check_forward(resolved, bundle, model, setups)
     return Prepared(resolved, bundle, model, task, setups, augment, method)
 
 
-def check_forward(recipe: Recipe, bundle: DataBundle, model: nn.Module) -> None:
+def check_forward(recipe: Recipe, bundle: DataBundle, model: nn.Module, setups: list[Setup] | None = None) -> None:
     """One test sample through the model (eval mode, no gradient, torch's RNG untouched), so that a model
-    that cannot take this input fails before the run starts, not at its first step."""
+    that cannot take this input fails before the run starts, not at its first step. A user's model
+    (``model.name = "module:attr"``) must also give the shape the task wants."""
     x = bundle.test[0][:1]
     was = model.training
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             model.eval()
-            model(x)
+            out = model(x)
     except (RuntimeError, ValueError, TypeError, IndexError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise DltricksError(f"model {recipe.model.name!r} cannot run on input {tuple(bundle.in_shape)}: "
                             f"{first}") from None
     finally:
         model.train(was)
+    if isinstance(recipe.model, UserModelSpec):
+        _check_output(recipe, bundle, out, setups or [])
+
+
+def _check_output(recipe: Recipe, bundle: DataBundle, out: object, setups: list[Setup]) -> None:
+    """A user's model gives (N, width) scores, or (N, width, *spatial) for segmentation, where width is
+    the classes (or the embedding, or a set-up's head). Several targets have their own checks."""
+    if bundle.targets or bundle.task not in ("classification", "segmentation"):
+        return
+    widths = [w for w in (s.head_width() for s in setups) if w is not None]
+    width = recipe.model.embedding_dim or (widths[0] if widths else bundle.num_classes)
+    spatial = tuple(bundle.in_shape[1:]) if bundle.task == "segmentation" else ()
+    want = (1, width, *spatial)
+    got = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+    if got != want:
+        what = f"output shape {got}" if got is not None else f"a {type(out).__name__}, not a tensor"
+        raise DltricksError(f"model {recipe.model.name!r} gives {what} for one sample of shape "
+                            f"{tuple(bundle.in_shape)}; this {bundle.task} task needs {want} "
+                            f"(batch, {'classes, *spatial' if spatial else 'classes'})")
 
 
 def use_threads(recipe: Recipe, model: torch.nn.Module, bundle: DataBundle, device: torch.device, *,

@@ -28,7 +28,7 @@ from dltricks.loop.checkpoint import find_checkpoint, save_weights
 from dltricks.loop.training import History, TrainingInterrupted, fit, resolve_device
 from dltricks.methods.build import build, make_augment, make_task
 from dltricks.methods.registry import Trained
-from dltricks.recipe import Recipe
+from dltricks.recipe import Recipe, UserModelSpec
 from dltricks.runner.build import Prepared, prepare, use_threads
 from dltricks.runner.figures import draw_figures
 from dltricks.runner.metrics import final_metrics, metric_names
@@ -103,11 +103,16 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
             ready = prepare(recipe, ledger, train, progress=progress)
         device = resolve_device(recipe.train.device)
     else:
+        if not isinstance(recipe, (Recipe, str)):
+            from dltricks.nn.models.imported import not_a_recipe
+
+            raise not_a_recipe(recipe, "train")
         recipe = Recipe.load(recipe) if isinstance(recipe, str) else recipe
         ready = prepare(recipe, ledger, train, progress=progress)  # refused here: no run is recorded
         device = resolve_device(recipe.train.device)
         run_id = ledger.start_run(name=recipe.name, recipe=recipe.to_dict(), seed=recipe.seed,
-                                  device=str(device), study=study, variant=variant, run_id=run_id)
+                                  device=str(device), study=study, variant=variant, run_id=run_id,
+                                  cwd=code_folder(recipe))
         run_dir = ledger.run_dir(run_id)
     (run_dir / "recipe.toml").write_text(recipe.to_toml())
     # a run stopped before its first checkpoint has nothing to continue: it starts again (same seed, same run)
@@ -146,6 +151,16 @@ def epoch_hooks(recipe: Recipe, run_dir: Path, on_epoch: Callable | None) -> tup
             on_epoch(epoch, row)
 
     return both, board
+
+
+def code_folder(recipe: Recipe) -> Path | None:
+    """Whose git state the run records: the user's model's folder when it is in a git repository (that
+    file defines the network), else None (the current directory)."""
+    if isinstance(recipe.model, UserModelSpec) and recipe.model.module_dir:
+        folder = Path(recipe.model.module_dir)
+        if any((p / ".git").exists() for p in (folder, *folder.parents)):
+            return folder
+    return None
 
 
 def _fit_and_score(ready: Prepared, recipe: Recipe, ledger: Ledger, device: torch.device, run_dir: Path,

@@ -25,6 +25,7 @@ from dltricks.search import study as st
 from dltricks.search.definition import base_recipe
 from dltricks.search.plan import Mode, plan_variants
 from dltricks.search.study_job import StudyJob
+from dltricks.search.user_model import check_model_keywords
 from dltricks.search.vary import VARY
 from dltricks.tricks import Trick, parse_trick
 
@@ -85,6 +86,10 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
     ``vary``: what each paired seed draws afresh (default ``ablate.vary``; see :mod:`dltricks.search.vary`).
     ``ledger`` is a :class:`Ledger` or its URL (default: ``$DLTRICKS_LEDGER`` or ./dltricks-runs); it is
     opened only once the study is known to be valid, so a mistyped trick leaves no files behind."""
+    if not isinstance(recipe, (Recipe, str)):
+        from dltricks.nn.models.imported import not_a_recipe
+
+        raise not_a_recipe(recipe, "ablate")
     recipe = Recipe.load(recipe) if isinstance(recipe, str) else recipe
     a = recipe.ablate
     if rope is not None and not (rope >= 0 and rope != float("inf")):
@@ -99,6 +104,7 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
                             seeds=seeds or a.seeds, metric=metric or a.metric, study=study or a.study,
                             rope=(None if a.rope == "auto" else float(a.rope)) if rope is None else rope,
                             max_seeds=max_seeds or a.max_seeds, vary=vary)
+        check_model_keywords(recipe, definition.tricks)  # before the variants are built
         _check_variants(recipe, definition)
         if not coordinate:
             local.warm_up()  # this process trains cells too (a no-op where forked children made it warm up)

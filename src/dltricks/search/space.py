@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from dltricks.errors import DltricksError, did_you_mean
-from dltricks.recipe import Recipe, parse_override
+from dltricks.recipe import Recipe, UserModelSpec, parse_override
+from dltricks.search.user_model import keyword_value
 
 Kind = Literal["float", "int", "categorical"]
 RANGE_KEYS = ("low", "high", "log")
@@ -165,9 +166,12 @@ def parse_space(recipe: Recipe, entries: dict[str, Any], *, section: str = "tune
     flat = recipe.flat()
     space = []
     for key, spec in entries.items():
-        if key not in flat:
+        if key.startswith("model.") and isinstance(recipe.model, UserModelSpec):  # the user's keywords
+            current = keyword_value(recipe, key, section)
+        elif key not in flat:
             raise DltricksError(f"[{section}] {key}: no recipe key of that name{did_you_mean(key, flat)}")
-        current = flat[key]
+        else:
+            current = flat[key]
         if isinstance(spec, list):
             space.append(_categorical(recipe, key, spec, section))
         elif isinstance(spec, dict):
