@@ -108,9 +108,13 @@ def recipe_keys() -> list[str]:
     return [row[0] for _, rows in _recipe_sections() for row in rows]
 
 
+IMPORT_PATH = "module:attr"  # how the key page names a section read by the user's own code
+
+
 def _recipe_sections() -> list[tuple[str, list[tuple[str, str, str, str]]]]:
     """``[(heading, rows)]``: top-level keys, then each section, data and model per registered variant."""
     from dltricks.recipe import DataSpec, ModelSpec, Recipe
+    from dltricks.recipe.section import variant_spec
 
     fields = Recipe.model_fields
     out = [("Top level", list(section_keys(Recipe, "", skip=frozenset(fields_sections(Recipe)))))]
@@ -120,6 +124,9 @@ def _recipe_sections() -> list[tuple[str, list[tuple[str, str, str, str]]]]:
         common = frozenset(base.model_fields) - {"name"}
         for name, cls in _variants(base).items():
             out.append((f'`[{section}]` name = "{name}"', list(section_keys(cls, section, skip=common))))
+        imported = variant_spec(section, IMPORT_PATH)  # the user's own code, named "module:attr"
+        if imported is not None:
+            out.append((f'`[{section}]` name = "{IMPORT_PATH}"', list(section_keys(imported, section, skip=common))))
     for section in fields_sections(Recipe):
         if section in ("data", "model"):
             continue

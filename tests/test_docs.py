@@ -42,21 +42,12 @@ def keys_of(model: type[BaseModel], prefix: str) -> list[str]:
 
 
 def variant_class(section: str, name: str) -> type[BaseModel]:
-    """The schema a registered dataset or model validates against, found through the public Recipe: required
-    keys the error names are filled with a placeholder until the recipe validates."""
-    from dltricks.errors import DltricksError
-    from dltricks.recipe import Recipe
+    """The schema a dataset or model name validates against (a registered one, or the user's own code's)."""
+    from dltricks.recipe.section import variant_spec
 
-    table: dict = {"name": name}
-    for _ in range(5):
-        d = {"data": {"name": "mnist1d"}, "model": {"name": "mlp"}, section: table}
-        try:
-            return type(getattr(Recipe.from_dict(d), section))
-        except DltricksError as e:
-            missing = re.findall(rf"missing key {section}\.(\w+)", str(e))
-            assert missing, str(e)
-            table.update({k: "placeholder" for k in missing})
-    raise AssertionError(f"could not validate [{section}] name = {name!r}")
+    spec = variant_spec(section, name)
+    assert spec is not None, f"[{section}] name = {name!r} has no schema"
+    return spec
 
 
 def test_recipe_key_page_lists_every_key_of_every_section_and_variant(hooks):
@@ -86,7 +77,7 @@ def test_recipe_key_page_lists_every_key_of_every_section_and_variant(hooks):
         for key in keys_of(base, section):
             assert f"| `{key}` |" in common, f"{key} missing from the recipe key page"
         assert len(names) >= 6
-        for name in names:
+        for name in [*names, hooks.IMPORT_PATH]:  # the registered ones, and the user's own by import path
             body = by_heading[f'## `[{section}]` name = "{name}"']
             cls = variant_class(section, name)
             for key in keys_of(cls, section):
