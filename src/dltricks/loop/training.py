@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dltricks.errors import DltricksError
+from dltricks.loop.averaging import weight_average
 from dltricks.loop.batches import Batches, Source
 from dltricks.loop.evaluation import autocast, eval_batch_size, evaluate, resolve_device
 from dltricks.loop.method import Batch, Method
@@ -69,11 +70,13 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, spec: Tra
         model.to(memory_format=torch.channels_last)  # faster convolutions on tensor cores
     batches = Batches(train, cfg.batch_size, seed, dev)
     opt = build_optimizer(model, cfg, method.param_groups(model, cfg))
+    average = weight_average(model, cfg, opt, len(batches))
     loop = Loop(model, method, cfg, opt, build_scheduler(opt, cfg, len(batches)), epochs=cfg.epochs,
                 steps=len(batches), rngs={"data_rng": batches.gen}, device=dev, checkpoint_dir=checkpoint_dir,
                 fingerprint=fingerprint, progress=progress, on_epoch=on_epoch,
                 scaler=torch.amp.GradScaler("cuda") if cfg.precision == "fp16" and dev.type == "cuda" else None,
-                labelled=_has_labels(train) and getattr(task, "counts_accuracy", True))  # not for embeddings
+                labelled=_has_labels(train) and getattr(task, "counts_accuracy", True),  # not for embeddings
+                average=average)
     torch.manual_seed(seed)  # dropout and any other randomness inside the model
     if resume:
         loop.restore(mid_epoch=["perm"])
@@ -100,11 +103,11 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, spec: Tra
             row = loop.end_steps()  # stopped mid-epoch: checkpoint, TrainingInterrupted
             row.update(method.end_epoch())
             if val is not None:
-                vm = evaluate(model, val, task, batch_size=eval_batch_size(cfg.batch_size), device=dev,
+                vm = evaluate(loop.evaluated, val, task, batch_size=eval_batch_size(cfg.batch_size), device=dev,
                               precision=cfg.precision)
                 row.update({f"val_{k}": v for k, v in vm.items()})
             loop.end_epoch(row)  # curves, early stopping, best weights, checkpoint
-    return loop.finish()
+    return loop.finish(x for x, _ in batches.epoch(st.epoch, torch.arange(batches.n)))
 
 
 def train_spec(spec: TrainSpec | None = None, **keys: Any) -> TrainSpec:
