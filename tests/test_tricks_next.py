@@ -52,3 +52,68 @@ def test_ema_validates_the_average_and_it_learns():
     val = blobs(150, seed=1)
     h = fit(mlp(), (x, y), val, epochs=6, batch_size=32, lr=1e-2, ema=0.9, **FAST)
     assert h["val_accuracy"][-1] > 0.8
+
+
+# ---- mixup and CutMix -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spatial", [(40,), (12, 10), (6, 8, 7)])
+def test_cutmix_boxes_in_1d_2d_3d_keep_label_weights_equal_to_areas(spatial):
+    from dltricks.loop.mixing import Mixing
+
+    torch.manual_seed(0)
+    n, classes = 6, 6
+    x = torch.arange(n, dtype=torch.float32).view(n, 1, *[1] * len(spatial)).expand(n, 2, *spatial).clone()
+    y = torch.arange(n)
+    seen_partial = False
+    for _ in range(20):
+        xm, ym = Mixing(cutmix_alpha=1.0, num_classes=classes)(x, y)
+        assert ym.shape == (n, classes) and torch.allclose(ym.sum(1), torch.ones(n))
+        for i in range(n):
+            own = (xm[i] == i).float().mean()  # the share of sample i still its own
+            assert ym[i, i] == pytest.approx(float(own), abs=1e-6) or (ym[i, i] == 1 and own == 1)
+            partners = [c for c in range(classes) if c != i and ym[i, c] > 0]
+            assert len(partners) <= 1
+            if partners:  # the rest of the input is the partner's, in the partner's share
+                assert ym[i, partners[0]] == pytest.approx(float((xm[i] == partners[0]).float().mean()), abs=1e-6)
+        seen_partial |= bool(((ym > 0) & (ym < 1)).any())
+    assert seen_partial
+
+
+def test_mixup_blends_inputs_and_labels_alike_and_cutmix_moves_masks_with_images():
+    from dltricks.loop.mixing import Mixing
+
+    torch.manual_seed(1)
+    x = torch.arange(4, dtype=torch.float32).view(4, 1, 1).expand(4, 1, 5).clone()
+    xm, ym = Mixing(mixup_alpha=0.4, num_classes=4)(x, torch.arange(4))
+    # a sample's value is lam * i + (1 - lam) * j: its label weights give it back
+    assert torch.allclose(xm[:, 0, 0], ym @ torch.arange(4.0), atol=1e-5)
+    seg_x = torch.arange(3, dtype=torch.float32).view(3, 1, 1, 1).expand(3, 1, 8, 8).clone()
+    seg_y = torch.arange(3).view(3, 1, 1).expand(3, 8, 8).clone()
+    for _ in range(5):
+        xm, ym = Mixing(cutmix_alpha=1.0, segmentation=True)(seg_x, seg_y)
+        assert ym.dtype == torch.long and torch.equal(xm[:, 0].long(), ym)  # every pixel keeps its own label
+
+
+def test_mixing_is_refused_with_its_reason_where_it_has_no_meaning():
+    from dltricks.errors import DltricksError
+    from dltricks.loop.mixing import mixing_for
+
+    kw = dict(num_classes=3, in_shape=(1, 8, 8))
+    with pytest.raises(DltricksError, match="mixup blends two images.*data.cutmix_alpha"):
+        mixing_for(0.2, 0.0, task="segmentation", classifies=False, **kw)
+    with pytest.raises(DltricksError, match="data.mixup_alpha mix class labels"):
+        mixing_for(0.2, 0.0, task="classification", classifies=False, **kw)
+    with pytest.raises(DltricksError, match="spatial axes"):
+        mixing_for(0.0, 1.0, task="classification", classifies=True, num_classes=3, in_shape=(10,))
+    assert mixing_for(0.0, 0.0, task="classification", classifies=True, **kw) is None
+
+
+def test_fit_trains_on_mixed_batches_and_counts_accuracy():
+    from dltricks.loop.mixing import Mixing
+
+    x, y = blobs(300)
+    val = blobs(150, seed=1)
+    h = fit(mlp(), (x, y), val, epochs=6, batch_size=32, lr=1e-2, augment=Mixing(mixup_alpha=0.2, num_classes=3),
+            **FAST)
+    assert 0.5 < h["train_accuracy"][-1] <= 1.0 and h["val_accuracy"][-1] > 0.8

@@ -97,7 +97,8 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, spec: Tra
                 lv = loop.check(loss.item())
                 loop.update(loss)
                 method.after_step(model)
-                loop.count(lv, len(y), logits, y)
+                # mixup/CutMix made class probabilities: accuracy counts the larger share
+                loop.count(lv, len(y), logits, y.argmax(1) if y.dim() == 2 and torch.is_floating_point(y) else y)
                 if loop.stopping:
                     break
             row = loop.end_steps()  # stopped mid-epoch: checkpoint, TrainingInterrupted

@@ -74,8 +74,12 @@ def make_task(recipe: Recipe, bundle: DataBundle) -> Task:
 
 def make_augment(recipe: Recipe, bundle: DataBundle):
     from dltricks.data import augment  # None when every op is off
+    from dltricks.loop.mixing import mixing_for, then
 
-    return augment.from_spec(recipe.data.augment, dims=len(bundle.in_shape) - 1, task=bundle.task)
+    d = recipe.data
+    mix = mixing_for(d.mixup_alpha, d.cutmix_alpha, task=bundle.task, num_classes=bundle.num_classes,
+                     classifies=isinstance(make_task(recipe, bundle), Classification), in_shape=bundle.in_shape)
+    return then(augment.from_spec(d.augment, dims=len(bundle.in_shape) - 1, task=bundle.task), mix)
 
 
 def build(recipe: Recipe) -> tuple[DataBundle, torch.nn.Module, Task]:
