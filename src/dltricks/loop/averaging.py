@@ -40,7 +40,7 @@ class WeightAverage:
     def __init__(self, model: nn.Module, cfg: TrainSpec, opt: torch.optim.Optimizer, steps: int) -> None:
         self.model, self.opt, self.steps = model, opt, steps
         self.kind = "ema" if cfg.ema else "swa"
-        self.decay, self.start = cfg.ema, cfg.swa_start
+        self.decay, self.start = cfg.ema, cfg.swa_epoch
         self.swa_lr = cfg.swa_lr or float(cfg.lr)
         self.avg: AveragedModel | None = None
         self.swalr: SWALR | None = None

@@ -44,9 +44,10 @@ class TrainSpec(Section):
     ema: float = Field(0.0, ge=0.0, lt=1.0, description="exponential moving average of the weights, decay per "
                                                         "step (e.g. 0.999); the average is evaluated and saved; "
                                                         "0 = off")
-    swa_start: int = Field(0, ge=0, description="stochastic weight averaging from this epoch on (0-based; the "
-                                                "average of each later epoch's end is evaluated and saved); "
-                                                "0 = off")
+    swa_start: float = Field(0, ge=0, description="stochastic weight averaging from this epoch on (0-based), or "
+                                                  "from this share of train.epochs if below 1 (0.75 = the last "
+                                                  "quarter); the average of the epochs' ends is evaluated and "
+                                                  "saved; 0 = off")
     swa_lr: float = Field(0.0, ge=0.0, description="SWA's learning rate, reached by a cosine anneal over one "
                                                    "epoch from swa_start (torch's SWALR); 0 = train.lr")
     compile: Literal["off", "inductor", "aot_eager", "eager"] = Field(
@@ -139,10 +140,17 @@ class TrainSpec(Section):
     def _averaging(self) -> TrainSpec:
         if self.ema and self.swa_start:
             raise ValueError("train.ema and train.swa_start are two ways to average the weights: set one of them")
-        if self.swa_start and self.swa_start >= self.epochs:
-            raise ValueError(f"train.swa_start = {self.swa_start} must be below train.epochs = {self.epochs} "
-                             "(SWA averages the epochs from swa_start on)")
+        if self.swa_start >= 1 and (self.swa_start != int(self.swa_start) or self.swa_start >= self.epochs):
+            raise ValueError(f"train.swa_start = {self.swa_start:g} must be a whole epoch below train.epochs = "
+                             f"{self.epochs}, or a share of the epochs below 1 (SWA averages from there on)")
         return self
+
+    @property
+    def swa_epoch(self) -> int | None:
+        """The first epoch (0-based) SWA averages; None without SWA."""
+        if not self.swa_start:
+            return None
+        return int(self.swa_start) if self.swa_start >= 1 else int(self.swa_start * self.epochs)
 
     @field_validator("device")
     @classmethod
