@@ -41,7 +41,7 @@ class WeightAverage:
         self.model, self.opt, self.steps = model, opt, steps
         self.kind = "ema" if cfg.ema else "swa"
         self.decay, self.start = cfg.ema, cfg.swa_epoch
-        self.swa_lr = cfg.swa_lr or float(cfg.lr)
+        self.swa_lr = cfg.swa_lr or float(cfg.lr) / 2  # a moderate rate: the SWA paper's 0.05 after 0.1
         self.avg: AveragedModel | None = None
         self.swalr: SWALR | None = None
         if self.kind == "ema":

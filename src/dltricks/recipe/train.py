@@ -49,7 +49,7 @@ class TrainSpec(Section):
                                                   "quarter); the average of the epochs' ends is evaluated and "
                                                   "saved; 0 = off")
     swa_lr: float = Field(0.0, ge=0.0, description="SWA's learning rate, reached by a cosine anneal over one "
-                                                   "epoch from swa_start (torch's SWALR); 0 = train.lr")
+                                                   "epoch from swa_start (torch's SWALR); 0 = half of train.lr")
     compile: Literal["off", "inductor", "aot_eager", "eager"] = Field(
         "off", description="torch.compile the model with this backend (true = inductor); a backend that cannot "
                            "compile the model refuses the run")
