@@ -3,6 +3,8 @@ the LR range test and torch.compile. Each trains for real on small data."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from test_train import FAST, RESUME_KW, InterruptAt, blobs, mlp, weights_equal
@@ -117,3 +119,85 @@ def test_fit_trains_on_mixed_batches_and_counts_accuracy():
     h = fit(mlp(), (x, y), val, epochs=6, batch_size=32, lr=1e-2, augment=Mixing(mixup_alpha=0.2, num_classes=3),
             **FAST)
     assert 0.5 < h["train_accuracy"][-1] <= 1.0 and h["val_accuracy"][-1] > 0.8
+
+
+# ---- the LR range test ----------------------------------------------------------------------------------
+
+
+def test_lr_range_test_ramps_exponentially_and_suggests_a_tenth_of_the_minimum(tmp_path):
+    from dltricks.loop.lr_find import RULE, lr_range_test, plot_lr_range
+    from dltricks.loop.tasks import Classification
+    from dltricks.recipe import TrainSpec
+
+    x, y = blobs(256)
+    model = mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    found = lr_range_test(model, (x, y), spec=TrainSpec(batch_size=16, optimizer="sgd", device="cpu"),
+                          task=Classification(), start=1e-5, end=100.0, steps=60)
+    ratios = [b / a for a, b in zip(found.lrs, found.lrs[1:])]
+    assert found.lrs[0] == pytest.approx(1e-5) and max(ratios) == pytest.approx(min(ratios))
+    assert found.stopped.startswith("the smoothed loss passed") or found.stopped.startswith("the loss became")
+    best = min(range(len(found.smoothed)), key=found.smoothed.__getitem__)
+    assert found.suggestion == pytest.approx(found.lrs[best] / 10) and found.rule == RULE
+    assert 1e-4 < found.suggestion < 10  # between the flat start and the blow-up
+    assert weights_equal_dict(model.state_dict(), before) and torch.equal(torch.get_rng_state(), rng)
+    png = plot_lr_range(found, tmp_path / "lr.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def weights_equal_dict(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class InterruptAtNotItsCopy(InterruptAt):
+    """The range test trains a deep copy of the model: only the run's own forwards count towards the SIGINT."""
+
+    def __deepcopy__(self, memo):
+        return InterruptAt(copy.deepcopy(self.inner, memo))
+
+
+def test_lr_find_in_fit_records_the_rate_chosen_and_resume_reuses_it(tmp_path):
+    x, y = blobs(120)
+    val = blobs(40, seed=1)
+    kw = {**RESUME_KW, "lr": "find", "schedule": "constant"}
+    full = InterruptAt(mlp())
+    h_full = fit(full, (x, y), val, checkpoint_dir=tmp_path / "a", **kw)
+    lr = h_full.notes["lr_found"]
+    assert h_full["lr"] == [lr] * 4 and 1e-6 < lr < 10
+    with pytest.raises(TrainingInterrupted):
+        fit(InterruptAtNotItsCopy(mlp(), at=11), (x, y), val, checkpoint_dir=tmp_path / "b", **kw)
+    fresh = InterruptAt(mlp(seed=5))  # another init would find another rate: the checkpoint's must win
+    h = fit(fresh, (x, y), val, checkpoint_dir=tmp_path / "b", resume=True, **kw)
+    assert h.notes == h_full.notes and h.curves == h_full.curves and weights_equal(fresh, full)
+
+
+# ---- torch.compile --------------------------------------------------------------------------------------
+
+
+def test_compile_trains_the_same_weights_and_a_backend_that_cannot_compile_refuses(monkeypatch):
+    from dltricks.errors import DltricksError
+
+    x, y = blobs(120)
+    kw = dict(epochs=2, batch_size=16, lr=1e-2, **FAST)
+    from torch._dynamo.utils import counters
+
+    eager, compiled = mlp(norm=True), mlp(norm=True)
+    h0 = fit(eager, (x, y), (x, y), **kw)
+    graphs = counters["stats"]["unique_graphs"]
+    h1 = fit(compiled, (x, y), (x, y), compile="aot_eager", **kw)
+    assert counters["stats"]["unique_graphs"] > graphs  # dynamo really captured the model
+    assert h1["val_accuracy"] == h0["val_accuracy"]
+    for k, v in eager.state_dict().items():
+        assert torch.allclose(v.float(), compiled.state_dict()[k].float(), atol=1e-5)
+    import torch._inductor.compile_fx as inductor
+
+    def no_compiler(*args, **kwargs):  # what inductor raises on a machine without a working C++ compiler
+        raise RuntimeError("Compiler: g++ is not found")
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(inductor, "compile_fx", no_compiler)
+    model = mlp()
+    with pytest.raises(DltricksError, match="train.compile = 'inductor': the inductor backend cannot compile"):
+        fit(model, (x, y), epochs=1, batch_size=16, compile="inductor", **FAST)
+    torch._dynamo.reset()

@@ -50,10 +50,6 @@ class WeightAverage:
     def _begin(self) -> None:
         fn = get_ema_multi_avg_fn(self.decay) if self.kind == "ema" else None
         self.avg = AveragedModel(self.model, multi_avg_fn=fn, use_buffers=True)
-        # a compiled model's copy would still call the original's compiled forward
-        for m in self.avg.module.modules():
-            if getattr(m, "_compiled_call_impl", None) is not None:
-                m._compiled_call_impl = None
         if self.kind == "swa":
             self.swalr = SWALR(self.opt, swa_lr=self.swa_lr, anneal_epochs=self.steps, anneal_strategy="cos")
 

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from dltricks.errors import DltricksError
 from dltricks.loop.averaging import weight_average
 from dltricks.loop.batches import Batches, Source
+from dltricks.loop.compiling import compile_model
 from dltricks.loop.evaluation import autocast, eval_batch_size, evaluate, resolve_device
 from dltricks.loop.method import Batch, Method
 from dltricks.loop.optim import build_optimizer
@@ -69,6 +70,14 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, spec: Tra
     if dev.type == "cuda" and isinstance(train, tuple) and train[0].dim() == 4:
         model.to(memory_format=torch.channels_last)  # faster convolutions on tensor cores
     batches = Batches(train, cfg.batch_size, seed, dev)
+    lr_found = None
+    if cfg.lr == "find":  # before anything reads the rate; a resumed run keeps the rate it found
+        lr_found = _find_lr(model, train, cfg, task, seed, augment, dev, checkpoint_dir if resume else None)
+        cfg = cfg.model_copy(update={"lr": lr_found})
+    net = model  # what the training step calls: the model, or its compiled form
+    if cfg.compile != "off":
+        x0, y0 = next(batches.epoch(0, torch.arange(batches.n)))
+        net = compile_model(model, cfg.compile, x0, y0, task)  # unaugmented: augmenting would draw from the RNG
     opt = build_optimizer(model, cfg, method.param_groups(model, cfg))
     average = weight_average(model, cfg, opt, len(batches))
     loop = Loop(model, method, cfg, opt, build_scheduler(opt, cfg, len(batches)), epochs=cfg.epochs,
@@ -80,6 +89,7 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, spec: Tra
     torch.manual_seed(seed)  # dropout and any other randomness inside the model
     if resume:
         loop.restore(mid_epoch=["perm"])
+    loop.st.lr_found = lr_found
     st, total_steps = loop.st, cfg.epochs * len(batches)
     with loop:
         while loop.running():
@@ -93,7 +103,7 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, spec: Tra
                 if augment is not None:
                     x, y = augment(x, y)
                 with autocast(dev, cfg.precision):
-                    loss, logits = method.loss(model, Batch(x, y, index), st.global_step / total_steps)
+                    loss, logits = method.loss(net, Batch(x, y, index), st.global_step / total_steps)
                 lv = loop.check(loss.item())
                 loop.update(loss)
                 method.after_step(model)
@@ -109,6 +119,21 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, spec: Tra
                 row.update({f"val_{k}": v for k, v in vm.items()})
             loop.end_epoch(row)  # curves, early stopping, best weights, checkpoint
     return loop.finish(x for x, _ in batches.epoch(st.epoch, torch.arange(batches.n)))
+
+
+def _find_lr(model: nn.Module, train: Source, cfg: TrainSpec, task: Task, seed: int, augment: Augment | None,
+             dev: torch.device, checkpoint_dir: str | Path | None) -> float:
+    """``train.lr = "find"``: the LR range test's suggestion (a resumed run's from its checkpoint)."""
+    from dltricks.loop.checkpoint import peek_loop
+    from dltricks.loop.lr_find import lr_range_test
+
+    if checkpoint_dir is not None:
+        found = peek_loop(Path(checkpoint_dir) / "checkpoint").get("lr_found")
+        if found is not None:
+            return float(found)
+    with torch.random.fork_rng(devices=[]):  # the augmentation draws from torch's RNG: the run's must not move
+        return lr_range_test(model, train, spec=cfg.model_copy(update={"lr": 1e-3}), task=task, seed=seed,
+                             augment=augment, device=dev).suggestion
 
 
 def train_spec(spec: TrainSpec | None = None, **keys: Any) -> TrainSpec:
