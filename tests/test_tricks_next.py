@@ -201,3 +201,50 @@ def test_compile_trains_the_same_weights_and_a_backend_that_cannot_compile_refus
     with pytest.raises(DltricksError, match="train.compile = 'inductor': the inductor backend cannot compile"):
         fit(model, (x, y), epochs=1, batch_size=16, compile="inductor", **FAST)
     torch._dynamo.reset()
+
+
+# ---- recipes and the command line -----------------------------------------------------------------------
+
+
+def test_recipes_record_lr_found_train_with_cutmix_and_refuse_mixup_for_segmentation(home_ledger):
+    import dltricks
+    from dltricks.errors import DltricksError
+    from dltricks.recipe import Recipe
+
+    small = {"train.epochs": 1, "model.hidden": [32], "train.threads": 1}
+    found = dltricks.train(Recipe.load("mnist1d-mlp").patch({**small, "train.lr": "find"}), ledger=home_ledger,
+                           progress=False)
+    assert 1e-7 < found.metrics["lr_found"] < 10 and found.history["lr"][0] <= found.metrics["lr_found"]
+    assert home_ledger.get(found.run_id).recipe["train"]["lr"] == "find"  # rerunnable as it was asked for
+    mixed = dltricks.train(Recipe.load("mnist1d-cnn").patch({"train.epochs": 1, "model.channels": [8],
+                                                             "data.cutmix_alpha": 1.0, "train.threads": 1}),
+                           ledger=home_ledger, progress=False)
+    assert mixed.metrics["test_accuracy"] > 0.15  # it trained on mixed batches and predicts above chance
+    seg = Recipe.load("seg2d-unet").patch({"data.num_train": 8, "data.num_test": 4, "data.size": 16,
+                                           "data.mixup_alpha": 0.2, "train.epochs": 1})
+    with pytest.raises(DltricksError, match="mixup blends two images") as e:
+        dltricks.train(seg, ledger=home_ledger, progress=False)
+    assert "\n" not in str(e.value)
+
+
+def test_lr_find_command_writes_a_png_and_says_its_rule_and_refuses_bad_input_in_one_line(tmp_path,
+                                                                                          shared_data_cache):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DLTRICKS_HOME": str(tmp_path), "DLTRICKS_CACHE": str(shared_data_cache),
+           "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    cli = [sys.executable, "-m", "dltricks.cli", "lr-find", "mnist1d-mlp", "-o", "model.hidden=[32]"]
+    done = subprocess.run([*cli, "--steps", "30", "--out", str(tmp_path / "lr.png")], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("mnist1d-mlp: ") and "steps from lr 1e-07" in lines[0]
+    assert lines[1].startswith("suggestion: train.lr = ") and "smoothed loss's minimum, divided by 10" in lines[1]
+    assert float(lines[1].split()[3]) > 0
+    assert (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
+    for bad, what in [(["--out", "/nonexistent/lr.png"], "not a writable directory"),
+                      (["--steps", "2"], "too few to see a minimum"), (["--start", "1", "--end", "0.1"], "below")]:
+        done = subprocess.run([*cli, *bad], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and what in done.stderr and len(done.stderr.strip().splitlines()) == 1

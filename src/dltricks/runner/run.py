@@ -180,6 +180,7 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         if weights is not None:
             metrics.update(extra)
         metrics["threads"] = float(threads)
+        metrics.update(history.notes)  # what the loop chose before training (lr_found, with train.lr = "find")
     except TrainingInterrupted as e:
         # no history of its own: it stopped after the run's training (in an ensemble member)
         h = e.history if e.history is not None else history
