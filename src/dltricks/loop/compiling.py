@@ -1,9 +1,9 @@
 """``train.compile``: :func:`torch.compile` the model for the training step, tried on one training batch before
 the run starts. The loop keeps the model itself for everything else (optimiser, checkpoints, evaluation, the
 weights saved), so names and files are those of an uncompiled run; ``nn.Module.compile`` is not used, since
-on torch 2.13 here it returned without compiling anything (measured with a counting backend). A backend that cannot compile the model
-here (no C++ compiler for inductor, an op it cannot lower) refuses the run in one line: a run recorded with
-``train.compile = "inductor"`` was compiled, never silently run eagerly instead.
+on torch 2.13 here it returned without compiling anything (measured with a counting backend). A backend that
+cannot compile the model here (no C++ compiler for inductor, an op it cannot lower) refuses the run in one
+line: a run recorded with ``train.compile = "inductor"`` was compiled, never silently run eagerly instead.
 """
 
 from __future__ import annotations

@@ -91,9 +91,10 @@ trick("dice_loss", "segmentation",
 # ---- weight averaging, the LR range test, compilation (issue 25) --------------------------------------------
 
 trick("ema", "weight_averaging",
-      """Keep an exponential moving average of the weights (decay 0.99 per step: a horizon of about 100 steps; raise it for long runs) and evaluate and ship
-      the average: it smooths the noise of the last steps, often for a little accuracy and calibration
-      at no training cost (timm's ModelEmaV2, Lightning's EMA callback).""",
+      """Keep an exponential moving average of the weights (decay 0.99 per step: a horizon of about 100
+      steps; raise it for long runs) and evaluate and ship the average: it smooths the noise of the last
+      steps, often for a little accuracy and calibration at no training cost (timm's ModelEmaV2,
+      Lightning's EMA callback).""",
       {"train.ema": 0.99}, {"train.ema": 0.0},
       "Polyak & Juditsky 1992, Acceleration of Stochastic Approximation by Averaging (SIAM J. Control 30:4); "
       "Tarvainen & Valpola 2017, Mean teachers (arXiv:1703.01780)")
