@@ -70,14 +70,7 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, spec: Tra
     if dev.type == "cuda" and isinstance(train, tuple) and train[0].dim() == 4:
         model.to(memory_format=torch.channels_last)  # faster convolutions on tensor cores
     batches = Batches(train, cfg.batch_size, seed, dev)
-    lr_found = None
-    if cfg.lr == "find":  # before anything reads the rate; a resumed run keeps the rate it found
-        lr_found = _find_lr(model, train, cfg, task, seed, augment, dev, checkpoint_dir if resume else None)
-        cfg = cfg.model_copy(update={"lr": lr_found})
-    net = model  # what the training step calls: the model, or its compiled form
-    if cfg.compile != "off":
-        x0, y0 = next(batches.epoch(0, torch.arange(batches.n)))
-        net = compile_model(model, cfg.compile, x0, y0, task)  # unaugmented: augmenting would draw from the RNG
+    cfg, net, lr_found = _prepare(model, batches, cfg, task, seed, augment, checkpoint_dir if resume else None)
     opt = build_optimizer(model, cfg, method.param_groups(model, cfg))
     average = weight_average(model, cfg, opt, len(batches))
     loop = Loop(model, method, cfg, opt, build_scheduler(opt, cfg, len(batches)), epochs=cfg.epochs,
@@ -121,19 +114,28 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, spec: Tra
     return loop.finish(x for x, _ in batches.epoch(st.epoch, torch.arange(batches.n)))
 
 
-def _find_lr(model: nn.Module, train: Source, cfg: TrainSpec, task: Task, seed: int, augment: Augment | None,
-             dev: torch.device, checkpoint_dir: str | Path | None) -> float:
-    """``train.lr = "find"``: the LR range test's suggestion (a resumed run's from its checkpoint)."""
-    from dltricks.loop.checkpoint import peek_loop
-    from dltricks.loop.lr_find import lr_range_test
+def _prepare(model: nn.Module, batches: Batches, cfg: TrainSpec, task: Task, seed: int, augment: Augment | None,
+             resume_from: str | Path | None) -> tuple[TrainSpec, nn.Module, float | None]:
+    """What must happen before the optimiser exists: ``train.lr = "find"`` (the LR range test's suggestion,
+    or a resumed run's from its checkpoint in ``resume_from``) and ``train.compile``. Returns the spec with
+    its rate, the module the training step calls (the model, or its compiled form) and the rate found."""
+    found = None
+    if cfg.lr == "find":
+        from dltricks.loop.checkpoint import peek_loop
+        from dltricks.loop.lr_find import lr_range_test
 
-    if checkpoint_dir is not None:
-        found = peek_loop(Path(checkpoint_dir) / "checkpoint").get("lr_found")
-        if found is not None:
-            return float(found)
-    with torch.random.fork_rng(devices=[]):  # the augmentation draws from torch's RNG: the run's must not move
-        return lr_range_test(model, train, spec=cfg.model_copy(update={"lr": 1e-3}), task=task, seed=seed,
-                             augment=augment, device=dev).suggestion
+        if resume_from is not None:
+            found = peek_loop(Path(resume_from) / "checkpoint").get("lr_found")
+        if found is None:
+            with torch.random.fork_rng(devices=[]):  # augmenting draws from torch's RNG: the run's must not move
+                found = lr_range_test(model, batches.source, spec=cfg.model_copy(update={"lr": 1e-3}), task=task,
+                                      seed=seed, augment=augment, device=batches.device).suggestion
+        cfg = cfg.model_copy(update={"lr": float(found)})
+    net = model
+    if cfg.compile != "off":
+        x0, y0 = next(batches.epoch(0, torch.arange(batches.n)))
+        net = compile_model(model, cfg.compile, x0, y0, task)  # unaugmented: augmenting would draw from the RNG
+    return cfg, net, found
 
 
 def train_spec(spec: TrainSpec | None = None, **keys: Any) -> TrainSpec:
