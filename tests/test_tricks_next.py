@@ -15,12 +15,17 @@ from dltricks.loop.training import TrainingInterrupted, fit
 
 
 @pytest.mark.parametrize("keys, at", [({"ema": 0.9}, 11), ({"swa_start": 2, "swa_lr": 5e-3}, 19),
-                                      ({"swa_start": 2, "swa_lr": 5e-3}, 16)])
-def test_weight_averaging_resumes_bit_identically(tmp_path, keys, at):
-    # 8 steps an epoch: EMA stops mid-epoch 2; SWA mid-epoch 3 (averaging, SWALR annealing) and at its start
+                                      ({"swa_start": 2, "swa_lr": 5e-3}, 16), ({"mixup": 0.4}, 11)])
+def test_weight_averaging_and_mixing_resume_bit_identically(tmp_path, keys, at):
+    # 8 steps an epoch: EMA stops mid-epoch 2; SWA mid-epoch 3 (averaging, SWALR annealing) and at its start;
+    # mixup's draws (lam, partners) come from torch's RNG, checkpointed with the loop
+    from dltricks.loop.mixing import Mixing
+
     x, y = blobs(120)
     val = blobs(40, seed=1)
     kw = {**RESUME_KW, **keys}
+    if "mixup" in kw:
+        kw["augment"] = Mixing(mixup_alpha=kw.pop("mixup"), num_classes=3)
     full = InterruptAt(mlp(dropout=0.3, norm=True))
     h_full = fit(full, (x, y), val, checkpoint_dir=tmp_path / "a", **kw)
     plain = InterruptAt(mlp(dropout=0.3, norm=True))
