@@ -253,3 +253,22 @@ def test_lr_find_command_writes_a_png_and_says_its_rule_and_refuses_bad_input_in
                       (["--steps", "2"], "too few to see a minimum"), (["--start", "1", "--end", "0.1"], "below")]:
         done = subprocess.run([*cli, *bad], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and what in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_recipes_refuse_what_would_silently_do_nothing_in_one_line():
+    from dltricks.errors import DltricksError
+    from dltricks.recipe import Recipe
+
+    base = Recipe.load("mnist1d-cnn")
+    for patch, what in [({"train.ema": 0.99, "train.swa_start": 0.75}, "set one of them"),
+                        ({"train.swa_start": 15}, "below train.epochs = 15"),
+                        ({"train.swa_start": 2.5}, "a whole epoch"),
+                        ({"train.lr": "fast"}, "a number > 0 or 'find'"),
+                        ({"train.lr": -1.0}, "a number > 0 or 'find'"),
+                        ({"train.compile": "tensorrt"}, "train.compile"),
+                        ({"train.meta": "maml", "train.ema": 0.9}, "train.ema acts on the training loop's steps")]:
+        with pytest.raises(DltricksError, match=what) as e:
+            base.patch(patch)
+        assert "\n" not in str(e.value)
+    assert base.patch({"train.compile": True}).train.compile == "inductor"
+    assert base.patch({"train.swa_start": 0.75}).train.swa_epoch == 11

@@ -140,6 +140,13 @@ class TrainSpec(Section):
     def _averaging(self) -> TrainSpec:
         if self.ema and self.swa_start:
             raise ValueError("train.ema and train.swa_start are two ways to average the weights: set one of them")
+        own = [k for k, on in (("train.lr = 'find'", self.lr == "find"), ("train.ema", self.ema),
+                               ("train.swa_start", self.swa_start), ("train.compile", self.compile != "off")) if on]
+        if self.meta != "none" and own:  # its outer loop has its own steps: these would silently do nothing
+            verb = "acts" if len(own) == 1 else "act"
+            raise ValueError(f"{', '.join(own)} {verb} on the training loop's steps; train.meta = {self.meta!r} "
+                             "runs its own outer loop over tasks, which has none of them: set them off (a number "
+                             "for lr)")
         if self.swa_start >= 1 and (self.swa_start != int(self.swa_start) or self.swa_start >= self.epochs):
             raise ValueError(f"train.swa_start = {self.swa_start:g} must be a whole epoch below train.epochs = "
                              f"{self.epochs}, or a share of the epochs below 1 (SWA averages from there on)")
