@@ -133,7 +133,8 @@ def _prepare(model: nn.Module, batches: Batches, cfg: TrainSpec, task: Task, see
         cfg = cfg.model_copy(update={"lr": float(found)})
     net = model
     if cfg.compile != "off":
-        x0, y0 = next(batches.epoch(0, torch.arange(batches.n)))
+        with torch.random.fork_rng(devices=[]):  # a Dataset may draw its patches from torch's RNG
+            x0, y0 = next(batches.epoch(0, torch.arange(batches.n)))
         net = compile_model(model, cfg.compile, x0, y0, task)  # unaugmented: augmenting would draw from the RNG
     return cfg, net, found
 
