@@ -46,7 +46,8 @@ def cmd_tricks(args: argparse.Namespace) -> None:
         t = tricks.get(args.name)
         out.print(f"[bold]{escape(t.name)}[/] ({escape(t.family)})\n\n{escape(t.tip)}\n")
         out.print("on:  " + ", ".join(f"{k} = {v!r}" for k, v in t.on.items()), markup=False)
-        out.print("off: " + ", ".join(f"{k} = {v!r}" for k, v in t.off.items()), markup=False)
+        out.print("off: " + (", ".join(f"{k} = {v!r}" for k, v in t.off.items()) or "the recipe's own values"),
+                  markup=False)
         if t.reference:
             out.print(f"\nreference: {t.reference}", markup=False)
         return

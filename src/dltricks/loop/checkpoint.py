@@ -45,6 +45,8 @@ class LoopState:
     elapsed: float = 0.0
     first_loss: float | None = None     # the first step's loss: divergence is measured against it
     method: dict[str, Any] = field(default_factory=dict)  # the method's JSON scalars (its tensors: tensors)
+    average: dict[str, Any] = field(default_factory=dict)  # the weight average's JSON scalars (SWALR's state)
+    lr_found: float | None = None       # train.lr = "find": the range test's choice, kept so resume reuses it
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # perm, rng states
 
     def end_epoch(self, row: dict[str, float]) -> None:
@@ -114,6 +116,16 @@ def find_checkpoint(path: str | Path) -> Path | None:
         if (p / "state.json").is_file():
             return p
     return None
+
+
+def peek_loop(path: str | Path) -> dict[str, Any]:
+    """The loop counters of the checkpoint at ``path`` (``{}`` if there is none or it cannot be read): what a
+    resumed run must know before it builds its optimiser (``lr_found``)."""
+    found = find_checkpoint(path)
+    try:
+        return json.loads((found / "state.json").read_text())["loop"] if found else {}
+    except (OSError, ValueError, KeyError):
+        return {}
 
 
 def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

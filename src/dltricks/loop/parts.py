@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from dltricks.errors import DltricksError, RunFailed
+from dltricks.loop.averaging import WeightAverage
 from dltricks.loop.checkpoint import LoopState, find_checkpoint, load_checkpoint, save_checkpoint
 from dltricks.loop.method import Method
 from dltricks.loop.progress import TrainProgress
@@ -43,6 +44,7 @@ class History:
     best_epoch: int | None = None
     stopped_early: bool = False
     wall_time: float = 0.0
+    notes: dict[str, float] = field(default_factory=dict)  # what the run chose before training (lr_found)
 
     def __getitem__(self, key: str) -> list[float]:
         return self.curves[key]
@@ -56,7 +58,8 @@ class History:
     def of(cls, st: LoopState) -> History:
         """The history so far of a loop that stands at ``st``."""
         return cls(curves={k: list(v) for k, v in st.curves.items()}, epochs=st.epoch, best_epoch=st.best_epoch,
-                   stopped_early=st.stopped_early, wall_time=st.elapsed)
+                   stopped_early=st.stopped_early, wall_time=st.elapsed,
+                   notes={"lr_found": st.lr_found} if st.lr_found is not None else {})
 
 
 class TrainingInterrupted(Exception):
@@ -108,6 +111,7 @@ class Loop:
     ``{"task_rng": gen}``): they are checkpointed with torch's own RNG so that a resumed run draws what an
     uninterrupted one would. ``steps`` is the number of steps of an epoch; ``labelled`` counts training
     accuracy from the step's class scores; ``what`` and ``hints`` word a NaN or divergence failure.
+    ``average`` (EMA or SWA, :mod:`dltricks.loop.averaging`) is stepped, checkpointed and ended with the loop.
     """
 
     def __init__(self, model: nn.Module, method: Method, cfg: TrainSpec, opt: torch.optim.Optimizer,
@@ -115,12 +119,12 @@ class Loop:
                  device: torch.device, checkpoint_dir: str | Path | None = None, fingerprint: str = "",
                  progress: bool = True, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                  scaler: torch.amp.GradScaler | None = None, labelled: bool = False, what: str = "loss",
-                 hints: list[str] | None = None) -> None:
+                 hints: list[str] | None = None, average: WeightAverage | None = None) -> None:
         self.model, self.method, self.cfg, self.opt, self.scheduler = model, method, cfg, opt, scheduler
         self.epochs, self.steps, self.rngs, self.device = epochs, steps, rngs, device
         self.checkpoint_dir, self.fingerprint, self.on_epoch = checkpoint_dir, fingerprint, on_epoch
         self.ckpt = Path(checkpoint_dir) / "checkpoint" if checkpoint_dir else None
-        self.scaler, self.labelled, self.what = scaler, labelled, what
+        self.scaler, self.labelled, self.what, self.average = scaler, labelled, what, average
         self.hints = hints if hints is not None else _hints(cfg)
         # the method's extra parts (a projector, a discriminator) are clipped with the model
         self.clipped = list(model.parameters()) + [p for m in method.modules().values() for p in m.parameters()]
@@ -142,6 +146,8 @@ class Loop:
         self.st = st
         self.method.load_state_dict({k[7:]: v for k, v in st.tensors.items() if k.startswith("method.")})
         self.method.load_extra_state(st.method)
+        if self.average is not None:
+            self.average.load(st.tensors, st.average)
         need = [*self.rngs, "torch_rng"] + (list(mid_epoch) if st.step else [])
         if any(k not in st.tensors for k in need):
             raise DltricksError(f"checkpoint {find_checkpoint(ckpt)} is corrupt or incomplete (no "
@@ -161,6 +167,9 @@ class Loop:
         st.tensors["torch_rng"] = torch.get_rng_state()
         st.tensors.update({f"method.{k}": v for k, v in self.method.state_dict().items()})
         st.method = self.method.extra_state()
+        if self.average is not None:
+            st.tensors.update(self.average.tensors())
+            st.average = self.average.extra_state()
         if self.device.type == "cuda":  # dropout on the GPU draws from its own generator
             st.tensors["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         save_checkpoint(self.ckpt, self.model, self.opt, self.scheduler, st, self.best, self.fingerprint)
@@ -191,6 +200,8 @@ class Loop:
         """Training mode (the method decides for its parts: frozen layers, frozen norms) and the bar."""
         self.model.train()
         self.method.start_epoch(self.model, self.st.epoch)
+        if self.average is not None:
+            self.average.start_epoch(self.st.epoch)
         self.bar.start_epoch(self.st.epoch, self.st.step)
         self.hits = _Hits()
 
@@ -229,8 +240,10 @@ class Loop:
             scaler.update()
         else:
             opt.step()
-        if self.scheduler is not None:
+        if self.scheduler is not None and not (self.average is not None and self.average.schedules):
             self.scheduler.step()
+        if self.average is not None:
+            self.average.after_step()
 
     def count(self, lv: float, n: int, logits: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
         """Add a finished step of ``n`` samples (``lv``: their mean loss) to the epoch's sums; with
@@ -257,6 +270,8 @@ class Loop:
             self.snapshot()
             raise TrainingInterrupted(self.ckpt, History.of(st), epoch=st.epoch, step=st.step,
                                       epochs=self.epochs, steps=self.steps)
+        if self.average is not None:
+            self.average.end_epoch()
         row = {"train_loss": st.loss_sum / max(st.seen, 1), "lr": self.opt.param_groups[0]["lr"]}
         if self.labelled:
             row["train_accuracy"] = st.correct / max(st.counted, 1)
@@ -272,7 +287,7 @@ class Loop:
             if st.best_value is None or self.better(value, st.best_value):
                 st.best_value, st.best_epoch, st.bad_epochs = value, st.epoch, 0
                 if cfg.early_stopping and cfg.restore_best:
-                    self.best = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                    self.best = {k: v.detach().clone() for k, v in self.evaluated.state_dict().items()}
             else:
                 st.bad_epochs += 1
                 st.stopped_early = bool(cfg.early_stopping) and st.bad_epochs >= cfg.early_stopping
@@ -285,9 +300,17 @@ class Loop:
             raise TrainingInterrupted(self.ckpt, History.of(st), epoch=st.epoch, epochs=self.epochs,
                                       steps=self.steps)
 
-    def finish(self) -> History:
-        """After the last epoch: the best epoch's weights back (early stopping with ``restore_best``), then
-        the method's last word (an EMA teacher's weights), and the history."""
+    @property
+    def evaluated(self) -> nn.Module:
+        """The model validation scores: the weight average once there is one, else the model trained."""
+        return self.average.evaluated if self.average is not None else self.model
+
+    def finish(self, inputs: Iterable[torch.Tensor] = ()) -> History:
+        """After the last epoch: the weight average into the model (its batch-norm statistics recomputed on
+        ``inputs``, the training batches), the best epoch's weights back (early stopping with
+        ``restore_best``), then the method's last word (an EMA teacher's weights), and the history."""
+        if self.average is not None:
+            self.average.finish(inputs)
         if self.best is not None and self.cfg.restore_best:
             self.model.load_state_dict(self.best)
         self.method.finish(self.model)

@@ -21,7 +21,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dltricks.errors import DltricksError
+from dltricks.loop.averaging import weight_average
 from dltricks.loop.batches import Batches, Source
+from dltricks.loop.compiling import compile_model
 from dltricks.loop.evaluation import autocast, eval_batch_size, evaluate, resolve_device
 from dltricks.loop.method import Batch, Method
 from dltricks.loop.optim import build_optimizer
@@ -68,15 +70,19 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, spec: Tra
     if dev.type == "cuda" and isinstance(train, tuple) and train[0].dim() == 4:
         model.to(memory_format=torch.channels_last)  # faster convolutions on tensor cores
     batches = Batches(train, cfg.batch_size, seed, dev)
+    cfg, net, lr_found = _prepare(model, batches, cfg, task, seed, augment, checkpoint_dir if resume else None)
     opt = build_optimizer(model, cfg, method.param_groups(model, cfg))
+    average = weight_average(model, cfg, opt, len(batches))
     loop = Loop(model, method, cfg, opt, build_scheduler(opt, cfg, len(batches)), epochs=cfg.epochs,
                 steps=len(batches), rngs={"data_rng": batches.gen}, device=dev, checkpoint_dir=checkpoint_dir,
                 fingerprint=fingerprint, progress=progress, on_epoch=on_epoch,
                 scaler=torch.amp.GradScaler("cuda") if cfg.precision == "fp16" and dev.type == "cuda" else None,
-                labelled=_has_labels(train) and getattr(task, "counts_accuracy", True))  # not for embeddings
+                labelled=_has_labels(train) and getattr(task, "counts_accuracy", True),  # not for embeddings
+                average=average)
     torch.manual_seed(seed)  # dropout and any other randomness inside the model
     if resume:
         loop.restore(mid_epoch=["perm"])
+    loop.st.lr_found = lr_found
     st, total_steps = loop.st, cfg.epochs * len(batches)
     with loop:
         while loop.running():
@@ -90,21 +96,47 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, spec: Tra
                 if augment is not None:
                     x, y = augment(x, y)
                 with autocast(dev, cfg.precision):
-                    loss, logits = method.loss(model, Batch(x, y, index), st.global_step / total_steps)
+                    loss, logits = method.loss(net, Batch(x, y, index), st.global_step / total_steps)
                 lv = loop.check(loss.item())
                 loop.update(loss)
                 method.after_step(model)
-                loop.count(lv, len(y), logits, y)
+                # mixup/CutMix made class probabilities: accuracy counts the larger share
+                loop.count(lv, len(y), logits, y.argmax(1) if y.dim() == 2 and torch.is_floating_point(y) else y)
                 if loop.stopping:
                     break
             row = loop.end_steps()  # stopped mid-epoch: checkpoint, TrainingInterrupted
             row.update(method.end_epoch())
             if val is not None:
-                vm = evaluate(model, val, task, batch_size=eval_batch_size(cfg.batch_size), device=dev,
+                vm = evaluate(loop.evaluated, val, task, batch_size=eval_batch_size(cfg.batch_size), device=dev,
                               precision=cfg.precision)
                 row.update({f"val_{k}": v for k, v in vm.items()})
             loop.end_epoch(row)  # curves, early stopping, best weights, checkpoint
-    return loop.finish()
+    return loop.finish(x for x, _ in batches.epoch(st.epoch, torch.arange(batches.n)))
+
+
+def _prepare(model: nn.Module, batches: Batches, cfg: TrainSpec, task: Task, seed: int, augment: Augment | None,
+             resume_from: str | Path | None) -> tuple[TrainSpec, nn.Module, float | None]:
+    """What must happen before the optimiser exists: ``train.lr = "find"`` (the LR range test's suggestion,
+    or a resumed run's from its checkpoint in ``resume_from``) and ``train.compile``. Returns the spec with
+    its rate, the module the training step calls (the model, or its compiled form) and the rate found."""
+    found = None
+    if cfg.lr == "find":
+        from dltricks.loop.checkpoint import peek_loop
+        from dltricks.loop.lr_find import lr_range_test
+
+        if resume_from is not None:
+            found = peek_loop(Path(resume_from) / "checkpoint").get("lr_found")
+        if found is None:
+            with torch.random.fork_rng(devices=[]):  # augmenting draws from torch's RNG: the run's must not move
+                found = lr_range_test(model, batches.source, spec=cfg.model_copy(update={"lr": 1e-3}), task=task,
+                                      seed=seed, augment=augment, device=batches.device).suggestion
+        cfg = cfg.model_copy(update={"lr": float(found)})
+    net = model
+    if cfg.compile != "off":
+        with torch.random.fork_rng(devices=[]):  # a Dataset may draw its patches from torch's RNG
+            x0, y0 = next(batches.epoch(0, torch.arange(batches.n)))
+        net = compile_model(model, cfg.compile, x0, y0, task)  # unaugmented: augmenting would draw from the RNG
+    return cfg, net, found
 
 
 def train_spec(spec: TrainSpec | None = None, **keys: Any) -> TrainSpec:

@@ -46,11 +46,17 @@ def make_task(recipe: Recipe, bundle: DataBundle, setups: list[Setup] | None = N
                           ece_bins=recipe.eval.ece_bins)
 
 
-def make_augment(recipe: Recipe, bundle: DataBundle) -> Any:
-    """The recipe's training augmentation, or None when every op is off."""
+def make_augment(recipe: Recipe, bundle: DataBundle, task: Task | None = None) -> Any:
+    """The recipe's training augmentation, then mixup/CutMix (``data.mixup_alpha``, ``data.cutmix_alpha``);
+    None when every op is off. ``task``: the run's, when already built."""
     from dltricks.data import augment
+    from dltricks.loop.mixing import mixing_for, then
 
-    return augment.from_spec(recipe.data.augment, dims=len(bundle.in_shape) - 1, task=bundle.task)
+    d = recipe.data
+    task = task if task is not None else make_task(recipe, bundle)
+    mix = mixing_for(d.mixup_alpha, d.cutmix_alpha, task=bundle.task, num_classes=bundle.num_classes,
+                     classifies=isinstance(task, Classification), in_shape=bundle.in_shape)
+    return then(augment.from_spec(d.augment, dims=len(bundle.in_shape) - 1, task=bundle.task), mix)
 
 
 def build_with(recipe: Recipe) -> tuple[DataBundle, nn.Module, Task, list[Setup]]:

@@ -64,6 +64,12 @@ class DataSpec(Section):
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of train held out for validation")
     augment: AugmentSpec = Field(default_factory=AugmentSpec, description="training-time augmentation "
                                                                         "([data.augment]); {} = none")
+    # mixing samples (dltricks.loop.mixing): classification in 1D/2D/3D, CutMix also for segmentation
+    mixup_alpha: float = Field(0.0, ge=0.0, description="mixup: blend pairs of samples and their labels with a "
+                                                        "Beta(alpha, alpha) weight (e.g. 0.2); 0 = off")
+    cutmix_alpha: float = Field(0.0, ge=0.0, description="CutMix: paste a box of another sample (labels mixed by "
+                                                         "the box's share of the input), Beta(alpha, alpha) area "
+                                                         "(e.g. 1.0); 0 = off; with mixup, each batch picks one")
     # learning set-ups (dltricks.data.subsets): a subset of the classes, few labels per class
     classes: list[int] = Field(default_factory=list, description="keep only these classes, relabelled 0..k-1; "
                                                                  "[] = all")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import pydantic
 from pydantic import Field, field_validator
 
 from dltricks.recipe.section import Section
@@ -12,7 +13,9 @@ from dltricks.recipe.section import Section
 class TrainSpec(Section):
     epochs: int = Field(10, ge=1, description="passes over the training split")
     batch_size: int = Field(64, ge=1, description="samples per step")
-    lr: float = Field(1e-3, gt=0.0, description="learning rate (the peak, with a schedule)")
+    lr: Annotated[float, Field(gt=0.0)] | Literal["find"] = Field(
+        1e-3, description="learning rate (the peak, with a schedule); 'find' = an LR range test picks it before "
+                          "training (dltricks lr-find's suggestion), recorded as the run's lr_found")
     optimizer: Literal["sgd", "adam", "adamw", "rmsprop"] = Field("adamw", description="torch.optim's "
                                                                      "optimiser of that name")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd and rmsprop")
@@ -39,6 +42,19 @@ class TrainSpec(Section):
     early_stopping: int = Field(0, ge=0, description="patience in epochs on `monitor`; 0 = off")
     monitor: Literal["val_loss", "val_accuracy", "val_ece", "val_dice"] = Field(
         "val_loss", description="the validation metric early stopping and restore_best watch")
+    # ---- weight averaging and compilation (dltricks.loop.averaging, dltricks.loop.compiling) ----
+    ema: float = Field(0.0, ge=0.0, lt=1.0, description="exponential moving average of the weights, decay per "
+                                                        "step (e.g. 0.999); the average is evaluated and saved; "
+                                                        "0 = off")
+    swa_start: float = Field(0, ge=0, description="stochastic weight averaging from this epoch on (0-based), or "
+                                                  "from this share of train.epochs if below 1 (0.75 = the last "
+                                                  "quarter); the average of the epochs' ends is evaluated and "
+                                                  "saved; 0 = off")
+    swa_lr: float = Field(0.0, ge=0.0, description="SWA's learning rate, reached by a cosine anneal over one "
+                                                   "epoch from swa_start (torch's SWALR); 0 = half of train.lr")
+    compile: Literal["off", "inductor", "aot_eager", "eager"] = Field(
+        "off", description="torch.compile the model with this backend (true = inductor); a backend that cannot "
+                           "compile the model refuses the run")
     restore_best: bool = Field(True, description="with early stopping, end on the best epoch's weights")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast precision (bf16/fp16 "
                                                                        "where the device supports it)")
@@ -110,6 +126,42 @@ class TrainSpec(Section):
         if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
             return v
         raise ValueError("must be 'auto' or a whole number >= 1")
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _lr(cls, v: Any) -> Any:
+        bad_number = isinstance(v, int | float) and not isinstance(v, bool) and not v > 0
+        if (isinstance(v, str) and v != "find") or bad_number:  # one message, not one per member of the union
+            raise ValueError("must be a number > 0 or 'find' (an LR range test picks it)")
+        return v
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile(cls, v: Any) -> Any:
+        return {True: "inductor", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+    @pydantic.model_validator(mode="after")
+    def _averaging(self) -> TrainSpec:
+        if self.ema and self.swa_start:
+            raise ValueError("train.ema and train.swa_start are two ways to average the weights: set one of them")
+        own = [k for k, on in (("train.lr = 'find'", self.lr == "find"), ("train.ema", self.ema),
+                               ("train.swa_start", self.swa_start), ("train.compile", self.compile != "off")) if on]
+        if self.meta != "none" and own:  # its outer loop has its own steps: these would silently do nothing
+            verb = "acts" if len(own) == 1 else "act"
+            raise ValueError(f"{', '.join(own)} {verb} on the training loop's steps; train.meta = {self.meta!r} "
+                             "runs its own outer loop over tasks, which has none of them: set them off (a number "
+                             "for lr)")
+        if self.swa_start >= 1 and (self.swa_start != int(self.swa_start) or self.swa_start >= self.epochs):
+            raise ValueError(f"train.swa_start = {self.swa_start:g} must be a whole epoch below train.epochs = "
+                             f"{self.epochs}, or a share of the epochs below 1 (SWA averages from there on)")
+        return self
+
+    @property
+    def swa_epoch(self) -> int | None:
+        """The first epoch (0-based) SWA averages; None without SWA."""
+        if not self.swa_start:
+            return None
+        return int(self.swa_start) if self.swa_start >= 1 else int(self.swa_start * self.epochs)
 
     @field_validator("device")
     @classmethod

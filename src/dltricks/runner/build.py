@@ -45,7 +45,7 @@ def prepare(recipe: Recipe, ledger: Ledger, train: Trainer, *, progress: bool = 
     task and the step, and let every set-up check them. Raises :class:`~dltricks.errors.DltricksError`."""
     resolved = resolve_references(recipe, ledger, train, progress=progress)
     bundle, model, task, setups = build_with(resolved)
-    augment = make_augment(resolved, bundle)
+    augment = make_augment(resolved, bundle, task)
     method = build_method(resolved, bundle, model, task, ledger, augmented=augment is not None, quiet=not progress,
                           setups=setups)
     for s in setups:

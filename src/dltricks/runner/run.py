@@ -179,16 +179,18 @@ def _fit_and_score(ready: Prepared, recipe: Recipe, ledger: Ledger, device: torc
     finally:
         if board is not None:
             board.close()
+    found = history[0].notes.get("lr_found")  # train.lr = "find": what follows fine-tunes at the rate found
+    trained = ready.recipe if found is None else ready.recipe.patch({"train.lr": found})
     weights, extra = None, {}
     if recipe.compress.active:  # [compress]: prune/quantize the trained model, then test what is left
-        model, weights, extra, curves = compress_trained(model, ready.recipe, bundle, task, run_dir,
-                                                         progress=progress)
+        model, weights, extra, curves = compress_trained(model, trained, bundle, task, run_dir, progress=progress)
         history[0].curves.update(curves)
         device = torch.device("cpu")  # int8 kernels run on the CPU only
-    metrics = final_metrics(model, bundle, task, history[0], ready.recipe, device, ready.setups, run_dir=run_dir,
+    metrics = final_metrics(model, bundle, task, history[0], trained, device, ready.setups, run_dir=run_dir,
                             ledger=ledger, progress=progress)
     metrics.update(extra)
     metrics["threads"] = float(threads)
+    metrics.update(history[0].notes)  # what the loop chose before training (lr_found, with train.lr = "find")
     if not any(s.replaces_test_metrics for s in ready.setups):  # per-sample results: the report's bootstrap
         save_correct(model, bundle, task, device, run_dir)
     return model, metrics, weights

@@ -64,3 +64,18 @@ trick("augment_contrast", "augmentation",
       """Stretch or squeeze contrast about each image's mean by up to 25%: the model must rely on shape
       and relative intensity, not on absolute grey values that vary between scanners.""",
       {"data.augment.contrast": 0.25}, {"data.augment.contrast": 0.0}, _MEDICAL)
+
+trick("mixup", "augmentation",
+      """Train on blends of two samples, x = lam x_i + (1 - lam) x_j with lam ~ Beta(0.2, 0.2), and the same
+      blend of their labels: the model learns to behave linearly between samples, which regularises it and
+      tempers its confidence. Classification only (a pixel cannot carry two masks' labels).""",
+      {"data.mixup_alpha": 0.2}, {"data.mixup_alpha": 0.0},
+      "Zhang et al. 2018, mixup: Beyond Empirical Risk Minimization (arXiv:1710.09412)")
+
+trick("cutmix", "augmentation",
+      """Paste a random box of another sample into each sample (a segment of a signal, a patch of an image,
+      a block of a volume) and mix the labels by the box's share of the input; for segmentation the mask's
+      box comes along. Unlike cutout no pixel is wasted; unlike mixup every pixel stays natural.""",
+      {"data.cutmix_alpha": 1.0}, {"data.cutmix_alpha": 0.0},
+      "Yun et al. 2019, CutMix: Regularization Strategy to Train Strong Classifiers with Localizable "
+      "Features (arXiv:1905.04899)")

@@ -29,8 +29,8 @@ _CATALOGUE: dict[str, Trick] = {}
 
 
 def register(t: Trick) -> Trick:
-    if set(t.on) != set(t.off):
-        raise ValueError(f"trick {t.name}: on and off must set the same keys")
+    if t.off and set(t.on) != set(t.off):  # an empty off: the recipe's own values (train.lr = "find")
+        raise ValueError(f"trick {t.name}: on and off must set the same keys (or off none: the recipe's values)")
     _CATALOGUE[t.name] = t
     return t
 

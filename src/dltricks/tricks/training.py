@@ -96,3 +96,37 @@ trick("dice_loss", "segmentation",
       much as the large background; plain cross-entropy is dominated by the majority class.""",
       {"train.loss": "ce_dice"}, {"train.loss": "ce"},
       "Milletari et al. 2016, V-Net (arXiv:1606.04797); Isensee et al. 2021, nnU-Net (Nature Methods 18)")
+
+# ---- weight averaging, the LR range test, compilation (issue 25) --------------------------------------------
+
+trick("ema", "weight_averaging",
+      """Keep an exponential moving average of the weights (decay 0.99 per step: a horizon of about 100
+      steps; raise it for long runs) and evaluate and ship the average: it smooths the noise of the last
+      steps, often for a little accuracy and calibration at no training cost (timm's ModelEmaV2,
+      Lightning's EMA callback).""",
+      {"train.ema": 0.99}, {"train.ema": 0.0},
+      "Polyak & Juditsky 1992, Acceleration of Stochastic Approximation by Averaging (SIAM J. Control 30:4); "
+      "Tarvainen & Valpola 2017, Mean teachers (arXiv:1703.01780)")
+
+trick("swa", "weight_averaging",
+      """Stochastic weight averaging: for the last quarter of training, hold the learning rate at a
+      moderate value and average the weights at each epoch's end (batch-norm statistics recomputed for
+      the average): wider optima that tend to generalise better.""",
+      {"train.swa_start": 0.75}, {"train.swa_start": 0},
+      "Izmailov et al. 2018, Averaging Weights Leads to Wider Optima and Better Generalization "
+      "(arXiv:1803.05407)")
+
+trick("lr_find", "optimiser",
+      """Pick the learning rate by an LR range test before training (an exponential ramp over 100 steps;
+      the rate at the smoothed loss's minimum, divided by 10) instead of the recipe's fixed guess.""",
+      {"train.lr": "find"}, {},
+      "Smith 2017, Cyclical Learning Rates for Training Neural Networks (arXiv:1506.01186); "
+      "Howard & Gugger 2020, fastai (arXiv:2002.04688)")
+
+trick("compile", "speed",
+      """torch.compile the model (TorchInductor): fused kernels, often faster steps after a one-off
+      compilation; the same numbers up to rounding, so an ablation should show 'equivalent' accuracy
+      and differ in wall time.""",
+      {"train.compile": "inductor"}, {"train.compile": "off"},
+      "Ansel et al. 2024, PyTorch 2: Faster Machine Learning Through Dynamic Python Bytecode "
+      "Transformation and Graph Compilation (ASPLOS '24)")
