@@ -4,14 +4,22 @@ Rerunning an interrupted ``dltricks train RECIPE`` resumes it: when the ledger h
 the same resolved recipe (seed included) outside any study, that run continues from its checkpoint, as a
 study's cells do on a rerun of ``dltricks ablate``, and one line says so. ``--fresh`` starts a new run
 instead; ``--resume RUN_ID`` or ``--resume last`` names the run to continue.
+
+``--nproc N`` trains the one run on N processes (PyTorch DDP arithmetic, see :mod:`dltricks.loop.distributed`):
+it starts ``python -m torch.distributed.run --standalone --nproc-per-node N -m dltricks.cli train ...`` (the
+same command without ``--nproc``), whose ranks find torchrun's environment; so does ``torchrun ... -m
+dltricks.cli train RECIPE`` written by hand (on several machines, say).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
-from dltricks.cli.common import Parents, command, err, ledger_of, out, page, recipe_args, recipe_of
+from dltricks.cli.common import Parents, command, err, ledger_of, out, page, positive, recipe_args, recipe_of
 from dltricks.errors import DltricksError
 
 if TYPE_CHECKING:
@@ -31,7 +39,8 @@ def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
              "dltricks train my.toml           (again, after Ctrl-C: resumes the interrupted run)\n"
              "dltricks train my.toml --fresh   (a new run, the interrupted one left as it is)\n"
              "dltricks train --resume 3f2a9c   (continues that run where it stopped)\n"
-             "dltricks train --resume last     (continues the newest interrupted run)")
+             "dltricks train --resume last     (continues the newest interrupted run)\n"
+             "dltricks train my.toml --nproc 4 (one run on 4 processes: one GPU each, or CPU cores with gloo)")
     p.description = f"train a recipe and record the run\n\n{RERUN}"
     recipe_args(p, required=False)
     p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run from its checkpoint: a run id, "
@@ -41,6 +50,11 @@ def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p.add_argument("--keep-checkpoint", action="store_true",
                    help="keep the resume checkpoint (optimiser and RNG state) of a completed run; by default "
                         "only its weights stay")
+    p.add_argument("--nproc", type=positive, metavar="N",
+                   help="train the one run on N processes (torchrun, DistributedDataParallel's arithmetic): one "
+                        "CUDA device each, or CPU cores; train.batch_size stays the whole batch")
+    p.add_argument("--backend", choices=["gloo", "nccl"],
+                   help="the process group's backend with --nproc (default: nccl on CUDA, gloo on CPU)")
 
 
 @command
@@ -52,30 +66,78 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and args.fresh:
         raise DltricksError("--fresh starts a new run and --resume continues one: give one of them")
     recipe = recipe_of(args) if args.recipe else ""  # a bad recipe fails here, before torch loads
+    from dltricks.loop import distributed
 
+    if args.nproc and args.nproc > 1 and not distributed.launched():
+        return _spawn(args, recipe.train.device if recipe else "auto")
+    if args.backend:
+        os.environ["DLTRICKS_BACKEND"] = distributed.check_backend(args.backend)
+    d = distributed.setup(recipe.train.device if recipe else "auto")
+    try:
+        return _train(args, recipe, d)
+    finally:
+        distributed.teardown()
+
+
+def _spawn(args: argparse.Namespace, device: str) -> int:
+    """``--nproc N``: this command again on N ranks under torchrun (torch.distributed.run); its exit status."""
+    from dltricks.loop import distributed
+
+    have, what = distributed.devices_available(device)
+    if args.nproc > have:
+        raise DltricksError(f"--nproc {args.nproc}: this machine has {have} {what}; give --nproc {have} or fewer")
+    env = dict(os.environ)
+    if args.backend:
+        env["DLTRICKS_BACKEND"] = distributed.check_backend(args.backend)
+    again = [*([args.recipe] if args.recipe else []), *(f"-o={o}" for o in args.override or [])]
+    for flag, value in (("--resume", args.resume), ("--ledger", args.ledger)):
+        if value:
+            again += [flag, value]
+    again += [f for f, on in (("--fresh", args.fresh), ("--keep-checkpoint", args.keep_checkpoint),
+                              ("--quiet", args.quiet), ("--debug", args.debug)) if on]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+           "-m", "dltricks.cli", "train", *again]
+    try:
+        return subprocess.run(cmd, env=env).returncode
+    except KeyboardInterrupt:  # the ranks saw the Ctrl-C too and are saving; torchrun waits for them
+        return 130
+
+
+def _train(args: argparse.Namespace, recipe: Recipe | str, d) -> int:
+    from dltricks.loop import distributed
     from dltricks.loop.training import TrainingInterrupted
     from dltricks.runner.run import train
 
+    if d is not None and not d.main:
+        distributed.barrier(d)  # rank 0 opens (and may create) the ledger first
     ledger = ledger_of(args)
+    if d is not None and d.main:
+        distributed.barrier(d)
     resume = args.resume
-    if resume == "last":
-        resume = _last_interrupted(ledger).id
-    elif recipe and not args.fresh:
-        stopped = _interrupted_run_of(ledger, recipe)
-        if stopped is not None:
-            resume = stopped.id
-            err.print(f"resuming run {stopped.id}, interrupted earlier with the same recipe and seed "
-                      f"(--fresh starts a new run)", markup=False, soft_wrap=True)
+    if d is None or d.main:  # one rank decides which run continues; the others are told
+        if resume == "last":
+            resume = _last_interrupted(ledger).id
+        elif recipe and not args.fresh:
+            stopped = _interrupted_run_of(ledger, recipe)
+            if stopped is not None:
+                resume = stopped.id
+                err.print(f"resuming run {stopped.id}, interrupted earlier with the same recipe and seed "
+                          f"(--fresh starts a new run)", markup=False, soft_wrap=True)
+    resume = distributed.broadcast(resume, d)
     try:
         result = train("" if resume else recipe, ledger=ledger, progress=not args.quiet, resume=resume,
                        keep_checkpoint=args.keep_checkpoint)
     except TrainingInterrupted as e:
+        if d is not None and not d.main:
+            return 130  # rank 0 says where the run stopped
         run_id = getattr(e, "run_id", "?")
         where = f" {e.where}" if getattr(e, "where", "") else ""
         again = "the same command (it resumes the run), or " if args.recipe else ""
         err.print(f"interrupted{where}: run {run_id} saved; continue with: {again}dltricks train --resume {run_id}",
                   markup=False, soft_wrap=True)
         return 130
+    if d is not None and not d.main:
+        return 0  # rank 0 prints the run
     m = result.metrics
     shown = {k: v for k, v in m.items() if k.startswith("test_")}
     out.print(f"run [bold]{result.run_id}[/] completed: " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()),

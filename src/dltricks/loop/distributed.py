@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +32,7 @@ from torch import nn
 from dltricks.errors import DltricksError
 
 __all__ = ["Dist", "launched", "setup", "current", "teardown", "check_backend", "shard", "average_grads",
-           "reduce_step", "reduce_counts", "broadcast_state", "broadcast", "barrier", "gather_rng", "describe",
+           "reduce_step", "reduce_counts", "broadcast_state", "broadcast", "barrier", "gather_rng", "describe", "check_world", "rank_device",
            "devices_available"]
 
 
@@ -123,6 +124,25 @@ def rank_device(device: torch.device, d: Dist | None) -> torch.device:
     if d is not None and device.type == "cuda":
         return torch.device("cuda", d.local_rank)
     return device
+
+
+def check_world(checkpoint: Path, d: Dist | None) -> None:
+    """Refuse, in one line, to resume a checkpoint at another world size than it was trained at (the data's
+    shares, the ranks' RNG states and the counts it holds belong to that many ranks)."""
+    from safetensors import safe_open
+
+    from dltricks.loop.checkpoint import find_checkpoint
+
+    found = find_checkpoint(checkpoint)
+    if found is None or not (found / "state.safetensors").is_file():
+        return
+    with safe_open(str(found / "state.safetensors"), "pt") as f:
+        was = int(f.get_tensor("loop.world_size")) if "loop.world_size" in f.keys() else 1  # noqa: SIM118
+    world = d.world if d is not None else 1
+    if was != world:
+        how = f"--nproc {was}" if was > 1 else "without --nproc"
+        raise DltricksError(f"this run was trained on {was} process(es) and cannot resume on {world}: "
+                            f"resume it {how}")
 
 
 def shard(sel: torch.Tensor, d: Dist | None) -> torch.Tensor:
