@@ -32,7 +32,8 @@ from torch import nn
 from dltricks.errors import DltricksError
 
 __all__ = ["Dist", "launched", "setup", "current", "teardown", "check_backend", "shard", "average_grads",
-           "reduce_step", "reduce_counts", "broadcast_state", "broadcast", "barrier", "gather_rng", "describe", "check_world", "rank_device",
+           "reduce_step", "reduce_counts", "broadcast_state", "broadcast", "barrier", "gather_rng", "describe",
+           "check_world", "rank_device",
            "devices_available"]
 
 
