@@ -121,7 +121,7 @@ def test_slurm_is_refused_without_sbatch_or_with_sqlite(tmp_path):
     assert not (tmp_path / "l.db").exists() and not (tmp_path / "home").exists()  # refused before anything
 
 
-@pytest.mark.parametrize("gpus", ["7", "0,1", "auto,0", "x"])
+@pytest.mark.parametrize("gpus", ["0,1", "auto"])
 def test_gpus_naming_a_missing_device_is_one_line(tmp_path, gpus):
     done = subprocess.run([*DLTRICKS, "ablate", "mnist1d-mlp", "--workers", "2", "--gpus", gpus, "--seeds", "1"],
                           cwd=tmp_path, env=_env(tmp_path / "home"), capture_output=True, text=True, timeout=120)

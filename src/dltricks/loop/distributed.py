@@ -115,9 +115,14 @@ def teardown() -> None:
 
 
 def describe(device: torch.device, d: Dist | None) -> str:
-    """The device as the ledger records it: ``cpu``, or ``cpu x2 (gloo)`` for a run on two ranks."""
-    kind = device.type
-    return kind if d is None else f"{kind} x{d.world} ({d.backend})"
+    """The device as the ledger records it: ``cpu``, ``cuda:3`` (the physical device a worker of
+    ``ablate --gpus`` was given), or ``cpu x2 (gloo)`` for a run on two ranks."""
+    if d is not None:
+        return f"{device.type} x{d.world} ({d.backend})"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    if device.type == "cuda" and visible and "," not in visible:
+        return f"cuda:{visible}"
+    return str(device)
 
 
 def rank_device(device: torch.device, d: Dist | None) -> torch.device:
