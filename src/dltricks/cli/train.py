@@ -6,8 +6,8 @@ study's cells do on a rerun of ``dltricks ablate``, and one line says so. ``--fr
 instead; ``--resume RUN_ID`` or ``--resume last`` names the run to continue.
 
 ``--nproc N`` trains the one run on N processes (PyTorch DDP arithmetic, see :mod:`dltricks.loop.distributed`):
-it starts ``python -m torch.distributed.run --standalone --nproc-per-node N -m dltricks.cli train ...`` (the
-same command without ``--nproc``), whose ranks find torchrun's environment; so does ``torchrun ... -m
+this process becomes torchrun's agent (``torch.distributed.launcher``, as ``torchrun --standalone``) and starts
+the same command without ``--nproc`` on N ranks, which find torchrun's environment; so does ``torchrun ... -m
 dltricks.cli train RECIPE`` written by hand (on several machines, say).
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from typing import TYPE_CHECKING
 
@@ -89,18 +88,46 @@ def _spawn(args: argparse.Namespace, device: str) -> int:
     env = dict(os.environ)
     if args.backend:
         env["DLTRICKS_BACKEND"] = distributed.check_backend(args.backend)
-    again = [*([args.recipe] if args.recipe else []), *(f"-o={o}" for o in args.override or [])]
+    again = [args.recipe] if args.recipe else []
+    for o in args.override or []:
+        again += ["-o", o]
     for flag, value in (("--resume", args.resume), ("--ledger", args.ledger)):
         if value:
             again += [flag, value]
     again += [f for f, on in (("--fresh", args.fresh), ("--keep-checkpoint", args.keep_checkpoint),
                               ("--quiet", args.quiet), ("--debug", args.debug)) if on]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
-           "-m", "dltricks.cli", "train", *again]
+    return _elastic(args.nproc, [sys.executable, "-m", "dltricks.cli", "train", *again], env)
+
+
+def _elastic(nproc: int, cmd: list[str], env: dict[str, str]) -> int:
+    """``cmd`` on ``nproc`` ranks of one machine, as ``torchrun --standalone`` runs it, with this process as
+    torchrun's agent: a failed rank or a Ctrl-C becomes an exit status here, not torchrun's traceback (the
+    ranks print their own line). On Ctrl-C the agent passes the signal to the ranks, which stop at the same
+    step and save, and waits for them."""
+    import logging
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed")]:
+        logging.getLogger(name).setLevel(logging.ERROR)  # the agent's notes ("shutting down workers"): ours instead
+    from dltricks import cores
+
+    # torchrun's own default: ranks share the cores, rather than each starting a thread per core
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cores.free_cores() // nproc)))
+    os.environ.update(env)  # the agent starts the ranks with this process's environment
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2)
     try:
-        return subprocess.run(cmd, env=env).returncode
-    except KeyboardInterrupt:  # the ranks saw the Ctrl-C too and are saving; torchrun waits for them
+        elastic_launch(config, cmd[0])(*cmd[1:])
+    except SignalException:
         return 130
+    except ChildFailedError as e:
+        codes = [f.exitcode for f in e.failures.values()]
+        return next((c for c in codes if c in (1, 2, 130)), 1)
+    return 0
 
 
 def _train(args: argparse.Namespace, recipe: Recipe | str, d) -> int:

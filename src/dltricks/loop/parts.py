@@ -139,6 +139,7 @@ class Loop:
         self.st, self.best = LoopState(), None
         self.dist = dist
         self.stop = StopFlag(term=dist is not None)
+        self.agreed = False  # on several ranks: a stop every rank knows of (a signal reaches each at its own time)
         self.bar = TrainProgress(progress and (dist is None or dist.main), epochs, steps)
         self.hits = _Hits()
         self.better = _better(cfg.monitor)
@@ -211,8 +212,9 @@ class Loop:
 
     @property
     def stopping(self) -> bool:
-        """Ctrl-C asked to stop: the loop leaves the epoch after this step."""
-        return self.stop.requested
+        """Ctrl-C asked to stop: the loop leaves the epoch after this step (on several ranks: once every rank
+        knows, from the step's all-reduce, so that all leave at the same step)."""
+        return self.agreed if self.dist is not None else self.stop.requested
 
     def start_epoch(self) -> None:
         """Training mode (the method decides for its parts: frozen layers, frozen norms) and the bar."""
@@ -264,7 +266,7 @@ class Loop:
             scores.append(logits)
         if self.dist is not None:
             lv, _, stop = distributed.reduce_step(loss_sum, n, self.stop.requested, self.dist, self.device)
-            self.stop.requested = self.stop.requested or stop  # every rank stops at the same step
+            self.agreed = self.agreed or stop  # every rank stops at the same step
         else:
             lv = loss_sum / n
         lv = self.check(lv)
@@ -324,7 +326,7 @@ class Loop:
             st.correct, st.counted = distributed.reduce_counts([st.correct, st.counted], self.dist, self.device)
             distributed.broadcast_state(self.model, self.dist, buffers_only=True)
         st.elapsed = time.perf_counter() - self.t0
-        if self.stop.requested and st.step < self.steps:
+        if self.stopping and st.step < self.steps:
             self.snapshot()
             raise TrainingInterrupted(self.ckpt, History.of(st), epoch=st.epoch, step=st.step,
                                       epochs=self.epochs, steps=self.steps)
@@ -352,7 +354,9 @@ class Loop:
             self.on_epoch(st.epoch, row)
         st.elapsed = time.perf_counter() - self.t0
         self.snapshot()
-        if self.stop.requested:
+        if self.dist is not None and not self.agreed:  # a signal that came after the epoch's last step
+            self.agreed = distributed.reduce_counts([int(self.stop.requested)], self.dist, self.device)[0] > 0
+        if self.stopping:
             raise TrainingInterrupted(self.ckpt, History.of(st), epoch=st.epoch, epochs=self.epochs,
                                       steps=self.steps)
 
