@@ -22,6 +22,7 @@ What the loop does with it:
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from dltricks.errors import DltricksError
 
 __all__ = ["Dist", "launched", "setup", "current", "teardown", "check_backend", "shard", "average_grads",
            "reduce_step", "reduce_counts", "broadcast_state", "broadcast", "barrier", "gather_rng", "describe",
-           "check_world", "rank_device",
+           "check_world", "rank_device", "sync_batchnorm",
            "devices_available"]
 
 
@@ -236,3 +237,62 @@ def gather_rng(d: Dist) -> list[torch.Tensor]:
 
 def _comm(device: torch.device, d: Dist) -> torch.device:
     return device if d.backend == "nccl" else torch.device("cpu")
+
+
+class _GlooSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm whose training statistics are over the whole batch of all ranks, for CPU ranks (gloo):
+    torch's :class:`~torch.nn.SyncBatchNorm` runs on accelerators only. The per-channel sums, sums of squares
+    and counts travel in one all-reduce that autograd differentiates through
+    (:func:`torch.distributed.nn.functional.all_reduce`), so the gradient is that of the global statistics."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {x.dim()}D input)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+        from torch.distributed.nn.functional import all_reduce
+
+        if not self.training or not dist.is_initialized():
+            return super().forward(x)
+        c = x.shape[1]
+        dims = [0, *range(2, x.dim())]
+        xf = x.float()
+        count = torch.full((1,), float(x.numel() // c), dtype=xf.dtype)
+        with warnings.catch_warnings():  # "deprecated" for a private successor; it is what autograd needs here
+            warnings.simplefilter("ignore", FutureWarning)
+            total = all_reduce(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))
+        n = total[-1]
+        mean = total[:c] / n
+        var = total[c:2 * c] / n - mean * mean
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(var.detach() * n / max(float(n) - 1, 1.0), alpha=m)
+        shape = [1, c] + [1] * (x.dim() - 2)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+
+def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` with every batch norm computing its statistics over all ranks: torch's SyncBatchNorm on
+    CUDA, :class:`_GlooSyncBatchNorm` on CPU; the same parameters and buffers (state-dict keys unchanged)."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, _GlooSyncBatchNorm):
+        new = _GlooSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                 module.track_running_stats)
+        if module.affine:
+            new.weight, new.bias = module.weight, module.bias
+        if module.track_running_stats:
+            new.running_mean, new.running_var = module.running_mean, module.running_var
+            new.num_batches_tracked = module.num_batches_tracked
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        module.add_module(name, sync_batchnorm(child, device))
+    return module

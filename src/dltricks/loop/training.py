@@ -67,7 +67,7 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, spec: Tra
     dist = distributed.setup(cfg.device)  # None in one process
     dev = distributed.rank_device(resolve_device(cfg.device), dist)
     if dist is not None and cfg.sync_batchnorm:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place, below the top module
+        model = distributed.sync_batchnorm(model, dev)  # in place, below the top module
     model.to(dev)
     method.to(dev)
     if dev.type == "cuda" and isinstance(train, tuple) and train[0].dim() == 4:
