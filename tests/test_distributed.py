@@ -115,6 +115,13 @@ def _tree(root: int) -> list[int]:
     return found
 
 
+def _environ(pid: int) -> bytes:
+    try:
+        return b"\0" + Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return b""
+
+
 def _epochs_saved(checkpoint: Path) -> int:
     try:
         return json.loads((checkpoint / "state.json").read_text())["loop"]["epoch"]
@@ -225,3 +232,25 @@ def test_ctrl_c_stops_every_rank_midway_and_the_resumed_run_ends_as_the_uninterr
     a, b = ledger.get(run.id), ledger.get(ddp_run)
     assert a.curves["train_loss"] == pytest.approx(b.curves["train_loss"], rel=1e-6, abs=1e-7)
     assert a.metrics["test_accuracy"] == b.metrics["test_accuracy"]
+
+
+def test_a_rank_that_dies_fails_the_run_with_the_reason(env):
+    env.write("dies.toml", n=1500, hidden=256, epochs=6)
+    proc = subprocess.Popen([*DLTRICKS, "train", "dies.toml", "-q", "--nproc", "2", "--fresh"], cwd=env.root,
+                            env=env.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ledger, known = env.ledger(), {r.id for r in env.ledger().runs()}
+    deadline, run, killed = time.time() + 240, None, False
+    while time.time() < deadline and proc.poll() is None and not killed:
+        time.sleep(0.05)
+        run = run or next((r for r in ledger.runs(status="running") if r.id not in known), None)
+        if run is not None and _epochs_saved(ledger.run_dir(run.id) / "checkpoint") >= 1:
+            rank1 = [p for p in _tree(proc.pid) if b"RANK=1\0" in _environ(p)]
+            os.kill(rank1[0], signal.SIGKILL)
+            killed = True
+    out, err = proc.communicate(timeout=180)
+    assert killed and proc.returncode == 1, err[-2000:]
+    rec = ledger.get(run.id)
+    assert rec.status == "failed"
+    assert "rank" in rec.failure and ("died" in rec.failure or "killed by signal 9" in rec.failure), rec.failure
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and run.id in lines[0], err

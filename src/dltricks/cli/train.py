@@ -96,14 +96,41 @@ def _spawn(args: argparse.Namespace, device: str) -> int:
             again += [flag, value]
     again += [f for f, on in (("--fresh", args.fresh), ("--keep-checkpoint", args.keep_checkpoint),
                               ("--quiet", args.quiet), ("--debug", args.debug)) if on]
-    return _elastic(args.nproc, [sys.executable, "-m", "dltricks.cli", "train", *again], env)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="dltricks-ranks-") as tmp:
+        env["DLTRICKS_RUN_FILE"] = os.path.join(tmp, "run")  # rank 0 writes the id of the run it records
+        code, died = _elastic(args.nproc, [sys.executable, "-m", "dltricks.cli", "train", *again], env)
+        if died:
+            _rank_died(args, env["DLTRICKS_RUN_FILE"], died)
+    return code
 
 
-def _elastic(nproc: int, cmd: list[str], env: dict[str, str]) -> int:
+def _rank_died(args: argparse.Namespace, run_file: str, reason: str) -> None:
+    """A rank died (killed, out of memory) and torchrun stopped the others: the run is marked failed with the
+    reason unless rank 0 recorded its own, and one line says so."""
+    from dltricks.ledger import Ledger
+
+    try:
+        with open(run_file) as f:
+            run_id = f.read().strip()
+    except OSError:
+        run_id = ""
+    if not run_id:
+        err.print(f"error: {reason}, before the run was recorded", markup=False, soft_wrap=True)
+        return
+    ledger = Ledger(url=args.ledger)
+    if ledger.get(run_id).status == "running":
+        ledger.finish(run_id, "failed", failure=reason)
+        err.print(f"error: run {run_id} failed: {reason}", markup=False, soft_wrap=True)
+
+
+def _elastic(nproc: int, cmd: list[str], env: dict[str, str]) -> tuple[int, str]:
     """``cmd`` on ``nproc`` ranks of one machine, as ``torchrun --standalone`` runs it, with this process as
     torchrun's agent: a failed rank or a Ctrl-C becomes an exit status here, not torchrun's traceback (the
     ranks print their own line). On Ctrl-C the agent passes the signal to the ranks, which stop at the same
-    step and save, and waits for them."""
+    step and save, and waits for them. Returns the exit status and, where a rank was killed by a signal,
+    the reason ("rank 1 was killed by signal 9")."""
     import logging
     import uuid
 
@@ -112,7 +139,7 @@ def _elastic(nproc: int, cmd: list[str], env: dict[str, str]) -> int:
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed")]:
-        logging.getLogger(name).setLevel(logging.ERROR)  # the agent's notes ("shutting down workers"): ours instead
+        logging.getLogger(name).setLevel(logging.CRITICAL)  # the agent's notes ("shutting down workers"): ours instead
     from dltricks import cores
 
     # torchrun's own default: ranks share the cores, rather than each starting a thread per core
@@ -123,11 +150,14 @@ def _elastic(nproc: int, cmd: list[str], env: dict[str, str]) -> int:
     try:
         elastic_launch(config, cmd[0])(*cmd[1:])
     except SignalException:
-        return 130
+        return 130, ""
     except ChildFailedError as e:
+        first = min(e.failures.values(), key=lambda f: f.timestamp)  # the cause; the others were stopped
+        if first.exitcode < 0:  # a signal, not a rank's own error (which it has printed and recorded)
+            return 1, f"rank {first.local_rank} of {nproc} was killed by signal {-first.exitcode}"
         codes = [f.exitcode for f in e.failures.values()]
-        return next((c for c in codes if c in (1, 2, 130)), 1)
-    return 0
+        return next((c for c in codes if c in (1, 2, 130)), 1), ""
+    return 0, ""
 
 
 def _train(args: argparse.Namespace, recipe: Recipe | str, d) -> int:
@@ -154,6 +184,10 @@ def _train(args: argparse.Namespace, recipe: Recipe | str, d) -> int:
     try:
         result = train("" if resume else recipe, ledger=ledger, progress=not args.quiet, resume=resume,
                        keep_checkpoint=args.keep_checkpoint)
+    except distributed.PeerLost:
+        if d is not None and not d.main:
+            return 1  # rank 0, or the agent, says that a rank died
+        raise
     except TrainingInterrupted as e:
         if d is not None and not d.main:
             return 130  # rank 0 says where the run stopped

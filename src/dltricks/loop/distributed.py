@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +32,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from dltricks.errors import DltricksError
+from dltricks.errors import DltricksError, RunFailed
 
 __all__ = ["Dist", "launched", "setup", "current", "teardown", "check_backend", "shard", "average_grads",
            "reduce_step", "reduce_counts", "broadcast_state", "broadcast", "barrier", "gather_rng", "describe",
-           "check_world", "rank_device", "sync_batchnorm",
+           "check_world", "rank_device", "sync_batchnorm", "announce",
+           "peers_watched", "PeerLost",
            "devices_available"]
 
 
@@ -150,6 +153,36 @@ def check_world(checkpoint: Path, d: Dist | None) -> None:
         how = f"--nproc {was}" if was > 1 else "without --nproc"
         raise DltricksError(f"this run was trained on {was} process(es) and cannot resume on {world}: "
                             f"resume it {how}")
+
+
+class PeerLost(RunFailed):
+    """Another rank went away; the rank that raises this had nothing wrong of its own."""
+
+
+@contextmanager
+def peers_watched() -> Iterator[None]:
+    """On several ranks: a collective that failed because another rank went away (killed, out of memory,
+    crashed) becomes :class:`PeerLost` (a :class:`~dltricks.errors.RunFailed`) saying so, with the backend's
+    own words after it."""
+    try:
+        yield
+    except RuntimeError as e:
+        d = current()
+        text = str(e)
+        lost = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL communicator was aborted")
+        if d is None or not any(w in text for w in lost):
+            raise
+        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        raise PeerLost(f"another of the {d.world} ranks died or stopped (its connection was lost: "
+                        f"{first[:160]})") from None
+
+
+def announce(run_id: str, d: Dist | None) -> None:
+    """Rank 0 tells the agent of ``dltricks train --nproc`` which run it records (``DLTRICKS_RUN_FILE``), so
+    that a rank that dies, and takes rank 0 down with it, still leaves the run marked failed with the reason."""
+    path = os.environ.get("DLTRICKS_RUN_FILE")
+    if d is not None and d.main and path:
+        Path(path).write_text(run_id)
 
 
 def shard(sel: torch.Tensor, d: Dist | None) -> torch.Tensor:

@@ -120,6 +120,7 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
     # a run stopped before its first checkpoint has nothing to continue: it starts again (same seed, same run)
     resume_from_checkpoint = bool(resume) and find_checkpoint(run_dir / "checkpoint") is not None
     distributed.broadcast((run_id, resume_from_checkpoint), d)  # the other ranks wait for it in _follow
+    distributed.announce(run_id, d)
     threads_before = torch.get_num_threads()  # the caller's setting: the cap for "auto", restored after
     try:
         with _recorded(ledger, run_id, run_dir, history):
@@ -165,9 +166,11 @@ def _follow(recipe: Recipe | str, ledger: Ledger, resume: str | None, d: distrib
     if ready.method.outer_loop() is not None:
         raise DltricksError("this learning set-up runs its own outer loop on one process; train it without --nproc")
     use_threads(recipe, ready.model, ready.bundle, device, cap=torch.get_num_threads())
-    h = fit(ready.model, ready.bundle.train_source or ready.bundle.train, ready.bundle.val, spec=ready.recipe.train,
-            seed=recipe.seed, progress=False, task=ready.task, augment=ready.augment, checkpoint_dir=run_dir,
-            resume=resume_from_checkpoint, fingerprint=recipe.digest(), method=ready.method, on_epoch=on_epoch)
+    with distributed.peers_watched():
+        h = fit(ready.model, ready.bundle.train_source or ready.bundle.train, ready.bundle.val,
+                spec=ready.recipe.train, seed=recipe.seed, progress=False, task=ready.task, augment=ready.augment,
+                checkpoint_dir=run_dir, resume=resume_from_checkpoint, fingerprint=recipe.digest(),
+                method=ready.method, on_epoch=on_epoch)
     return RunResult(run_id, "follower", {}, h, recipe, run_dir)
 
 
@@ -180,10 +183,11 @@ def _fit_and_score(ready: Prepared, recipe: Recipe, ledger: Ledger, device: torc
     if method.outer_loop() is not None and distributed.current() is not None:
         raise DltricksError("this learning set-up runs its own outer loop on one process; train it without --nproc")
     runner = method.outer_loop() or fit  # episodic learners (MAML) own their outer loop
-    history.append(runner(model, bundle.train_source or bundle.train, bundle.val, spec=ready.recipe.train,
-                          seed=recipe.seed, progress=progress, task=task,
-                          augment=ready.augment, checkpoint_dir=run_dir, resume=resume,
-                          fingerprint=recipe.digest(), method=method, on_epoch=on_epoch))
+    with distributed.peers_watched():  # a rank that died: said as such, not as a socket error
+        history.append(runner(model, bundle.train_source or bundle.train, bundle.val, spec=ready.recipe.train,
+                              seed=recipe.seed, progress=progress, task=task,
+                              augment=ready.augment, checkpoint_dir=run_dir, resume=resume,
+                              fingerprint=recipe.digest(), method=method, on_epoch=on_epoch))
     weights, extra = None, {}
     if recipe.compress.active:  # [compress]: prune/quantize the trained model, then test what is left
         model, weights, extra, curves = compress_trained(model, ready.recipe, bundle, task, run_dir,
