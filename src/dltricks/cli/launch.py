@@ -58,13 +58,14 @@ def cmd_launch(args: argparse.Namespace) -> int:
             raise DltricksError("--slurm: no sbatch on PATH (this machine is not a Slurm login node); run the "
                                 "study on this machine with the same command without --slurm")
     from dltricks.ledger import Ledger
+    from dltricks.search.worker import open_job
 
     ledger = Ledger(url=args.ledger)
-    name = args.target if ln.study_exists(ledger, args.target) else _define(args, ledger)
+    name = args.target if ln.study_exists(ledger, args.target, open_job) else _define(args, ledger)
     place = ln.Placement(workers=args.workers, slurm=args.slurm, partition=args.partition, time_min=args.time,
                          gpus=args.gpus_per_worker, cpus=args.cpus_per_worker, sbatch=sbatch,
                          wait=not args.no_wait)
-    n = ln.launch(ledger, name, place, progress=not args.quiet)
+    n = ln.launch(ledger, name, place, open_job, progress=not args.quiet)
     where = "as a Slurm job array" if args.slurm else "on this machine"
     out.print(f"study {name}: {n} worker(s) submitted {where} (logs: {ln.folder_of(ledger, name)})",
               markup=False, soft_wrap=True)

@@ -32,7 +32,7 @@ from typing import Any
 from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
 from dltricks.search import claims, local
-from dltricks.search.worker import open_job
+from dltricks.search.local import Opener
 
 __all__ = ["Placement", "WorkerCommand", "check_slurm", "launch", "study_exists"]
 
@@ -80,26 +80,27 @@ def check_slurm(ledger: Ledger) -> None:
                             "machines cannot share; give --storage postgresql://USER@HOST/DB")
 
 
-def study_exists(ledger: Ledger, name: str) -> bool:
-    """True when ``name`` is a study (ablation, tune or nas) in ``ledger``."""
+def study_exists(ledger: Ledger, name: str, opener: Opener) -> bool:
+    """True when ``opener`` (:func:`dltricks.search.worker.open_job`: any kind) finds study ``name`` in ``ledger``."""
     try:
-        open_job(ledger, name)
+        opener(ledger, name)
     except DltricksError:
         return False
     return True
 
 
-def launch(ledger: Ledger, study: str, place: Placement, *, progress: bool = True,
+def launch(ledger: Ledger, study: str, place: Placement, opener: Opener, *, progress: bool = True,
            on_submit: Any = None) -> int:
     """Submit ``place.workers`` workers for ``study`` and (with ``place.wait``) wait until every cell is
     recorded, topping up workers while cells are left and none is alive; return how many were submitted.
-    ``on_submit(jobs)`` sees each round's submitit jobs (a test kills one)."""
+    ``opener`` opens the study as the workers will (:func:`dltricks.search.worker.open_job`, which knows every
+    kind; nothing in search/ imports it); ``on_submit(jobs)`` sees each round's submitit jobs."""
     import submitit
 
     if place.slurm:
         check_slurm(ledger)
     claims.ensure_table(ledger)
-    job = open_job(ledger, study)
+    job = opener(ledger, study)
     folder = ledger.root / "launch" / study
     folder.mkdir(parents=True, exist_ok=True)
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm" if place.slurm else "local")
