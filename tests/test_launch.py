@@ -81,8 +81,9 @@ def test_launch_runs_a_study_through_submitit_with_a_worker_killed_midway(fresh_
         except Exception:  # noqa: BLE001 - the tables may not exist yet
             continue
         workers = _workers(proc.pid)
-        if running and len(workers) == 2:
-            killed = workers[0]
+        holding = [r.pid for r in running if r.pid in workers]
+        if holding and len(workers) == 2:
+            killed = holding[0]
             os.kill(killed, signal.SIGKILL)  # a worker dies holding a cell
     stdout, stderr = proc.communicate(timeout=400)
     assert killed is not None, f"no worker to kill: {stderr[-2000:]}"
