@@ -80,7 +80,8 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, spec: Tra
                 scaler=torch.amp.GradScaler("cuda") if cfg.precision == "fp16" and dev.type == "cuda" else None,
                 labelled=_has_labels(train) and getattr(task, "counts_accuracy", True),  # not for embeddings
                 dist=dist)
-    torch.manual_seed(seed)  # dropout and any other randomness inside the model
+    # dropout and any other randomness inside the model (each rank its own draws, checkpointed per rank)
+    torch.manual_seed(seed + (dist.rank if dist is not None else 0))
     if resume:
         loop.restore(mid_epoch=["perm"])
     if dist is not None:
