@@ -42,6 +42,8 @@ def add_parsers(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p.add_argument("--rope", type=non_negative, help="region of practical equivalence: half-width in metric "
                                                      "units (default 0.005 for [0, 1] metrics, else 1%%)")
     p.add_argument("--workers", type=positive, help="local worker processes (cores are split between them)")
+    p.add_argument("--gpus", metavar="0,1|auto", help="one CUDA device per worker, in order (auto: every device); "
+                                                      "name a device twice to let two workers share it")
     p.add_argument("--study", help="study name (default: recipe, mode and a hash of the sweep)")
     p.add_argument("--storage", dest="ledger", metavar="URL", help="same as --ledger: where runs and trials live")
     p.add_argument("--metric", help="metric to compare (default eval.metric, e.g. test_accuracy)")
@@ -134,6 +136,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     if common.process_entry:  # this command is the process: torch imported, nothing run, no thread pool started
         local.mark_fresh()
 
+    if args.gpus:  # before the recipe, the ledger or CUDA: a missing device is one line, nothing written
+        import os
+
+        gpus = local.parse_gpus(args.gpus, args.workers)
+        args.workers = args.workers or len(gpus)
+        os.environ["DLTRICKS_GPUS"] = ",".join(gpus)
     recipe = args.recipe or "mnist1d-ablate-demo"
     if not args.recipe:
         out.print("no recipe given: running the bundled demo study [bold]mnist1d-ablate-demo[/] "

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dltricks.errors import DltricksError
+from dltricks.loop.distributed import Dist, shard
 
 Source = tuple[torch.Tensor, torch.Tensor] | Dataset | DataLoader
 
@@ -17,11 +18,16 @@ class Batches:
 
     For tensors and Datasets the epoch's order is a permutation drawn from our own generator, so a
     run's data order depends only on its seed, and a resumed run skips exactly the steps it did.
+
+    ``dist`` (one of several ranks): every rank draws the same order and yields only its share of each batch.
     """
 
     def __init__(self, source: Source, batch_size: int, seed: int, device: torch.device,
-                 fold_single: bool = True):
-        self.source, self.batch_size, self.device = source, batch_size, device
+                 fold_single: bool = True, dist: Dist | None = None):
+        self.source, self.batch_size, self.device, self.dist = source, batch_size, device, dist
+        if dist is not None and isinstance(source, DataLoader):
+            raise DltricksError("training on several processes needs tensors or a Dataset: a DataLoader brings "
+                                "its own order, which the ranks cannot share out")
         self.fold_single = fold_single  # training folds away a last batch of one; evaluation never
         self.gen = torch.Generator().manual_seed(seed)
         if isinstance(source, DataLoader):
@@ -45,8 +51,14 @@ class Batches:
         full, rest = divmod(self.n, self.batch_size)
         if not self.fold_single:
             return full + (rest > 0)
-        # a last batch of one sample breaks BatchNorm's statistics in training: leave it out this epoch
-        return full + (1 if rest > 1 or (rest == 1 and full == 0) else 0)
+        # a last batch of one sample breaks BatchNorm's statistics in training: leave it out this epoch (and
+        # one too small to give every rank a sample: ranks must take the same steps)
+        least = max(2, self.dist.world if self.dist is not None else 1)
+        return full + (1 if rest >= least or (rest > 0 and full == 0) else 0)
+
+    def step_size(self, perm: torch.Tensor, step: int) -> int:
+        """Samples in step ``step``'s whole batch, over all ranks."""
+        return len(perm[step * self.batch_size:(step + 1) * self.batch_size])
 
     def new_order(self) -> torch.Tensor:
         return torch.randperm(self.n, generator=self.gen)
@@ -55,7 +67,7 @@ class Batches:
         """The training-data positions of step ``step``'s samples (None for a user's DataLoader)."""
         if isinstance(self.source, DataLoader):
             return None
-        return perm[step * self.batch_size:(step + 1) * self.batch_size]
+        return shard(perm[step * self.batch_size:(step + 1) * self.batch_size], self.dist)
 
     def epoch(self, epoch: int, perm: torch.Tensor, start: int = 0, epoch_rng: torch.Tensor | None = None
               ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -78,10 +90,10 @@ class Batches:
                 if i >= start:
                     yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             return
-        steps, b = len(self), self.batch_size
+        steps, b, d = len(self), self.batch_size, self.dist
         if isinstance(src, Dataset):
             for i in range(start, steps):
-                xs, ys = zip(*(src[int(j)] for j in perm[i * b:(i + 1) * b]))
+                xs, ys = zip(*(src[int(j)] for j in shard(perm[i * b:(i + 1) * b], d)))
                 x, y = torch.stack([torch.as_tensor(v) for v in xs]), torch.stack([torch.as_tensor(v) for v in ys])
                 yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             return
@@ -89,8 +101,8 @@ class Batches:
         px, py = perm.to(xs.device), perm.to(ys.device)  # once an epoch, not once a step
         if xs.device == self.device and ys.device == self.device:
             for i in range(start, steps):
-                yield xs[px[i * b:(i + 1) * b]], ys[py[i * b:(i + 1) * b]]
+                yield xs[shard(px[i * b:(i + 1) * b], d)], ys[shard(py[i * b:(i + 1) * b], d)]
             return
         for i in range(start, steps):
-            x, y = xs[px[i * b:(i + 1) * b]], ys[py[i * b:(i + 1) * b]]
+            x, y = xs[shard(px[i * b:(i + 1) * b], d)], ys[shard(py[i * b:(i + 1) * b], d)]
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)

@@ -3,7 +3,8 @@ learner's own outer loop (:mod:`dltricks.methods.meta`):
 
 - :meth:`Loop.restore`: continue from a checkpoint (weights, optimiser, scheduler, RNGs, method state);
 - :meth:`Loop.check` and :meth:`Loop.update`: a step's NaN/divergence check, then backward, clipping,
-  the optimiser and the schedule; :meth:`Loop.count` adds the step to the epoch's sums;
+  the optimiser and the schedule; :meth:`Loop.step` does both for a batch, in ``train.grad_accum_steps``
+  micro-batches and over the ranks of a process group; :meth:`Loop.count` adds the step to the epoch's sums;
 - :meth:`Loop.end_steps`: the epoch's training row, or a checkpoint and :class:`TrainingInterrupted` when
   Ctrl-C stopped it midway;
 - :meth:`Loop.end_epoch`: curves, early stopping and best weights, progress, checkpoint, a stop at the epoch's end;
@@ -26,9 +27,12 @@ import torch
 from torch import nn
 
 from dltricks.errors import DltricksError, RunFailed
+from dltricks.loop import distributed
 from dltricks.loop.averaging import WeightAverage
 from dltricks.loop.checkpoint import LoopState, find_checkpoint, load_checkpoint, save_checkpoint
-from dltricks.loop.method import Method
+from dltricks.loop.distributed import Dist
+from dltricks.loop.evaluation import autocast
+from dltricks.loop.method import Batch, Method
 from dltricks.loop.progress import TrainProgress
 from dltricks.recipe import TrainSpec
 
@@ -76,15 +80,20 @@ class TrainingInterrupted(Exception):
 
 
 class StopFlag:
-    """Turns the first SIGINT into a request to stop at the next safe point; a second one aborts."""
+    """Turns the first SIGINT into a request to stop at the next safe point; a second one aborts.
+    ``term``: SIGTERM too (torchrun stops its ranks with it, and waits for them before killing)."""
 
-    def __init__(self) -> None:
+    def __init__(self, term: bool = False) -> None:
         self.requested = False
         self._old: Any = None
+        self._old_term: Any = None
+        self.term = term
 
     def __enter__(self) -> StopFlag:
         try:
             self._old = signal.signal(signal.SIGINT, self._handle)
+            if self.term:
+                self._old_term = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
             self._old = None
         return self
@@ -97,6 +106,8 @@ class StopFlag:
     def __exit__(self, *exc) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
+        if self._old_term is not None:
+            signal.signal(signal.SIGTERM, self._old_term)
 
 
 # A loss this many times its first value (or 1, if that was smaller) has blown up: training from there
@@ -112,6 +123,7 @@ class Loop:
     uninterrupted one would. ``steps`` is the number of steps of an epoch; ``labelled`` counts training
     accuracy from the step's class scores; ``what`` and ``hints`` word a NaN or divergence failure.
     ``average`` (EMA or SWA, :mod:`dltricks.loop.averaging`) is stepped, checkpointed and ended with the loop.
+    ``dist``: this rank of a process group (:mod:`dltricks.loop.distributed`); rank 0 alone checkpoints.
     """
 
     def __init__(self, model: nn.Module, method: Method, cfg: TrainSpec, opt: torch.optim.Optimizer,
@@ -119,7 +131,8 @@ class Loop:
                  device: torch.device, checkpoint_dir: str | Path | None = None, fingerprint: str = "",
                  progress: bool = True, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                  scaler: torch.amp.GradScaler | None = None, labelled: bool = False, what: str = "loss",
-                 hints: list[str] | None = None, average: WeightAverage | None = None) -> None:
+                 hints: list[str] | None = None, average: WeightAverage | None = None,
+                 dist: Dist | None = None) -> None:
         self.model, self.method, self.cfg, self.opt, self.scheduler = model, method, cfg, opt, scheduler
         self.epochs, self.steps, self.rngs, self.device = epochs, steps, rngs, device
         self.checkpoint_dir, self.fingerprint, self.on_epoch = checkpoint_dir, fingerprint, on_epoch
@@ -129,7 +142,10 @@ class Loop:
         # the method's extra parts (a projector, a discriminator) are clipped with the model
         self.clipped = list(model.parameters()) + [p for m in method.modules().values() for p in m.parameters()]
         self.st, self.best = LoopState(), None
-        self.stop, self.bar = StopFlag(), TrainProgress(progress, epochs, steps)
+        self.dist = dist
+        self.stop = StopFlag(term=dist is not None)
+        self.agreed = False  # on several ranks: a stop every rank knows of (a signal reaches each at its own time)
+        self.bar = TrainProgress(progress and (dist is None or dist.main), epochs, steps)
         self.hits = _Hits()
         self.better = _better(cfg.monitor)
         self.t0 = 0.0
@@ -143,6 +159,14 @@ class Loop:
         if ckpt is None or find_checkpoint(ckpt) is None:
             raise DltricksError(f"nothing to resume: no checkpoint under {self.checkpoint_dir}")
         st, self.best = load_checkpoint(ckpt, self.model, self.opt, self.scheduler, self.fingerprint)
+        world, was = self.dist.world if self.dist else 1, int(st.tensors.get("world_size", torch.tensor(1)))
+        if world != was:
+            raise DltricksError(f"the checkpoint under {self.checkpoint_dir} was trained on {was} process(es), "
+                                f"this run has {world}: resume it with --nproc {was}")
+        if self.dist is not None:
+            st.tensors["torch_rng"] = st.tensors.get(f"torch_rng.{self.dist.rank}", st.tensors.get("torch_rng"))
+            if not self.dist.main:  # rank 0's checkpoint holds the counts of every rank: count them once
+                st.correct, st.counted = 0, 0
         self.st = st
         self.method.load_state_dict({k[7:]: v for k, v in st.tensors.items() if k.startswith("method.")})
         self.method.load_extra_state(st.method)
@@ -165,6 +189,11 @@ class Loop:
         st = self.st
         st.tensors.update({name: gen.get_state() for name, gen in self.rngs.items()})
         st.tensors["torch_rng"] = torch.get_rng_state()
+        if self.dist is not None:  # every rank takes part in the gather; rank 0 alone writes
+            st.tensors.update({f"torch_rng.{r}": s for r, s in enumerate(distributed.gather_rng(self.dist))})
+            st.tensors["world_size"] = torch.tensor(self.dist.world)
+            if not self.dist.main:
+                return
         st.tensors.update({f"method.{k}": v for k, v in self.method.state_dict().items()})
         st.method = self.method.extra_state()
         if self.average is not None:
@@ -193,8 +222,9 @@ class Loop:
 
     @property
     def stopping(self) -> bool:
-        """Ctrl-C asked to stop: the loop leaves the epoch after this step."""
-        return self.stop.requested
+        """Ctrl-C asked to stop: the loop leaves the epoch after this step (on several ranks: once every rank
+        knows, from the step's all-reduce, so that all leave at the same step)."""
+        return self.agreed if self.dist is not None else self.stop.requested
 
     def start_epoch(self) -> None:
         """Training mode (the method decides for its parts: frozen layers, frozen norms) and the bar."""
@@ -220,16 +250,55 @@ class Loop:
     def update(self, loss: torch.Tensor | None, grads: Iterable[tuple[torch.Tensor, torch.Tensor]] = ()) -> None:
         """Backward through ``loss`` (or take ``grads``, (parameter, gradient) pairs computed elsewhere: a
         Reptile meta-gradient), clip, step the optimiser and the schedule."""
-        opt, scaler, cfg = self.opt, self.scaler, self.cfg
-        opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad(set_to_none=True)
         if loss is None:
             for p, g in grads:
                 p.grad = g
-        elif scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
+        else:
+            self._backward(loss)
+        self._apply(scaled=loss is not None)
+
+    def step(self, forward: Callable[[Batch], tuple[torch.Tensor, torch.Tensor | None]], batch: Batch,
+             n_batch: int) -> tuple[float, torch.Tensor | None]:
+        """One optimiser step on ``batch``, this rank's share of a batch of ``n_batch`` samples (all ranks
+        together): ``forward(part)`` gives (mean loss, class scores) of a part, run in ``train.grad_accum_steps``
+        micro-batches whose gradients add up to the whole batch's (each loss weighted by its share), then
+        averaged over the ranks once. Returns the whole batch's mean loss (checked) and this rank's scores."""
+        n = len(batch.y)
+        k = max(1, min(self.cfg.grad_accum_steps, n))
+        world = self.dist.world if self.dist is not None else 1
+        self.opt.zero_grad(set_to_none=True)
+        loss_sum, scores = 0.0, []
+        for part in _split(batch, k):
+            with autocast(self.device, self.cfg.precision):
+                loss, logits = forward(part)
+            w = len(part.y) * world / n_batch
+            self._backward(loss if w == 1 else loss * w)  # w = 1 (one part, one rank): the plain step, exactly
+            loss_sum += loss.item() * len(part.y)
+            scores.append(logits)
+        if self.dist is not None:
+            lv, _, stop = distributed.reduce_step(loss_sum, n, self.stop.requested, self.dist, self.device)
+            self.agreed = self.agreed or stop  # every rank stops at the same step
+        else:
+            lv = loss_sum / n
+        lv = self.check(lv)
+        self._apply(scaled=True)
+        logits = scores[0] if k == 1 or scores[0] is None else torch.cat([s.detach() for s in scores])
+        return lv, logits
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
         else:
             loss.backward()
+
+    def _apply(self, scaled: bool) -> None:
+        """Average the gradients over the ranks, unscale, clip, step the optimiser and the schedule."""
+        opt, scaler, cfg = self.opt, self.scaler, self.cfg
+        if self.dist is not None:
+            distributed.average_grads(self.clipped, self.dist)
+        if scaler is not None and scaled:
+            scaler.unscale_(opt)
         if cfg.grad_clip > 0:
             if cfg.grad_clip_mode == "norm":
                 nn.utils.clip_grad_norm_(self.clipped, cfg.grad_clip)
@@ -265,8 +334,13 @@ class Loop:
         st = self.st
         st.correct += self.hits.count()
         self.hits = _Hits()
+        if self.dist is not None:
+            # every rank holds the epoch's counts of all (rank 0 checkpoints them), and rank 0's batch-norm
+            # statistics, so that every rank evaluates the same model and takes the same early-stopping turn
+            st.correct, st.counted = distributed.reduce_counts([st.correct, st.counted], self.dist, self.device)
+            distributed.broadcast_state(self.model, self.dist, buffers_only=True)
         st.elapsed = time.perf_counter() - self.t0
-        if self.stop.requested and st.step < self.steps:
+        if self.stopping and st.step < self.steps:
             self.snapshot()
             raise TrainingInterrupted(self.ckpt, History.of(st), epoch=st.epoch, step=st.step,
                                       epochs=self.epochs, steps=self.steps)
@@ -296,7 +370,9 @@ class Loop:
             self.on_epoch(st.epoch, row)
         st.elapsed = time.perf_counter() - self.t0
         self.snapshot()
-        if self.stop.requested:
+        if self.dist is not None and not self.agreed:  # a signal that came after the epoch's last step
+            self.agreed = distributed.reduce_counts([int(self.stop.requested)], self.dist, self.device)[0] > 0
+        if self.stopping:
             raise TrainingInterrupted(self.ckpt, History.of(st), epoch=st.epoch, epochs=self.epochs,
                                       steps=self.steps)
 
@@ -327,6 +403,15 @@ class Loop:
         last = self.bar.last_loss
         before = f"last finite loss {last:.4g}" if last is not None else "no finite loss before it"
         return f"{self.what} became NaN/Inf at {where} ({before}); try {tries}"
+
+
+def _split(batch: Batch, k: int) -> list[Batch]:
+    """``batch`` in ``k`` micro-batches (sizes differ by at most one)."""
+    if k == 1:
+        return [batch]
+    xs, ys = torch.tensor_split(batch.x, k), torch.tensor_split(batch.y, k)
+    index = torch.tensor_split(batch.index, k) if batch.index is not None else [None] * k
+    return [Batch(x, y, i) for x, y, i in zip(xs, ys, index)]
 
 
 class _Hits:

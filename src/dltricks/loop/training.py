@@ -5,7 +5,8 @@
 
 Every trick is a keyword (the same names as the recipe's ``train`` keys); the loop adds only what a
 careful hand-written loop would have: seeded data order, a NaN check, checkpoints that resume
-bit-for-bit, and a progress bar. Its parts (restore, update, end of epoch) are named in
+bit-for-bit, and a progress bar. Started by torchrun as one of several ranks it trains one run on all of
+them (:mod:`dltricks.loop.distributed`). Its parts (restore, update, end of epoch) are named in
 :mod:`dltricks.loop.parts`, where an episodic learner's own outer loop finds them too.
 """
 
@@ -21,10 +22,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dltricks.errors import DltricksError
+from dltricks.loop import distributed
 from dltricks.loop.averaging import weight_average
 from dltricks.loop.batches import Batches, Source
 from dltricks.loop.compiling import compile_model
-from dltricks.loop.evaluation import autocast, eval_batch_size, evaluate, resolve_device
+from dltricks.loop.evaluation import eval_batch_size, evaluate, resolve_device
 from dltricks.loop.method import Batch, Method
 from dltricks.loop.optim import build_optimizer
 from dltricks.loop.parts import DIVERGED, History, Loop, StopFlag, TrainingInterrupted
@@ -64,12 +66,15 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, spec: Tra
                      grad_clip=grad_clip, label_smoothing=label_smoothing, device=device, **options)
     task = task or (method.task if method is not None else Classification(label_smoothing=cfg.label_smoothing))
     method = method or Method(task)
-    dev = resolve_device(cfg.device)
+    dist = distributed.setup(cfg.device)  # None in one process
+    dev = distributed.rank_device(resolve_device(cfg.device), dist)
+    if dist is not None and cfg.sync_batchnorm:
+        model = distributed.sync_batchnorm(model, dev)  # in place, below the top module
     model.to(dev)
     method.to(dev)
     if dev.type == "cuda" and isinstance(train, tuple) and train[0].dim() == 4:
         model.to(memory_format=torch.channels_last)  # faster convolutions on tensor cores
-    batches = Batches(train, cfg.batch_size, seed, dev)
+    batches = Batches(train, cfg.batch_size, seed, dev, dist=dist)
     cfg, net, lr_found = _prepare(model, batches, cfg, task, seed, augment, checkpoint_dir if resume else None)
     opt = build_optimizer(model, cfg, method.param_groups(model, cfg))
     average = weight_average(model, cfg, opt, len(batches))
@@ -78,11 +83,14 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, spec: Tra
                 fingerprint=fingerprint, progress=progress, on_epoch=on_epoch,
                 scaler=torch.amp.GradScaler("cuda") if cfg.precision == "fp16" and dev.type == "cuda" else None,
                 labelled=_has_labels(train) and getattr(task, "counts_accuracy", True),  # not for embeddings
-                average=average)
-    torch.manual_seed(seed)  # dropout and any other randomness inside the model
+                average=average, dist=dist)
+    # dropout and any other randomness inside the model (each rank its own draws, checkpointed per rank)
+    torch.manual_seed(seed + (dist.rank if dist is not None else 0))
     if resume:
         loop.restore(mid_epoch=["perm"])
     loop.st.lr_found = lr_found
+    if dist is not None:
+        distributed.broadcast_state(model, dist)  # one start on every rank, whatever each rank's init drew
     st, total_steps = loop.st, cfg.epochs * len(batches)
     with loop:
         while loop.running():
@@ -95,13 +103,12 @@ def fit(model: nn.Module, train: Source, val: Source | None = None, *, spec: Tra
                 index = batches.index(st.tensors["perm"], st.step)
                 if augment is not None:
                     x, y = augment(x, y)
-                with autocast(dev, cfg.precision):
-                    loss, logits = method.loss(net, Batch(x, y, index), st.global_step / total_steps)
-                lv = loop.check(loss.item())
-                loop.update(loss)
+                t = st.global_step / total_steps
+                n = batches.step_size(st.tensors["perm"], st.step) if dist is not None else len(y)  # all ranks
+                lv, logits = loop.step(lambda b: method.loss(net, b, t), Batch(x, y, index), n)  # noqa: B023
                 method.after_step(model)
                 # mixup/CutMix made class probabilities: accuracy counts the larger share
-                loop.count(lv, len(y), logits, y.argmax(1) if y.dim() == 2 and torch.is_floating_point(y) else y)
+                loop.count(lv, n, logits, y.argmax(1) if y.dim() == 2 and torch.is_floating_point(y) else y)
                 if loop.stopping:
                     break
             row = loop.end_steps()  # stopped mid-epoch: checkpoint, TrainingInterrupted

@@ -59,6 +59,12 @@ class TrainSpec(Section):
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast precision (bf16/fp16 "
                                                                        "where the device supports it)")
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps")
+    grad_accum_steps: int = Field(1, ge=1, description="split each batch into this many micro-batches whose "
+                                                       "gradients add up to the batch's (less memory, the same "
+                                                       "step); batch_size stays the batch of one optimiser step")
+    sync_batchnorm: bool = Field(False, description="on several processes (dltricks train --nproc N): batch "
+                                                    "norm statistics over the whole batch of all ranks "
+                                                    "(SyncBatchNorm), not each rank's share")
     threads: int | Literal["auto"] = Field("auto", description="torch CPU threads: 'auto' (the count that trains "
                                                                  "this model fastest here, at most the free cores) "
                                                                  "or a number")

@@ -6,6 +6,9 @@
 Everything that can be checked before the first step is (:func:`~dltricks.runner.build.prepare`), before
 the ledger records a run: a recipe refused there leaves no row. A failure once training started marks the
 run failed with the reason.
+
+Started by torchrun as one of several ranks (``dltricks train RECIPE --nproc N``), rank 0 records the one run
+(ledger, checkpoints, curves, figures) and hands its id to the others, which train beside it and write nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dltricks.compress import compress_trained
 from dltricks.data.standardize import save_standardizer
 from dltricks.errors import DltricksError, RunFailed
 from dltricks.ledger import Ledger
+from dltricks.loop import distributed
 from dltricks.loop.checkpoint import find_checkpoint, save_weights
 from dltricks.loop.training import History, TrainingInterrupted, fit, resolve_device
 from dltricks.methods.build import build, make_augment, make_task
@@ -89,10 +93,15 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
     start, :class:`RunFailed` (the run is marked failed with the reason) or
     :class:`~dltricks.loop.training.TrainingInterrupted` (marked interrupted, resumable).
     """
-    ledger = ledger or Ledger()
+    d = distributed.setup(recipe.train.device if isinstance(recipe, Recipe) else "auto")
+    ledger = ledger or _open_ledger(d)
     history: list[History] = []
+    if d is not None and not d.main:
+        return _follow(recipe, ledger, resume, d, on_epoch)
     if resume:
         rec = ledger.get(resume)
+        if rec.status != "completed":
+            distributed.check_world(ledger.run_dir(rec.id) / "checkpoint", d)
         if rec.status == "completed":
             raise DltricksError(f"run {rec.id} is already completed; nothing to resume")
         recipe = Recipe.from_dict(rec.recipe, source=f"run {rec.id}")
@@ -111,12 +120,14 @@ def train(recipe: Recipe | str, *, ledger: Ledger | None = None, progress: bool 
         ready = prepare(recipe, ledger, train, progress=progress)  # refused here: no run is recorded
         device = resolve_device(recipe.train.device)
         run_id = ledger.start_run(name=recipe.name, recipe=recipe.to_dict(), seed=recipe.seed,
-                                  device=str(device), study=study, variant=variant, run_id=run_id,
+                                  device=distributed.describe(device, d), study=study, variant=variant, run_id=run_id,
                                   cwd=code_folder(recipe))
         run_dir = ledger.run_dir(run_id)
     (run_dir / "recipe.toml").write_text(recipe.to_toml())
     # a run stopped before its first checkpoint has nothing to continue: it starts again (same seed, same run)
     resume_from_checkpoint = bool(resume) and find_checkpoint(run_dir / "checkpoint") is not None
+    distributed.broadcast((run_id, resume_from_checkpoint), d)  # the other ranks wait for it in _follow
+    distributed.announce(run_id, d)
     threads_before = torch.get_num_threads()  # the caller's setting: the cap for "auto", restored after
     try:
         with _recorded(ledger, run_id, run_dir, history):
@@ -163,19 +174,56 @@ def code_folder(recipe: Recipe) -> Path | None:
     return None
 
 
+def _open_ledger(d: distributed.Dist | None) -> Ledger:
+    """The default ledger; on several ranks rank 0 opens (and may create) it before the others read it."""
+    if d is not None and not d.main:
+        distributed.barrier(d)
+    ledger = Ledger()
+    if d is not None and d.main:
+        distributed.barrier(d)
+    return ledger
+
+
+def _follow(recipe: Recipe | str, ledger: Ledger, resume: str | None, d: distributed.Dist, on_epoch) -> RunResult:
+    """A rank other than 0: the same preparation and training as rank 0, reading the ledger but writing
+    nothing (rank 0 records the run, its checkpoints and figures)."""
+    if resume:
+        rec = ledger.get(resume)
+        if rec.status != "completed":
+            distributed.check_world(ledger.run_dir(rec.id) / "checkpoint", d)
+        recipe = Recipe.from_dict(rec.recipe, source=f"run {rec.id}")
+    recipe = Recipe.load(recipe) if isinstance(recipe, str) else recipe
+    ready = prepare(recipe, ledger, train, progress=False)
+    device = resolve_device(recipe.train.device)
+    run_id, resume_from_checkpoint = distributed.broadcast(None, d)
+    run_dir = ledger.run_dir(run_id)
+    if ready.method.outer_loop() is not None:
+        raise DltricksError("this learning set-up runs its own outer loop on one process; train it without --nproc")
+    use_threads(recipe, ready.model, ready.bundle, device, cap=torch.get_num_threads())
+    with distributed.peers_watched():
+        h = fit(ready.model, ready.bundle.train_source or ready.bundle.train, ready.bundle.val,
+                spec=ready.recipe.train, seed=recipe.seed, progress=False, task=ready.task, augment=ready.augment,
+                checkpoint_dir=run_dir, resume=resume_from_checkpoint, fingerprint=recipe.digest(),
+                method=ready.method, on_epoch=on_epoch)
+    return RunResult(run_id, "follower", {}, h, recipe, run_dir)
+
+
 def _fit_and_score(ready: Prepared, recipe: Recipe, ledger: Ledger, device: torch.device, run_dir: Path,
                    history: list[History], *, progress: bool, resume: bool, on_epoch, threads_before: int):
     """Train, compress when ``[compress]`` asks, and score: the model, its metrics and its weights file
     (None until saved). ``history`` receives the training history as soon as there is one."""
     bundle, model, task, method = ready.bundle, ready.model, ready.task, ready.method
     threads = use_threads(recipe, model, bundle, device, cap=threads_before)
+    if method.outer_loop() is not None and distributed.current() is not None:
+        raise DltricksError("this learning set-up runs its own outer loop on one process; train it without --nproc")
     runner = method.outer_loop() or fit  # episodic learners (MAML) own their outer loop
     on_epoch, board = epoch_hooks(recipe, run_dir, on_epoch)
     try:
-        history.append(runner(model, bundle.train_source or bundle.train, bundle.val, spec=ready.recipe.train,
-                              seed=recipe.seed, progress=progress, task=task,
-                              augment=ready.augment, checkpoint_dir=run_dir, resume=resume,
-                              fingerprint=recipe.digest(), method=method, on_epoch=on_epoch))
+        with distributed.peers_watched():  # a rank that died: said as such, not as a socket error
+            history.append(runner(model, bundle.train_source or bundle.train, bundle.val, spec=ready.recipe.train,
+                                  seed=recipe.seed, progress=progress, task=task,
+                                  augment=ready.augment, checkpoint_dir=run_dir, resume=resume,
+                                  fingerprint=recipe.digest(), method=method, on_epoch=on_epoch))
     finally:
         if board is not None:
             board.close()

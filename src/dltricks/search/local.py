@@ -66,6 +66,35 @@ def plan(workers: int) -> tuple[int, int]:
     return n, max(1, min(torch.get_num_threads(), free // n))
 
 
+def parse_gpus(spec: str, workers: int | None) -> list[str]:
+    """``--gpus 0,1,2,3`` or ``auto`` (every CUDA device): one device per worker, in order; a device named
+    twice is shared by two workers (asked for), else two workers never share one. One line when a device
+    does not exist or there are fewer devices than workers."""
+    import torch
+
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    there = f"this machine has {have} CUDA device(s) (0..{have - 1})" if have else "this machine has no CUDA device"
+    if spec.strip() == "auto":
+        if not have:
+            raise DltricksError(f"--gpus auto: {there}; leave --gpus out to train on the CPU")
+        gpus = [str(i) for i in range(have)][:workers or have]
+    else:
+        gpus = [g.strip() for g in spec.split(",")]
+        bad = [g for g in gpus if not g.isdigit() or int(g) >= have]
+        if bad:
+            raise DltricksError(f"--gpus {spec}: no CUDA device {bad[0]!r}; {there}"
+                                + ("" if have else "; leave --gpus out to train on the CPU"))
+    if workers is not None and workers > len(gpus):
+        raise DltricksError(f"--workers {workers} but --gpus gives {len(gpus)} device(s): name a device twice to "
+                            f"share it (e.g. --gpus 0,0,1,1), or give fewer workers")
+    return gpus
+
+
+def assigned_gpus() -> list[str]:
+    """The devices ``--gpus`` gave this sweep's workers (``DLTRICKS_GPUS``), in order; [] for none."""
+    return [g for g in os.environ.get("DLTRICKS_GPUS", "").split(",") if g]
+
+
 def warm_up() -> None:
     """Import what every worker of a sweep needs: torch, the training code, torch._dynamo (every torch
     optimiser imports it on first use) and Optuna's storage with the Alembic modules it opens a database
@@ -138,10 +167,10 @@ class _Forked:
     """A worker forked from this process, with the part of :class:`subprocess.Popen`'s interface that
     :class:`LocalWorkers` uses (``stdin`` is the pipe it reads the study from)."""
 
-    def __init__(self, threads: int, log: Any, inherited: list[int], opener: Opener):
+    def __init__(self, threads: int, log: Any, inherited: list[int], opener: Opener, gpu: str | None = None):
         read, write = os.pipe()
         self.process = multiprocessing.get_context("fork").Process(
-            target=_forked_worker, args=(read, [write, *inherited], threads, log.fileno(), opener), daemon=False)
+            target=_forked_worker, args=(read, [write, *inherited], threads, log.fileno(), opener, gpu), daemon=False)
         self.process.start()
         self.sentinel = self.process.sentinel  # readable once the child has exited
         os.close(read)
@@ -173,9 +202,11 @@ class _Forked:
         self.send_signal(signal.SIGKILL)
 
 
-def _forked_worker(read: int, close: list[int], threads: int, log: int, opener: Opener) -> None:
+def _forked_worker(read: int, close: list[int], threads: int, log: int, opener: Opener, gpu: str | None = None) -> None:
     """In a forked child: the parent's pipes to other children closed (or they would never see the end of
     their study line), output to the log, then the cells of the study the parent writes to ``read``."""
+    if gpu is not None:  # before CUDA starts in this process: it sees its one device as cuda:0
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     for fd in close:
         os.close(fd)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -223,16 +254,22 @@ class LocalWorkers:
             warm_up()  # here, once: the children inherit it (a no-op where the caller warmed up already)
         env = {**os.environ, "DLTRICKS_NO_PROGRESS": "1", "OMP_NUM_THREADS": str(threads)}
         cmd = [sys.executable, "-m", "dltricks.cli", "worker", "--study", "-", "--threads", str(threads), "--quiet"]
-        for _ in range(n):
+        # --gpus: one device per process; this one (when it works too) takes the first, before CUDA starts here
+        gpus = assigned_gpus()
+        if gpus and not coordinate:
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpus.pop(0)
+        for i in range(n):
+            gpu = gpus[i] if i < len(gpus) else None
             # stderr goes to a file, not a pipe: nobody reads a pipe while the workers run, and a worker
             # that filled one (warnings) would block forever
             log = tempfile.TemporaryFile(mode="w+", prefix="dltricks-worker-")  # noqa: SIM115 - closed in __exit__
             self.logs.append(log)
             if fork:
                 inherited = [p.stdin.fileno() for p in self.procs]
-                self.procs.append(_Forked(threads, log, inherited, opener))
+                self.procs.append(_Forked(threads, log, inherited, opener, gpu))
             else:
-                self.procs.append(subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdin=subprocess.PIPE,
+                own = env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": gpu}
+                self.procs.append(subprocess.Popen(cmd, env=own, cwd=os.getcwd(), stdin=subprocess.PIPE,
                                                    stdout=subprocess.DEVNULL, stderr=log, text=True))
 
     def __enter__(self) -> LocalWorkers:

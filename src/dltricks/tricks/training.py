@@ -130,3 +130,17 @@ trick("compile", "speed",
       {"train.compile": "inductor"}, {"train.compile": "off"},
       "Ansel et al. 2024, PyTorch 2: Faster Machine Learning Through Dynamic Python Bytecode "
       "Transformation and Graph Compilation (ASPLOS '24)")
+
+trick("grad_accum", "optimisation",
+      """Compute each batch in several micro-batches (here 4) and add their gradients before one step: the
+      same update as the whole batch for a model without batch statistics, in a quarter of the activation
+      memory, so a batch that does not fit the device can still be used.""",
+      {"train.grad_accum_steps": 4}, {"train.grad_accum_steps": 1},
+      "Goyal et al. 2017, Accurate, Large Minibatch SGD (arXiv:1706.02677); PyTorch DDP no_sync")
+
+trick("sync_batchnorm", "normalisation",
+      """On several processes, compute batch-norm statistics over the whole batch of all ranks rather than
+      each rank's share: with small shares per device (detection, segmentation, 3D) the per-rank
+      statistics are noisy and training suffers.""",
+      {"train.sync_batchnorm": True}, {"train.sync_batchnorm": False},
+      "Peng et al. 2018, MegDet: A Large Mini-Batch Object Detector (arXiv:1711.07240); torch.nn.SyncBatchNorm")
