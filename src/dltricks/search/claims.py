@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, exc, func, insert, select, update
@@ -74,7 +75,18 @@ def _alive(row) -> bool:
             return False
         except PermissionError:
             return True
+        return not _zombie(row.pid)
     return time.time() - (row.heartbeat or 0) < STALE_S
+
+
+def _zombie(pid: int) -> bool:
+    """A killed worker whose parent died too waits, as a zombie, for a reaper that may never come; it
+    answers signal 0 like a live one, but will never finish its cell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc (not Linux), or gone meanwhile: signal 0 had the last word
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 def _latest(conn: Connection, study: str, cell: str):
