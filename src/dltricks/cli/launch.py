@@ -91,14 +91,11 @@ def _define(args: argparse.Namespace, ledger) -> str:
     from dltricks.recipe import Recipe
     from dltricks.search import claims
     from dltricks.search import study as st
-    from dltricks.search.ablate import _check_variants, define, resolve_tricks
+    from dltricks.search.ablate import checked_definition
 
     recipe = Recipe.load(args.target, args.override)
-    a = recipe.ablate
-    definition = define(recipe, resolve_tricks(recipe, args.trick), mode=args.mode or a.mode,
-                        seeds=args.seeds or a.seeds, metric=args.metric or a.metric, study=args.study or a.study,
-                        rope=None if a.rope == "auto" else float(a.rope), max_seeds=a.max_seeds)
-    _check_variants(recipe, definition)
+    definition = checked_definition(recipe, args.trick, mode=args.mode, seeds=args.seeds, metric=args.metric,
+                                    study=args.study)
     claims.ensure_table(ledger)
     st.create_or_load(ledger, definition)
     return definition.name

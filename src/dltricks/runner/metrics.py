@@ -35,8 +35,9 @@ def metric_names(recipe: Recipe) -> list[str]:
         from dltricks.compress import measure
 
         names += ["size_bytes", *(f"latency_b{b}_ms" for b in measure.BATCHES)]
-    # the FLOP counter cannot trace an int8 model
-    if forward_flops(model, bundle) is not None and recipe.compress.quantize == "none":
+    # The FLOP counter traces every float model (not an int8 one). Tracing here to be sure would import
+    # torch._dynamo into a study's coordinator, which only waits for its workers: a second on its critical path.
+    if recipe.compress.quantize == "none":
         names.append("flops")
     return names + [k for k in RUN_METRICS if k not in names]
 

@@ -100,12 +100,8 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
     coordinate = local.can_fork(threads) and local.still_fresh()
     with local.LocalWorkers(processes if coordinate else processes - 1, threads, StudyJob,
                             coordinate=coordinate) as children:
-        definition = define(recipe, resolve_tricks(recipe, tricks), mode=mode or a.mode,
-                            seeds=seeds or a.seeds, metric=metric or a.metric, study=study or a.study,
-                            rope=(None if a.rope == "auto" else float(a.rope)) if rope is None else rope,
-                            max_seeds=max_seeds or a.max_seeds, vary=vary)
-        check_model_keywords(recipe, definition.tricks)  # before the variants are built
-        _check_variants(recipe, definition)
+        definition = checked_definition(recipe, tricks, mode=mode, seeds=seeds, metric=metric, study=study,
+                                        rope=rope, max_seeds=max_seeds, vary=vary)
         if not coordinate:
             local.warm_up()  # this process trains cells too (a no-op where forked children made it warm up)
         ledger = ledger if isinstance(ledger, Ledger) else Ledger(url=ledger)
@@ -116,6 +112,22 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
         children.hand_over(ledger, definition.name)
         local.run_workers(ledger, definition.name, children, progress, StudyJob)
     return report(definition.name, ledger=ledger, out=out)
+
+
+def checked_definition(recipe: Recipe, tricks: list[str] | None = None, *, mode: Mode | None = None,
+                       seeds: int | str | None = None, metric: str = "", study: str = "", rope: float | None = None,
+                       max_seeds: int | None = None, vary: list[str] | None = None) -> st.Definition:
+    """The study ``ablate`` would run (arguments left out come from the recipe's ``[ablate]``), refused
+    before any training when a trick sets a keyword the user's model lacks, a variant's recipe is invalid
+    or the metric is not one a run records."""
+    a = recipe.ablate
+    definition = define(recipe, resolve_tricks(recipe, tricks), mode=mode or a.mode, seeds=seeds or a.seeds,
+                        metric=metric or a.metric, study=study or a.study,
+                        rope=(None if a.rope == "auto" else float(a.rope)) if rope is None else rope,
+                        max_seeds=max_seeds or a.max_seeds, vary=vary)
+    check_model_keywords(recipe, definition.tricks)  # before the variants are built
+    _check_variants(recipe, definition)
+    return definition
 
 
 def _check_variants(recipe: Recipe, definition: st.Definition) -> None:
