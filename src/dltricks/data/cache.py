@@ -13,7 +13,6 @@ A file that cannot be decoded is one line naming it, or, with ``skip`` set, left
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -27,6 +26,7 @@ import numpy as np
 
 from dltricks.cores import allowed_cores
 from dltricks.errors import DltricksError
+from dltricks.locks import exclusive
 
 __all__ = ["Cached", "cache_dir", "cached_array"]
 
@@ -95,22 +95,6 @@ def _build(files: list[Path], shape: tuple[int, ...], decode: Decoder, settings:
         return [b for part in parts for b in part]
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """One process decodes a given array; the others wait for it and then read it."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: two processes may decode the same files; the rename keeps it safe
-        yield
-        return
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def cached_array(files: list[Path], shape: tuple[int, ...], decode: Decoder, settings: dict,
                  what: str, skip: bool = False) -> Cached:
     """The rows ``decode(file, **settings)`` of ``files`` (each of ``shape``), decoded once and memory-mapped.
@@ -125,7 +109,7 @@ def cached_array(files: list[Path], shape: tuple[int, ...], decode: Decoder, set
                             "to a writable folder") from None
     key = _key(files, {**settings, "shape": list(shape), "decoder": f"{decode.__module__}.{decode.__name__}"})
     path, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
-    with _locked(folder / f"{key}.lock"):
+    with exclusive(folder / f"{key}.lock"):
         if not (path.exists() and meta_path.exists()):
             tmp = folder / f"{key}.{os.getpid()}.tmp.npy"
             try:

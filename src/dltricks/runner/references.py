@@ -10,13 +10,13 @@ close a circle.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
+from dltricks.locks import exclusive
 from dltricks.recipe import Recipe
 
 __all__ = ["RECIPE_REF", "REFERENCE_KEYS", "resolve_run_ref", "resolve_references"]
@@ -52,7 +52,7 @@ def resolve_run_ref(ledger: Ledger, ref: str, train: Trainer, *, progress: bool 
     digest = recipe.digest()
     # The workers of a sweep on this machine all want it at the start: one trains it, the others wait
     # for it. The weights live in this machine's run folders, so a lock here is the scope that matters.
-    with _machine_lock(ledger.root / ".locks" / f"recipe-{digest[:16]}.lock"):
+    with exclusive(ledger.root / ".locks" / f"recipe-{digest[:16]}.lock"):
         found = _completed_run_of(ledger, recipe, digest)
         return found or train(recipe, ledger=ledger, progress=progress).run_id
 
@@ -66,21 +66,3 @@ def _completed_run_of(ledger: Ledger, recipe: Recipe, digest: str) -> str | None
         if same and rec.checkpoint and Path(rec.checkpoint).is_file():
             return rec.id
     return None
-
-
-@contextmanager
-def _machine_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` among the processes of this machine (flock; released if the holder
-    dies); none where the OS has no flock."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: at worst two workers train the same run
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)

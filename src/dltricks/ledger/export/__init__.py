@@ -43,15 +43,10 @@ def writable_dir(path: str | Path, what: str) -> Path:
     return p.resolve()
 
 
-def flat_params(recipe: dict, prefix: str = "") -> dict[str, str]:
+def flat_params(recipe: dict) -> dict[str, str]:
     """The resolved recipe as ``{"train.lr": "0.001", ...}`` (lists as their JSON text)."""
     import json
 
-    out: dict[str, str] = {}
-    for k, v in recipe.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict) and v:
-            out.update(flat_params(v, key))
-        else:
-            out[key] = v if isinstance(v, str) else json.dumps(v)
-    return out
+    from dltricks.ledger.writers import flatten
+
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in flatten(recipe).items()}
