@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from processes import process_tree
 from torch import nn
 
 from dltricks import fit
@@ -97,24 +98,6 @@ def test_two_processes_train_the_one_process_run_and_record_one_run(env, ddp_run
     assert two.metrics["test_accuracy"] == pytest.approx(single.metrics["test_accuracy"], abs=1e-6)
 
 
-def _tree(root: int) -> list[int]:
-    """``root`` and every process below it."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parents.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(parents.get(pid, []))
-    return found
-
-
 def _environ(pid: int) -> bytes:
     try:
         return b"\0" + Path(f"/proc/{pid}/environ").read_bytes()
@@ -140,7 +123,7 @@ def test_a_two_process_run_killed_midway_resumes_to_the_uninterrupted_result(env
         if running:
             run = running[0]
             if _epochs_saved(ledger.run_dir(run.id) / "checkpoint") >= 2:
-                for pid in _tree(proc.pid):  # torchrun and both ranks (in sessions of their own), at once
+                for pid in process_tree(proc.pid):  # torchrun and both ranks (in sessions of their own), at once
                     os.kill(pid, signal.SIGKILL)
                 killed = True
                 break
@@ -226,7 +209,7 @@ def test_ctrl_c_stops_every_rank_midway_and_the_resumed_run_ends_as_the_uninterr
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("interrupted") and run.id in lines[0], err  # rank 0 alone speaks
     assert ledger.get(run.id).status == "interrupted"
-    assert _tree(proc.pid) == [proc.pid] or not Path(f"/proc/{proc.pid}").exists()
+    assert process_tree(proc.pid) == [proc.pid] or not Path(f"/proc/{proc.pid}").exists()
     done = run_id(env.run("train", "--resume", run.id, "--nproc", "2", "-q"))
     assert done == run.id
     a, b = ledger.get(run.id), ledger.get(ddp_run)
@@ -244,7 +227,7 @@ def test_a_rank_that_dies_fails_the_run_with_the_reason(env):
         time.sleep(0.05)
         run = run or next((r for r in ledger.runs(status="running") if r.id not in known), None)
         if run is not None and _epochs_saved(ledger.run_dir(run.id) / "checkpoint") >= 1:
-            rank1 = [p for p in _tree(proc.pid) if b"RANK=1\0" in _environ(p)]
+            rank1 = [p for p in process_tree(proc.pid) if b"RANK=1\0" in _environ(p)]
             os.kill(rank1[0], signal.SIGKILL)
             killed = True
     out, err = proc.communicate(timeout=180)

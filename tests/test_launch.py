@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from processes import cmdline, process_tree
 
 from dltricks.ledger import Ledger
 
@@ -44,25 +45,7 @@ def _env(home: Path) -> dict[str, str]:
 
 def _workers(root: int) -> list[int]:
     """The `dltricks worker` processes below ``root`` (submitit's local jobs start them)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parents.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            cmd = []
-        if b"worker" in cmd and b"--study" in cmd:
-            found.append(pid)
-        todo.extend(parents.get(pid, []))
-    return found
+    return [pid for pid in process_tree(root) if b"worker" in (cmd := cmdline(pid)) and b"--study" in cmd]
 
 
 def test_launch_runs_a_study_through_submitit_with_a_worker_killed_midway(fresh_postgres_url, tmp_path):
