@@ -23,7 +23,7 @@ from torch import nn
 
 from dltricks.errors import DltricksError
 from dltricks.ledger import Ledger
-from dltricks.ledger.export import needs
+from dltricks.ledger.export import needs, writable_dir
 
 __all__ = ["OnnxResult", "export_onnx", "run_model"]
 
@@ -81,13 +81,7 @@ def _destination(path: str | Path) -> Path:
         raise DltricksError(f"ONNX file {p} must end in .onnx")
     if p.is_dir():
         raise DltricksError(f"ONNX file {p} is a folder; give a file name such as {p / 'model.onnx'}")
-    parent = p.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DltricksError(f"cannot create the folder {parent} for {p.name}: {e.strerror or e}") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise DltricksError(f"folder {parent} is not writable; give an ONNX file in a folder you can write to")
+    writable_dir(p.parent, f"the folder of {p.name}")
     return p.resolve()
 
 
