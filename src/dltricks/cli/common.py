@@ -103,6 +103,10 @@ def positive(text: str) -> int:
     return n
 
 
+def non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else positive(text)
+
+
 def seeds(text: str) -> int | str:
     return "auto" if text.strip().lower() == "auto" else positive(text)
 

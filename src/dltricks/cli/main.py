@@ -10,12 +10,13 @@ import argparse
 import os
 
 from dltricks import __version__
-from dltricks.cli import analysis, catalogue, common, export, init, launch, lrfind, models, runs, studies, train
+from dltricks.cli import (analysis, catalogue, common, evidence, export, init, launch, lrfind, models, runs, studies,
+                          train)
 from dltricks.cli.common import COMMANDS, err
 from dltricks.errors import DltricksError
 
 # the order of the command list in --help
-FAMILIES = (catalogue, init, train, runs, studies, launch, models, analysis, lrfind, export)
+FAMILIES = (catalogue, init, train, runs, studies, evidence, launch, models, analysis, lrfind, export)
 
 DESCRIPTION = """\
 Deep learning tips and tricks as components that run, and experiments that measure whether

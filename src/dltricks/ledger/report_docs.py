@@ -125,7 +125,7 @@ def seed_table(order: Sequence[str], scores: dict[str, dict[int, float]]) -> tup
     return columns, cells
 
 
-def _md_table(columns: list[str], cells: list[list[str]]) -> str:
+def md_table(columns: list[str], cells: list[list[str]]) -> str:
     lines = ["| " + " | ".join(md(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in cells]
     return "\n".join(lines)
@@ -147,14 +147,14 @@ def markdown(
     out += ["## Results", ""]
     out += [f"- **{verdict}**: {', '.join(md(v) for v in names) or '—'}" for verdict, names in
             _summary(stats).items()]
-    out += ["", _md_table(*sheet), ""]
+    out += ["", md_table(*sheet), ""]
     if "forest" in plots:
         out += [f"![forest]({plots['forest'].name})", ""]
-    out += [RULE, "", "## The numbers behind each verdict", "", _md_table(*evidence)]
-    out += ["", "## Scores by seed", "", _md_table(*seeds)]
+    out += [RULE, "", "## The numbers behind each verdict", "", md_table(*evidence)]
+    out += ["", "## Scores by seed", "", md_table(*seeds)]
     if failures:
         out += ["", "## Failed runs", ""]
-        out.append(_md_table(["variant", "seed", "reason"],
+        out.append(md_table(["variant", "seed", "reason"],
                              [[str(f.get("variant", "")), str(f.get("seed", "")), str(f.get("reason", ""))]
                               for f in failures]))
     others = {k: p for k, p in plots.items() if k != "forest"}
@@ -174,7 +174,7 @@ def markdown(
     return "\n".join(out) + "\n"
 
 
-_CSS = """
+CSS = """
 body { font-family: system-ui, sans-serif; margin: 0.8em 1.2em; color: #222; font-size: 14px; }
 h1 { font-size: 1.35em; margin: 0.2em 0 0.4em; } h2 { font-size: 1.1em; margin: 1.2em 0 0.4em; }
 table { border-collapse: collapse; margin: 0.4em 0; font-size: 0.92em; }
@@ -191,7 +191,7 @@ dl.header dt { font-weight: 600; } dl.header dd { margin: 0 0 0.4em 1.5em; }
 """
 
 
-def _html_table(columns: list[str], cells: list[list[str]], verdict_column: int | None = None,
+def html_table(columns: list[str], cells: list[list[str]], verdict_column: int | None = None,
                 css_class: str = "", left: Sequence[int] = ()) -> str:
     e = html.escape
     out = [f'<table class="{e(css_class)}">' if css_class else "<table>",
@@ -221,26 +221,26 @@ def html_page(
     short, long = _header_parts(header)
     # The answer first (fits a 1280x800 screen): summary, table, forest plot. Details after it.
     out = ["<!doctype html>", '<html><head><meta charset="utf-8">', f"<title>{e(title)}</title>",
-           f"<style>{_CSS}</style></head><body>", f"<h1>{e(title)}</h1>"]
+           f"<style>{CSS}</style></head><body>", f"<h1>{e(title)}</h1>"]
     out += [f'<p class="note">{e(n)}</p>' for n in notes]
     out.append('<ul class="summary" id="summary">')
     for verdict, names in _summary(stats).items():
         colour = VERDICT_COLOURS[verdict]
         out.append(f'<li><b style="color:{colour}">{e(verdict)}</b>: {e(", ".join(names)) or "—"}</li>')
     out.append("</ul>")
-    out.append(_html_table(*sheet, verdict_column=sheet[0].index("verdict"), css_class="results", left=(1,)))
+    out.append(html_table(*sheet, verdict_column=sheet[0].index("verdict"), css_class="results", left=(1,)))
     if "forest" in plots:
         out.append(f'<img src="{e(plots["forest"].name)}" class="forest" alt="forest">')
     out.append(f'<p class="rule">{e(RULE)}</p>')
     out += ["<h2>The numbers behind each verdict</h2>",
-            _html_table(*evidence, css_class="evidence", left=(1,))]
-    out += ["<h2>Scores by seed</h2>", _html_table(*seeds)]
+            html_table(*evidence, css_class="evidence", left=(1,))]
+    out += ["<h2>Scores by seed</h2>", html_table(*seeds)]
     for key, p in plots.items():
         if key != "forest":
             out.append(f'<img src="{e(p.name)}" alt="{e(key)}">')
     if failures:
         out.append("<h2>Failed runs</h2>")
-        out.append(_html_table(["variant", "seed", "reason"],
+        out.append(html_table(["variant", "seed", "reason"],
                                [[str(f.get("variant", "")), str(f.get("seed", "")), str(f.get("reason", ""))]
                                 for f in failures], left=(2,)))
     out += ["<h2>Study</h2>", '<dl class="header">']

@@ -67,13 +67,14 @@ def define(recipe: Recipe, tricks: list[Trick], *, mode: Mode, seeds: int | str,
                          schedule=schedule, rope=rope, vary=vary)
 
 
-def resolve_tricks(recipe: Recipe, names: list[str] | None) -> list[Trick]:
-    return [parse_trick(n) for n in (names if names else recipe.ablate.tricks)]
+def resolve_tricks(recipe: Recipe, names: list[str | Trick] | None) -> list[Trick]:
+    """Catalogue names, custom ``NAME:key=value`` patches, or :class:`Trick` objects made in code."""
+    return [n if isinstance(n, Trick) else parse_trick(n) for n in (names if names else recipe.ablate.tricks)]
 
 
 # ---- running a study ---------------------------------------------------------------------------------
 
-def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode | None = None,
+def ablate(recipe: Recipe | str, tricks: list[str | Trick] | None = None, *, mode: Mode | None = None,
            seeds: int | str | None = None, workers: int | None = None, metric: str = "", study: str = "",
            ledger: Ledger | str | None = None, out: str | Path | None = None,
            progress: bool = True, rope: float | None = None, max_seeds: int | None = None,
@@ -114,7 +115,7 @@ def ablate(recipe: Recipe | str, tricks: list[str] | None = None, *, mode: Mode 
     return report(definition.name, ledger=ledger, out=out)
 
 
-def checked_definition(recipe: Recipe, tricks: list[str] | None = None, *, mode: Mode | None = None,
+def checked_definition(recipe: Recipe, tricks: list[str | Trick] | None = None, *, mode: Mode | None = None,
                        seeds: int | str | None = None, metric: str = "", study: str = "", rope: float | None = None,
                        max_seeds: int | None = None, vary: list[str] | None = None) -> st.Definition:
     """The study ``ablate`` would run (arguments left out come from the recipe's ``[ablate]``), refused
