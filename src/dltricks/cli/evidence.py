@@ -44,16 +44,13 @@ def cmd_evidence(args: argparse.Namespace) -> int:
         local.mark_fresh()
     options = Options(seeds=args.seeds, quick=args.quick, tuned=args.tuned, workers=args.workers,
                       progress=not args.quiet)
-    rows = evidence(args.only, options=options, ledger=args.ledger, out=args.out)
-    if args.docs:
-        from pathlib import Path
-
-        from dltricks.ledger.evidence import write_docs
-
-        write_docs(Path(args.docs), rows)
+    rows = evidence(args.only, options=options, ledger=args.ledger, out=args.out, docs=args.docs)
     from dltricks.ledger.evidence import summary
 
     out.print(f"{len(rows)} rows; against the papers: {summary(rows)}")
-    folder = args.out or "dltricks-runs/" + ("evidence-quick" if args.quick else "evidence")
-    out.print(f"table: {folder}/evidence.md, {folder}/evidence.html")
+    from dltricks.ledger import Ledger
+    from dltricks.search.evidence.run import table_folder
+
+    folder = table_folder(Ledger(url=args.ledger), args.out, args.quick)
+    out.print(f"table: {folder / 'evidence.md'}, {folder / 'evidence.html'}")
     return 1 if any(r.verdict in ("failed", "not run") for r in rows) else 0

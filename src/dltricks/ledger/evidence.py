@@ -237,9 +237,10 @@ def read_rows(path: Path) -> list[EvidenceRow]:
     return [EvidenceRow(**{k: v for k, v in r.items() if k in names}) for r in data.get("rows", [])]
 
 
-def write_docs(folder: Path, rows: list[EvidenceRow]) -> list[Path]:
-    """The docs' generated content: ``table.md`` (every row), ``claims/NAME.md`` (one claim's rows, for the page
-    of its trick) and the forest plots. Studies are named, not linked: their reports live in the ledger."""
+def write_docs(folder: Path, rows: list[EvidenceRow], header: dict[str, str] | None = None) -> list[Path]:
+    """The docs' generated content: ``header.md`` (how and when the table was made), ``table.md`` (every row),
+    ``claims/NAME.md`` (one claim's rows, for the page of its trick) and the forest plots. Studies are
+    named, not linked: their reports live in the ledger."""
     (folder / "claims").mkdir(parents=True, exist_ok=True)
     written = []
     families = list(dict.fromkeys(r.family for r in rows))
@@ -247,8 +248,12 @@ def write_docs(folder: Path, rows: list[EvidenceRow]) -> list[Path]:
         mine = [r for r in rows if r.family == f]
         if any(r.kind == "effect" for r in mine):
             written.append(plot_family(folder / f"forest-{family_slug(f)}.png", f, mine))
+    path = folder / "header.md"
+    lines = [f"- **{md(k)}**: {md(v)}" for k, v in (header or {}).items() if k != "ledger"]
+    atomic_write(path, "\n".join([*lines, f"- **against the papers**: {summary(rows)}"]) + "\n")
+    written.append(path)
     path = folder / "table.md"
-    atomic_write(path, f"Against the papers: {summary(rows)}.\n\n{markdown_table(rows, link=False)}\n")
+    atomic_write(path, markdown_table(rows, link=False) + "\n")
     written.append(path)
     for name in dict.fromkeys(r.claim for r in rows):
         path = folder / "claims" / f"{name}.md"

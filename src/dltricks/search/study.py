@@ -49,8 +49,16 @@ def _open_storage(ledger: Ledger):
     else:
         kwargs["engine_kwargs"] = {"pool_pre_ping": True}
     checked = ledger.url in CHECKED
-    s = optuna.storages.RDBStorage(ledger.url, skip_compatibility_check=checked, skip_table_creation=checked,
-                                   **kwargs)
+    try:
+        s = optuna.storages.RDBStorage(ledger.url, skip_compatibility_check=checked, skip_table_creation=checked,
+                                       **kwargs)
+    except Exception as e:  # noqa: BLE001 - sqlalchemy's IntegrityError, without importing sqlalchemy here
+        # Two processes that meet a fresh database at once both create Optuna's tables and both insert its
+        # schema version: the loser's insert fails, but the tables are there now. Open them as they are.
+        if "alembic_version" not in str(e) and "already exists" not in str(e):
+            raise
+        s = optuna.storages.RDBStorage(ledger.url, skip_compatibility_check=False, skip_table_creation=True,
+                                       **kwargs)
     CHECKED.add(ledger.url)
     return s
 

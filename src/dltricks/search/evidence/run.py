@@ -20,7 +20,7 @@ from typing import Any
 from dltricks.direction import higher_is_better
 from dltricks.errors import DltricksError, did_you_mean, one_of
 from dltricks.ledger import Ledger
-from dltricks.ledger.evidence import EvidenceRow, cost_verdict, read_rows, write_table
+from dltricks.ledger.evidence import EvidenceRow, cost_verdict, read_rows, write_docs, write_table
 from dltricks.ledger.variant_stats import VariantStats
 from dltricks.recipe import Recipe
 from dltricks.search.evidence import architecture, search_compress, setups, training
@@ -29,6 +29,7 @@ from dltricks.search.evidence.claim import Claim, Setting
 CLAIMS: list[Claim] = [*architecture.CLAIMS, *training.CLAIMS, *setups.CLAIMS, *search_compress.CLAIMS]
 COST_METRICS = {"params", "flops", "receptive_field", "size_bytes"}
 QUICK_SEEDS = 2
+WAIT_S = 3.0  # between looks at a study whose last cells another machine is training
 
 
 def claims(only: list[str] | None = None) -> list[Claim]:
@@ -59,16 +60,17 @@ def task_recipe(claim: Claim, setting: Setting | None, quick: bool) -> Recipe:
 
 
 def evidence(only: list[str] | None = None, *, options: Options | None = None, ledger: Ledger | str | None = None,
-             out: str | Path | None = None) -> list[EvidenceRow]:
+             out: str | Path | None = None, docs: str | Path | None = None) -> list[EvidenceRow]:
     """Run (or resume) the claims and write the table to ``out`` (default: the ledger's ``evidence`` folder,
-    ``evidence-quick`` for a quick run). Returns the rows."""
+    ``evidence-quick`` for a quick run), and with ``docs`` the files the documentation includes. Returns
+    the rows."""
     o = options or Options()
     chosen = claims(only)
     for c in chosen:  # every task is checked before the first study starts
         for s in c.settings or (None,):
             task_recipe(c, s, o.quick)
     ledger = ledger if isinstance(ledger, Ledger) else Ledger(url=ledger)
-    folder = Path(out) if out else ledger.root / ("evidence-quick" if o.quick else "evidence")
+    folder = table_folder(ledger, out, o.quick)
     earlier = {(r.claim, r.setting, r.variant, r.metric): r for r in _earlier(folder)}
     rows: list[EvidenceRow] = [r for r in earlier.values() if r.claim not in {c.name for c in chosen}]
     for i, c in enumerate(chosen, 1):
@@ -83,8 +85,16 @@ def evidence(only: list[str] | None = None, *, options: Options | None = None, l
             rows = [r for r in rows if (r.claim, r.setting) != (c.name, s.label if s else "")] + new
             if o.progress:
                 _say(i, len(chosen), c, s, new)
-        write_table(folder, _ordered(rows), header=_header(o, ledger))
-    return _ordered(rows)
+        write_table(folder, _ordered(rows), header=_header(o, ledger, rows))
+    rows = _ordered(rows)
+    if docs:
+        write_docs(Path(docs), rows, header=_header(o, ledger, rows))
+    return rows
+
+
+def table_folder(ledger: Ledger, out: str | Path | None, quick: bool) -> Path:
+    """Where the table goes: ``out``, else the ledger's home (``evidence``, or ``evidence-quick``)."""
+    return Path(out) if out else ledger.root / ("evidence-quick" if quick else "evidence")
 
 
 def _earlier(folder: Path) -> list[EvidenceRow]:
@@ -100,14 +110,18 @@ def _ordered(rows: list[EvidenceRow]) -> list[EvidenceRow]:
     return sorted(rows, key=lambda r: order.get(r.claim, len(order)))
 
 
-def _header(o: Options, ledger: Ledger) -> dict[str, str]:
+def _header(o: Options, ledger: Ledger, rows: list[EvidenceRow]) -> dict[str, str]:
+    import os
+
     from dltricks.ledger.gitinfo import git_state
 
     git = git_state(Path(__file__).parent)  # the code that ran, wherever the command was started
+    studies = {(r.claim, r.setting): r.wall_s for r in rows if not math.isnan(r.wall_s)}
     return {"seeds": f"{QUICK_SEEDS} (quick: verdicts not meant)" if o.quick else str(o.seeds),
             "protocol": f"--tuned {o.tuned}" if o.tuned else "the recipe's settings for every arm",
-            "workers": str(o.workers), "ledger": ledger.where,
-            "git commit": git.short if git.commit else "not in a git repository",
+            "machine": f"{os.cpu_count()} CPU cores, {o.workers} workers",
+            "wall time": f"{sum(studies.values()) / 60:.1f} minutes for {len(studies)} studies",
+            "ledger": ledger.where, "git commit": git.short if git.commit else "not in a git repository",
             "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
@@ -170,9 +184,16 @@ def effect_rows(c: Claim, s: Setting | None, recipe: Recipe, o: Options, ledger:
     elif o.tuned:
         protocol = "seeds (not tuned: the arms do not train by one learning rate)"
     seeds = QUICK_SEEDS if o.quick else o.seeds
-    result = ablate(recipe, arms, mode="add", seeds=seeds, max_seeds=max(3, c.max_seeds) if seeds == "auto" else None,
-                    metric=c.metric, workers=o.workers, ledger=ledger, out=folder / "studies" / slug,
-                    progress=o.progress)
+
+    def study(progress: bool):
+        return ablate(recipe, arms, mode="add", seeds=seeds, max_seeds=max(3, c.max_seeds) if seeds == "auto" else None,
+                      metric=c.metric, workers=o.workers, ledger=ledger, out=folder / "studies" / slug,
+                      progress=progress)
+
+    result = study(o.progress)
+    while result.partial:  # cells still held by another machine's workers: join again (a dead one's are freed)
+        time.sleep(WAIT_S)
+        result = study(False)
     optuna_study, d = st.load(ledger, result.study)
     found = st.results(optuna_study, d)
     compute = sum(m.get("wall_time_s", 0.0) for by_seed in found.metrics.values() for m in by_seed.values())

@@ -97,6 +97,14 @@ CLAIMS = [
           overrides=MNIST1D, quick={**MNIST1D_QUICK, "train.epochs": 2}, baseline="last weights",
           anchor=Anchor("Izmailov et al. 2018, SWA (arXiv:1803.05407), Table 1", "SWA raised CIFAR-10 and "
                         "CIFAR-100 test accuracy of every network over SGD's last weights", "helps")),
+    Claim("compile", "speed", "", "mnist1d-mlp", ("compile",), "wall_time_s",
+          task="MNIST-1D (3000 signals), MLP 512-512, 10 epochs, on this machine's CPU",
+          overrides={"data.num_samples": 3000, "train.epochs": 10}, quick=SMALL_MLP_QUICK, baseline="eager",
+          tunable=False, max_seeds=6,
+          anchor=Anchor("Ansel et al. 2024, PyTorch 2 (ASPLOS)", "torch.compile trained 180+ models 1.41x faster "
+                        "(geometric mean) on an A100 GPU", "helps"),
+          also=(("test_accuracy", Anchor("Ansel et al. 2024", "compilation changes no arithmetic on purpose",
+                                         "equivalent")),)),
     Claim("lr_find", "optimisation", "", "mnist1d-cnn", ("lr_find",), "test_accuracy", task=CNN_TASK,
           overrides=MNIST1D, quick=MNIST1D_QUICK, baseline="the recipe's lr 3e-3", tunable=False,
           anchor=Anchor("Smith 2017, Cyclical Learning Rates (arXiv:1506.01186), sec. 3.3", "the range test "
