@@ -93,24 +93,23 @@ def recipe_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="set a recipe key, e.g. -o train.lr=0.01 (TOML values)")
 
 
-def positive(text: str) -> int:
+def whole_number(text: str, least: int) -> int:
+    """An argparse type: a whole number of at least ``least``, else one line that says so."""
     try:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    if n < least:
+        raise argparse.ArgumentTypeError(f"{text} must be {least} or more")
     return n
+
+
+def positive(text: str) -> int:
+    return whole_number(text, 1)
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
-    return n
+    return whole_number(text, 0)
 
 
 def seeds(text: str) -> int | str:

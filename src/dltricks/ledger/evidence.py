@@ -244,10 +244,15 @@ def write_docs(folder: Path, rows: list[EvidenceRow], header: dict[str, str] | N
     (folder / "claims").mkdir(parents=True, exist_ok=True)
     written = []
     families = list(dict.fromkeys(r.family for r in rows))
+    images = []
     for f in families:
         mine = [r for r in rows if r.family == f]
         if any(r.kind == "effect" for r in mine):
             written.append(plot_family(folder / f"forest-{family_slug(f)}.png", f, mine))
+            images.append(f"![{md(f)}]({folder.name}/{written[-1].name})")  # relative to the page beside the folder
+    path = folder / "forests.md"
+    atomic_write(path, "\n".join(images) + "\n")
+    written.append(path)
     path = folder / "header.md"
     lines = [f"- **{md(k)}**: {md(v)}" for k, v in (header or {}).items() if k != "ledger"]
     atomic_write(path, "\n".join([*lines, f"- **against the papers**: {summary(rows)}"]) + "\n")

@@ -200,7 +200,8 @@ def effect_rows(c: Claim, s: Setting | None, recipe: Recipe, o: Options, ledger:
     report = str(result.report.get("html", "")).removeprefix(str(folder) + "/")
     common = dict(setting=s.label if s else "", protocol=protocol, study=result.study, report=report,
                   compute_s=compute, quick=o.quick)
-    rows = [_effect_row(c, s, c.metric, c.anchor, st_row, result.stats[0], common) for st_row in result.stats[1:]]
+    rows = [_effect_row(c, s, c.metric, c.anchor, st_row, result.scores[d.reference], common)
+            for st_row in result.stats if st_row.verdict != "baseline"]
     for metric, anchor in c.also:
         scores = {v: {seed: m[metric] for seed, m in by_seed.items() if metric in m}
                   for v, by_seed in found.metrics.items()}
@@ -210,9 +211,13 @@ def effect_rows(c: Claim, s: Setting | None, recipe: Recipe, o: Options, ledger:
     return rows
 
 
-def _effect_row(c: Claim, s: Setting | None, metric: str, anchor, v: VariantStats, base: VariantStats,
+def _effect_row(c: Claim, s: Setting | None, metric: str, anchor, v: VariantStats, base: dict[int, float],
                 common: dict[str, Any]) -> EvidenceRow:
-    row = _row(c, metric, v.variant, anchor, kind="effect", baseline_mean=base.mean, variant_mean=v.mean,
+    """``base``: the baseline's scores by seed; the row's baseline mean is over the seeds paired with ``v``
+    (in a sequential study the baseline may have run more seeds than an arm decided at)."""
+    paired = [base[seed] for seed in v.seeds if seed in base]
+    base_mean = sum(paired) / len(paired) if paired else math.nan
+    row = _row(c, metric, v.variant, anchor, kind="effect", baseline_mean=base_mean, variant_mean=v.mean,
                delta=v.delta, ci_low=v.ci_low, ci_high=v.ci_high, rope=v.rope, verdict=v.verdict, seeds=v.n_paired,
                reason=v.reason if v.verdict == "inconclusive" else "", **common)
     if s and s.expects and anchor is c.anchor:
@@ -234,8 +239,7 @@ def also_rows(c: Claim, s: Setting | None, metric: str, anchor, scores: dict[str
                      verdict=cost_verdict(base, m), **{**common, "protocol": "exact"})
                 for v, m in means.items() if v != reference]
     stats = compare(scores, reference, higher_is_better=higher_is_better(metric), metric=metric)
-    base = next(x for x in stats if x.verdict == "baseline")
-    return [_effect_row(c, s, metric, anchor, x, base, common) for x in stats if x.verdict != "baseline"]
+    return [_effect_row(c, s, metric, anchor, x, scores[reference], common) for x in stats if x.verdict != "baseline"]
 
 
 def search_rows(c: Claim, recipe: Recipe, o: Options, ledger: Ledger, folder: Path) -> list[EvidenceRow]:
@@ -262,8 +266,7 @@ def search_rows(c: Claim, recipe: Recipe, o: Options, ledger: Ledger, folder: Pa
             if result.best and result.best.values:
                 scores[strategy][seed] = result.best.values[0]
     stats = compare(scores, spec["baseline"], higher_is_better=True, metric="val_accuracy")
-    base = next(x for x in stats if x.verdict == "baseline")
     common = dict(protocol=f"{trials} trials each, {n} search seeds", study=studies[-1] if studies else "",
                   compute_s=compute, quick=o.quick)
-    return [_effect_row(c, None, "best val_accuracy", c.anchor, x, base, common)
+    return [_effect_row(c, None, "best val_accuracy", c.anchor, x, scores[spec["baseline"]], common)
             for x in stats if x.verdict != "baseline"]

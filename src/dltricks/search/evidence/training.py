@@ -44,7 +44,8 @@ CLAIMS = [
                         "clipping let SGD train RNNs on long-range tasks where it failed without", "helps")),
     Claim("lr_annealing", "optimisation", "Anneal the learning rate: step, cosine or one-cycle against a "
           "constant rate.", "mnist1d-cnn", ("step_decay", "cosine", "one_cycle"), "test_accuracy", task=CNN_TASK,
-          overrides={**MNIST1D, "train.schedule": "constant"}, quick=MNIST1D_QUICK, baseline="constant lr",
+          overrides={**MNIST1D, "train.schedule": "constant", "train.step_size": 3}, quick=MNIST1D_QUICK,
+          baseline="constant lr",  # step: x0.1 after epochs 3 and 6 of 8
           anchor=Anchor("Loshchilov & Hutter 2017, SGDR (arXiv:1608.03983); Smith & Topin 2019, Super-convergence",
                         "annealed rates reached lower CIFAR error than a fixed rate, in fewer epochs", "helps")),
     Claim("sgd_momentum", "optimisation", "", "mnist1d-cnn", ("sgd_momentum",), "test_accuracy",
