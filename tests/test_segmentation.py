@@ -278,3 +278,33 @@ def test_train_a_tiny_patch_recipe_end_to_end(tmp_path, monkeypatch) -> None:
         assert key in m and math.isfinite(m[key])
     assert 0.0 <= m["test_dice"] <= 1.0
     assert len(result.history["val_dice"]) == 2
+
+
+def test_edge_dice_scores_only_the_border_band():
+    from dltricks.loop.segmentation import SegmentationMeter, edge_band
+
+    assert int(edge_band((8, 8), torch.device("cpu")).sum()) == 64 - 36  # a ring one pixel wide
+    y = torch.zeros(1, 16, 16, dtype=torch.long)
+    y[0, :, :4] = 1  # class 1 along the left border, class 2 in the middle
+    y[0, 6:10, 6:10] = 2
+    wrong = y.clone()
+    wrong[0, 6:10, 6:10] = 0  # the interior object missed: the whole image's Dice drops, the border's not
+    meter = SegmentationMeter(3)
+    meter.update(torch.nn.functional.one_hot(wrong, 3).movedim(-1, 1).float(), y, torch.tensor(0.0))
+    m = meter.compute()
+    assert m["edge_dice"] == 1.0 and m["dice"] < 0.6
+
+
+def test_padding_mode_reaches_every_convolution_and_changes_the_border():
+    from dltricks.nn.blocks.conv import set_padding_mode
+    from dltricks.nn.layers import BuildError
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+    x = torch.randn(1, 1, 6, 6)
+    zeros = conv(x)
+    reflect = set_padding_mode(conv, "reflect")(x)
+    assert torch.allclose(zeros[..., 1:-1, 1:-1], reflect[..., 1:-1, 1:-1])  # the interior is the same
+    assert not torch.allclose(zeros[..., 0, :], reflect[..., 0, :])  # the border is not
+    with pytest.raises(BuildError, match="padding_mode must be one of"):
+        set_padding_mode(conv, "mirror")

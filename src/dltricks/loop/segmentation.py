@@ -5,7 +5,7 @@ Shapes: logits (N, K, *spatial) with K classes (0 = background), labels (N, *spa
     task = make_segmentation_task(recipe, bundle)
     loss = task.loss(model(x), y)
     meter = task.meter(); meter.update(task.predict(model, x), y, loss); meter.compute()
-    # -> {"loss", "dice", "iou", "dice_1", ..., "hd95"}
+    # -> {"loss", "dice", "iou", "edge_dice", "dice_1", ..., "hd95"}
 
 Dice is computed per case and class, as in medical benchmarks (the Decathlon, nnU-Net): a case where a
 class is absent and not predicted says nothing about that class and is skipped; one where it is absent
@@ -93,6 +93,7 @@ class SegmentationMeter:
         self.loss_sum: torch.Tensor | float = 0.0
         self.n = 0
         self.conf: list[torch.Tensor] = []
+        self.edge_conf: list[torch.Tensor] = []  # the same, within EDGE of the border only
         self.hd: list[float] = []
 
     @torch.no_grad()
@@ -102,6 +103,8 @@ class SegmentationMeter:
         self.n += len(y)
         pred = logits.argmax(1)
         self.conf.append(confusion(pred, y, self.k))
+        band = edge_band(y.shape[1:], y.device)
+        self.edge_conf.append(confusion(pred[:, band], y[:, band], self.k))
         if self.hd95:
             p, t = pred.cpu().numpy(), y.cpu().numpy()
             for i in range(len(t)):
@@ -111,23 +114,45 @@ class SegmentationMeter:
     def compute(self) -> dict[str, float]:
         if self.n == 0:
             return {}
-        conf = torch.cat(self.conf).double().cpu()                       # (cases, K, K)
-        tp = torch.diagonal(conf, dim1=1, dim2=2)
-        fp = conf.sum(1) - tp
-        fn = conf.sum(2) - tp
-        dice_cases = 2 * tp / (2 * tp + fp + fn)                          # NaN where absent and not predicted
-        iou_cases = tp / (tp + fp + fn)
+        dice_cases, iou_cases = _dice_iou(torch.cat(self.conf))
         out = {"loss": float(self.loss_sum) / self.n}
         dice_k = _mean_over_cases(dice_cases)
         iou_k = _mean_over_cases(iou_cases)
         out["dice"] = float(dice_k[1:].mean())
         out["iou"] = float(iou_k[1:].mean())
+        # Dice of the pixels near the border, where padding decides what a convolution sees
+        out["edge_dice"] = float(_mean_over_cases(_dice_iou(torch.cat(self.edge_conf))[0])[1:].mean())
         for c in range(1, self.k):
             out[f"dice_{c}"] = float(dice_k[c])
         hd = [h for h in self.hd if not math.isnan(h)]
         if hd:
             out["hd95"] = float(np.mean(hd))
         return out
+
+
+EDGE = 1 / 8  # the border band of edge_dice: this share of each side
+
+
+def edge_band(spatial: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """(*spatial) bool mask of the positions within ``EDGE`` of a side (at least one) of the border."""
+    mask = torch.zeros(spatial, dtype=torch.bool, device=device)
+    for axis, n in enumerate(spatial):
+        w = max(1, round(n * EDGE))
+        index = [slice(None)] * len(spatial)
+        for part in (slice(0, w), slice(n - w, n)):
+            index[axis] = part
+            mask[tuple(index)] = True
+    return mask
+
+
+def _dice_iou(conf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cases, K) Dice and IoU from (cases, K, K) confusion matrices; NaN where a class is absent and not
+    predicted."""
+    conf = conf.double().cpu()
+    tp = torch.diagonal(conf, dim1=1, dim2=2)
+    fp = conf.sum(1) - tp
+    fn = conf.sum(2) - tp
+    return 2 * tp / (2 * tp + fp + fn), tp / (tp + fp + fn)
 
 
 def _mean_over_cases(per_case: torch.Tensor) -> torch.Tensor:

@@ -116,6 +116,14 @@ trick("strided_conv", "architecture",
       "Springenberg et al. 2015, Striving for Simplicity: The All Convolutional Net (arXiv:1412.6806)",
       applies_to=_CONV)
 
+trick("reflect_padding", "architecture",
+      """Pad with the border's own values (reflection) instead of zeros: a zero frame is an edge the image
+      does not have, so the outermost pixels are seen through an artefact; reflecting keeps the statistics
+      at the border like those inside (scored by edge_dice in segmentation).""",
+      {"model.padding_mode": "reflect"}, {"model.padding_mode": "zeros"},
+      "Liu et al. 2018, Partial Convolution based Padding (arXiv:1811.11718); Alsallakh et al. 2021, Mind the Pad",
+      applies_to=("model.name=cnn", "model.name=unet"))
+
 trick("spatial_dropout", "regularisation",
       """Drop whole channels (here 10%) after conv units instead of single activations: neighbouring
       activations are correlated, so only dropping entire maps regularises conv features.""",

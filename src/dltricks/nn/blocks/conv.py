@@ -58,6 +58,21 @@ def resolve_padding(padding: Padding, kernel_size: int, dilation: int = 1) -> in
     raise BuildError(f"padding must be 'same', 'valid' or an int >= 0, got {padding!r}")
 
 
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def set_padding_mode(model: nn.Module, mode: str) -> nn.Module:
+    """What every (non-transposed) convolution of ``model`` pads with: zeros (PyTorch's default) or the
+    border's own values. Set after building, so every block of every model takes it alike; ``nn.ConvNd``
+    keeps the padding amounts it needs for any mode."""
+    if mode not in PADDING_MODES:
+        raise BuildError(f"padding_mode must be one of {', '.join(PADDING_MODES)}, got {mode!r}")
+    for m in model.modules():
+        if isinstance(m, nn.modules.conv._ConvNd) and not m.transposed:
+            m.padding_mode = mode
+    return model
+
+
 def make_conv(in_ch: int, out_ch: int, kernel_size: int, dims: int, stride: int = 1, dilation: int = 1,
               padding: Padding = "same", groups: int = 1, bias: bool = True,
               weight_standardization: bool = False) -> nn.Module:

@@ -16,6 +16,7 @@ from torch import nn
 
 from dltricks.nn import layers
 from dltricks.nn.blocks import SPP, LargeKernelConv, SelfAttention, SqueezeExcite
+from dltricks.nn.blocks.conv import set_padding_mode
 from dltricks.nn.blocks.residual import Residual, projection
 from dltricks.nn.layers import BuildError
 from dltricks.nn.models.registry import register_model, spatial_dims
@@ -40,6 +41,8 @@ class CNNSpec(ModelSpec):
     head: Literal["avg", "max", "flatten", "spp"] = "avg"
     # ---- architecture tricks (off by default: the plain CNN above is unchanged) ----
     padding: Literal["same", "valid"] = Field("same", description="valid shrinks every map by k-1")
+    padding_mode: Literal["zeros", "reflect", "replicate", "circular"] = Field(
+        "zeros", description="what 'same' padding pads with: zeros, or the border's own values (reflect)")
     residual: bool = Field(False, description="a shortcut around each conv unit (1x1 projection when the "
                                               "shape changes)")
     se: bool = Field(False, description="squeeze-excitation after each conv unit")
@@ -105,5 +108,5 @@ def build_cnn(spec: CNNSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.
     else:
         pool = layers.adaptive_avg_pool if spec.head == "avg" else layers.adaptive_max_pool
         head = [pool(dims, 1), nn.Flatten(), nn.Dropout(spec.dropout), nn.Linear(ch, num_classes)]
-    return nn.Sequential(nn.Sequential(*body), nn.Sequential(*head))
+    return set_padding_mode(nn.Sequential(nn.Sequential(*body), nn.Sequential(*head)), spec.padding_mode)
 

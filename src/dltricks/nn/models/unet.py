@@ -17,6 +17,7 @@ from torch import nn
 
 from dltricks.nn import layers
 from dltricks.nn.blocks import DualPathway, LargeKernelConv, downsample
+from dltricks.nn.blocks.conv import set_padding_mode
 from dltricks.nn.models.registry import register_model, spatial_dims
 from dltricks.recipe import ModelSpec
 
@@ -29,6 +30,8 @@ class UNetSpec(ModelSpec):
                                 description="width per level; the last is the bottleneck")
     norm: Literal["batch", "group", "layer", "instance", "none"] = "batch"
     skip_connections: bool = Field(True, description="concatenate encoder features into the decoder")
+    padding_mode: Literal["zeros", "reflect", "replicate", "circular"] = Field(
+        "zeros", description="what the convolutions pad with: zeros, or the border's own values (reflect)")
     dilated_bottleneck: bool = Field(False, description="dilations 2, 4, ... in the bottleneck convs: more "
                                                         "context without more downsampling")
     dual_pathway: bool = Field(False, description="first level as a DeepMedic dual pathway (full + 1/3 res)")
@@ -118,4 +121,4 @@ class UNet(nn.Module):
 @register_model("unet", UNetSpec)
 def build_unet(spec: UNetSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     dims = spatial_dims("unet", in_shape)
-    return UNet(spec, in_shape[0], num_classes, dims)
+    return set_padding_mode(UNet(spec, in_shape[0], num_classes, dims), spec.padding_mode)

@@ -42,6 +42,12 @@ CLAIMS = [
           "test_accuracy", task=CNN_TASK, overrides=MNIST1D, quick=MNIST1D_QUICK, baseline="valid padding",
           anchor=Anchor("Alsallakh et al. 2021, Mind the Pad (ICLR)", "zero 'same' padding keeps border "
                         "information that valid convolutions discard; no single accuracy figure", "helps")),
+    Claim("padding_edges", "architecture", "", "seg2d-unet", ("reflect_padding",), "test_edge_dice", task=SEG_TASK,
+          overrides=SEG2D, quick=SEG2D_QUICK, baseline="zero padding",
+          anchor=Anchor("Liu et al. 2018, Partial Convolution based Padding (arXiv:1811.11718)", "zero padding's "
+                        "artefacts cost accuracy near the border; padding that ignores the frame recovered it in "
+                        "segmentation", "helps"),
+          also=(("test_dice", Anchor("Liu et al. 2018", "better segmentation over the whole image too", "helps")),)),
     Claim("strided_conv", "architecture", "", "mnist1d-cnn", ("strided_conv",), "test_accuracy", task=CNN_TASK,
           overrides=MNIST1D, quick=MNIST1D_QUICK, baseline="max pooling",
           anchor=Anchor("Springenberg et al. 2015, Striving for Simplicity (arXiv:1412.6806), Table 3",

@@ -72,7 +72,9 @@ def evidence(only: list[str] | None = None, *, options: Options | None = None, l
     ledger = ledger if isinstance(ledger, Ledger) else Ledger(url=ledger)
     folder = table_folder(ledger, out, o.quick)
     earlier = {(r.claim, r.setting, r.variant, r.metric): r for r in _earlier(folder)}
-    rows: list[EvidenceRow] = [r for r in earlier.values() if r.claim not in {c.name for c in chosen}]
+    # rows of the claims not run now stay, as an earlier run left them (a claim no longer defined goes)
+    rows: list[EvidenceRow] = [r for r in earlier.values()
+                               if r.claim not in {c.name for c in chosen} and r.claim in {c.name for c in CLAIMS}]
     for i, c in enumerate(chosen, 1):
         for s in c.settings or (None,):
             start = time.monotonic()
