@@ -4,7 +4,7 @@ model by import path (``name = "my_models:TinyNet"``) is a :class:`UserModelSpec
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import ConfigDict, Field, field_validator, model_serializer, model_validator
 
@@ -22,6 +22,18 @@ class ModelSpec(Section):
                                            "recipe:NAME (a run of that recipe, trained once); '' = random init")
     embedding_dim: int = Field(0, ge=0, description="the head outputs an embedding of this width instead of "
                                                     "class scores (metric learning); 0 = a classifier")
+
+    # Keys added after studies were named by their recipes: left out of the written recipe while at their
+    # default, so a recipe (and so the name a study of it has, and its resume) reads as before they existed.
+    QUIET_DEFAULTS: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _quiet_defaults(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        for key in type(self).QUIET_DEFAULTS:
+            if key in out and out[key] == type(self).model_fields[key].default:
+                del out[key]
+        return out
 
 
 

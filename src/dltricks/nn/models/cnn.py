@@ -41,6 +41,7 @@ class CNNSpec(ModelSpec):
     head: Literal["avg", "max", "flatten", "spp"] = "avg"
     # ---- architecture tricks (off by default: the plain CNN above is unchanged) ----
     padding: Literal["same", "valid"] = Field("same", description="valid shrinks every map by k-1")
+    QUIET_DEFAULTS = ("padding_mode",)  # added later: at "zeros" it leaves recipes and study names unchanged
     padding_mode: Literal["zeros", "reflect", "replicate", "circular"] = Field(
         "zeros", description="what 'same' padding pads with: zeros, or the border's own values (reflect)")
     residual: bool = Field(False, description="a shortcut around each conv unit (1x1 projection when the "

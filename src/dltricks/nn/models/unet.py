@@ -30,6 +30,7 @@ class UNetSpec(ModelSpec):
                                 description="width per level; the last is the bottleneck")
     norm: Literal["batch", "group", "layer", "instance", "none"] = "batch"
     skip_connections: bool = Field(True, description="concatenate encoder features into the decoder")
+    QUIET_DEFAULTS = ("padding_mode",)  # added later: at "zeros" it leaves recipes and study names unchanged
     padding_mode: Literal["zeros", "reflect", "replicate", "circular"] = Field(
         "zeros", description="what the convolutions pad with: zeros, or the border's own values (reflect)")
     dilated_bottleneck: bool = Field(False, description="dilations 2, 4, ... in the bottleneck convs: more "
