@@ -79,11 +79,11 @@ def evidence(only: list[str] | None = None, *, options: Options | None = None, l
         for s in c.settings or (None,):
             start = time.monotonic()
             new = run_claim(c, s, o, ledger, folder)
+            # a study finished by an earlier session took the time it took then, not this resume's
+            took = [b.wall_s for b in earlier.values() if (b.claim, b.setting) == (c.name, s.label if s else "")
+                    and b.quick == o.quick and any(b.study == r.study for r in new) and not math.isnan(b.wall_s)]
             for r in new:
-                before = earlier.get((r.claim, r.setting, r.variant, r.metric))
-                # a study finished by an earlier session took the time it took then, not this resume's
-                same = before and before.study == r.study and before.quick == o.quick
-                r.wall_s = before.wall_s if same and not math.isnan(before.wall_s) else time.monotonic() - start
+                r.wall_s = max(took) if took else time.monotonic() - start
             rows = [r for r in rows if (r.claim, r.setting) != (c.name, s.label if s else "")] + new
             if o.progress:
                 _say(i, len(chosen), c, s, new)
