@@ -174,8 +174,10 @@ def plot_family(path: Path, family: str, rows: list[EvidenceRow]) -> Path:
     ax.axvspan(-1, 1, color=VERDICT_COLOURS["equivalent"], alpha=0.15, lw=0, label="ROPE")
     ax.axvline(0.0, color="black", lw=1)
     labels = []
+    several = {r.claim for r in shown if len({x.metric for x in shown if x.claim == r.claim}) > 1}
     for y, r in enumerate(reversed(shown)):
-        labels.append(mpl_text(f"{r.claim}{' @ ' + r.setting if r.setting else ''}: {r.variant}"))
+        metric = f" ({r.metric})" if r.claim in several else ""
+        labels.append(mpl_text(f"{r.claim}{' @ ' + r.setting if r.setting else ''}: {r.variant}{metric}"))
         scale = (1.0 if r.higher_is_better else -1.0) / r.rope if r.rope and not math.isnan(r.rope) else math.nan
         colour = VERDICT_COLOURS.get(r.verdict, "#555")
         if math.isnan(scale) or math.isnan(r.delta):
@@ -189,6 +191,7 @@ def plot_family(path: Path, family: str, rows: list[EvidenceRow]) -> Path:
     ax.set_xlabel("paired difference / ROPE (right = better)")
     ax.set_title(mpl_text(f"{family}: effects against their baselines"))
     ax.set_xscale("symlog", linthresh=2.0)
+    ax.margins(x=0.08)  # the largest effects' points stay inside the frame
     return save_figure(fig, path)
 
 
