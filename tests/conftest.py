@@ -35,6 +35,15 @@ except ImportError:  # pragma: no cover - torch is a dependency; keep conftest u
 PG_USER = "postgres"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C as a terminal delivers it, however pytest was started: a shell starts a background job (`cmd &`)
+    with SIGINT ignored, children inherit that, and the tests that stop a run or a study with SIGINT (and
+    check the handler is put back) would then see nothing happen."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _pg_bindir() -> Path | None:
     """Where initdb and pg_ctl are: on PATH, else Debian's /usr/lib/postgresql/<version>/bin."""
     found = shutil.which("initdb")

@@ -340,8 +340,8 @@ def test_help_pages_document_every_option_and_give_examples():
     assert "start here:" in top and "dltricks train mnist1d-cnn" in top
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     uses_ledger = {"train", "runs", "ablate", "worker", "report", "tune", "nas", "compress", "ensemble", "export",
-                   "launch"}
-    shows_progress = {"train", "ablate", "worker", "tune", "nas", "compress", "ensemble", "launch"}
+                   "launch", "evidence"}
+    shows_progress = {"train", "ablate", "worker", "tune", "nas", "compress", "ensemble", "launch", "evidence"}
     for name, p in sub.choices.items():
         undocumented = [a.dest for a in p._actions if not a.help]
         assert not undocumented, f"dltricks {name}: no help for {undocumented}"

@@ -82,8 +82,9 @@ def evidence(only: list[str] | None = None, *, options: Options | None = None, l
             # a study finished by an earlier session took the time it took then, not this resume's
             took = [b.wall_s for b in earlier.values() if (b.claim, b.setting) == (c.name, s.label if s else "")
                     and b.quick == o.quick and any(b.study == r.study for r in new) and not math.isnan(b.wall_s)]
+            took_now = time.monotonic() - start  # one figure for every row of the study
             for r in new:
-                r.wall_s = max(took) if took else time.monotonic() - start
+                r.wall_s = max(took) if took else took_now
             rows = [r for r in rows if (r.claim, r.setting) != (c.name, s.label if s else "")] + new
             if o.progress:
                 _say(i, len(chosen), c, s, new)
