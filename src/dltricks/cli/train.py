@@ -72,10 +72,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.backend:
         os.environ["DLTRICKS_BACKEND"] = distributed.check_backend(args.backend)
     d = distributed.setup(recipe.train.device if recipe else "auto")
+    finished = False
     try:
-        return _train(args, recipe, d)
+        code = _train(args, recipe, d)
+        finished = True
+        return code
     finally:
-        distributed.teardown()
+        distributed.teardown(finished)
 
 
 def _spawn(args: argparse.Namespace, device: str) -> int:

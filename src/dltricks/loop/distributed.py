@@ -110,12 +110,25 @@ def current() -> Dist | None:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_backend())
 
 
-def teardown() -> None:
-    """Leave the process group (torch warns at exit when a group is left open)."""
+def teardown(finished: bool = False) -> None:
+    """Leave the process group (torch warns at exit when a group is left open). ``finished``: every rank
+    ended its run, so they meet once more first: a rank that tore gloo down while rank 0 was still writing
+    the ledger could abort at exit ("terminate called without an active exception") and fail the launch."""
+    import datetime
+
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if finished and dist.get_world_size() > 1:
+        try:
+            if dist.get_backend() == "gloo":  # a rank that never comes is named, not waited on for 30 minutes
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=120))
+            else:
+                dist.barrier()
+        except RuntimeError:  # a peer that went away: nothing left to meet, leave as before
+            pass
+    dist.destroy_process_group()
 
 
 def describe(device: torch.device, d: Dist | None) -> str:
