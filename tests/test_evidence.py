@@ -58,6 +58,7 @@ def test_quick_evidence_runs_every_row_and_writes_the_table(tmp_path):
     assert html.index("<table") < html.index('src="forest-')  # the table first, then a forest plot per family
     assert (out / "forest-normalisation.png").stat().st_size > 1000
     assert "studies/" in (out / "evidence.md").read_text()  # each row links its study's report
+    assert '<a href="studies/' in html
     table = (docs / "table.md").read_text()
     assert all(f"| {c.name}" in table for c in CLAIMS)
     assert (docs / "claims" / "label_smoothing.md").is_file()

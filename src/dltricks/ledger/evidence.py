@@ -126,13 +126,14 @@ def first_sentence(text: str) -> str:
     return head + "." if dot else text
 
 
-def cells(r: EvidenceRow, *, link: bool) -> list[str]:
+def cells(r: EvidenceRow) -> list[str]:
+    """A row's text, one string per column; the study is named as code (each writer links it its own way)."""
     claim = r.claim + (f" @ {r.setting}" if r.setting else "")
     arms = f"{r.baseline} {num(r.baseline_mean)} → {r.variant} {num(r.variant_mean)}"
     verdict = verdict_text(r)
     if r.reason and r.verdict in ("inconclusive", "not run", "failed"):
         verdict += f": {r.reason}"
-    study = f"[{r.study}]({r.report})" if link and r.report else (f"`{r.study}`" if r.study else "")
+    study = f"`{r.study}`" if r.study else ""
     return [claim, f"{first_sentence(r.tip)} ({r.source})", r.task, r.metric, arms, effect_text(r), verdict, r.protocol,
             r.anchor, r.agreement, _time(r) + (f", {study}" if study else "")]
 
@@ -142,7 +143,7 @@ def markdown_table(rows: list[EvidenceRow], *, link: bool = True) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
         # md() escapes '|' and '`' inside cells; the study column's own link and code marks stay
-        text = [md(c) for c in cells(r, link=False)]
+        text = [md(c) for c in cells(r)]
         text[-1] = _time(r) + (f", [{md(r.study)}]({r.report})" if link and r.report else
                                (f", `{r.study}`" if r.study else ""))
         lines.append("| " + " | ".join(text) + " |")
@@ -195,14 +196,19 @@ def plot_family(path: Path, family: str, rows: list[EvidenceRow]) -> Path:
     return save_figure(fig, path)
 
 
+def plot_families(folder: Path, rows: list[EvidenceRow]) -> dict[str, Path]:
+    """``forest-FAMILY.png`` in ``folder`` for every family with an effect row: ``{family: path}``."""
+    families = list(dict.fromkeys(r.family for r in rows))
+    return {f: plot_family(folder / f"forest-{family_slug(f)}.png", f, [r for r in rows if r.family == f])
+            for f in families if any(r.kind == "effect" for r in rows if r.family == f)}
+
+
 def write_table(folder: Path, rows: list[EvidenceRow], *, header: dict[str, str], link: bool = True
                 ) -> dict[str, Path]:
     """``evidence.md``, ``evidence.json``, ``evidence.html`` and ``forest-FAMILY.png`` in ``folder``; with
     ``link`` the Markdown links each study's report."""
     folder.mkdir(parents=True, exist_ok=True)
-    families = list(dict.fromkeys(r.family for r in rows))
-    plots = {f: plot_family(folder / f"forest-{family_slug(f)}.png", f, [r for r in rows if r.family == f])
-             for f in families if any(r.kind == "effect" for r in rows if r.family == f)}
+    plots = plot_families(folder, rows)
     paths = {"markdown": folder / "evidence.md", "json": folder / "evidence.json", "html": folder / "evidence.html"}
     head = [f"- **{md(k)}**: {md(v)}" for k, v in header.items()]
     text = ["# Evidence: the catalogue's tips re-tested", "", *head, f"- **against the papers**: {summary(rows)}",
@@ -217,11 +223,11 @@ def write_table(folder: Path, rows: list[EvidenceRow], *, header: dict[str, str]
 
 def html_page(rows: list[EvidenceRow], header: dict[str, str], plots: dict[str, Path]) -> str:
     e = html.escape
-    table = html_table(COLUMNS, [cells(r, link=False) for r in rows], verdict_column=COLUMNS.index("verdict (seeds)"),
+    table = html_table(COLUMNS, [cells(r) for r in rows], verdict_column=COLUMNS.index("verdict (seeds)"),
                        css_class="results", left=(1, 2, 8))
     for r in rows:  # each study's name links its report
         if r.report and r.study:
-            table = table.replace(f", {e(r.study)}</td>", f', <a href="{e(r.report)}">{e(r.study)}</a></td>', 1)
+            table = table.replace(f", `{e(r.study)}`</td>", f', <a href="{e(r.report)}">{e(r.study)}</a></td>', 1)
     out = ["<!doctype html>", '<html><head><meta charset="utf-8">', "<title>dltricks evidence</title>",
            f"<style>{CSS}</style></head><body>", "<h1>Evidence: the catalogue's tips re-tested</h1>",
            f"<p>{e(summary(rows))}</p>", table, '<dl class="header">']
@@ -245,14 +251,9 @@ def write_docs(folder: Path, rows: list[EvidenceRow], header: dict[str, str] | N
     ``claims/NAME.md`` (one claim's rows, for the page of its trick) and the forest plots. Studies are
     named, not linked: their reports live in the ledger."""
     (folder / "claims").mkdir(parents=True, exist_ok=True)
-    written = []
-    families = list(dict.fromkeys(r.family for r in rows))
-    images = []
-    for f in families:
-        mine = [r for r in rows if r.family == f]
-        if any(r.kind == "effect" for r in mine):
-            written.append(plot_family(folder / f"forest-{family_slug(f)}.png", f, mine))
-            images.append(f"![{md(f)}]({folder.name}/{written[-1].name})")  # relative to the page beside the folder
+    plots = plot_families(folder, rows)
+    written = list(plots.values())
+    images = [f"![{md(f)}]({folder.name}/{p.name})" for f, p in plots.items()]  # relative to the page beside it
     path = folder / "forests.md"
     atomic_write(path, "\n".join(images) + "\n")
     written.append(path)

@@ -72,6 +72,7 @@ def evidence(only: list[str] | None = None, *, options: Options | None = None, l
     ledger = ledger if isinstance(ledger, Ledger) else Ledger(url=ledger)
     folder = table_folder(ledger, out, o.quick)
     earlier = {(r.claim, r.setting, r.variant, r.metric): r for r in _earlier(folder)}
+    git = _code_version()  # once: the code does not change while it runs
     # rows of the claims not run now stay, as an earlier run left them (a claim no longer defined goes)
     rows: list[EvidenceRow] = [r for r in earlier.values()
                                if r.claim not in {c.name for c in chosen} and r.claim in {c.name for c in CLAIMS}]
@@ -88,10 +89,10 @@ def evidence(only: list[str] | None = None, *, options: Options | None = None, l
             rows = [r for r in rows if (r.claim, r.setting) != (c.name, s.label if s else "")] + new
             if o.progress:
                 _say(i, len(chosen), c, s, new)
-        write_table(folder, _ordered(rows), header=_header(o, ledger, rows))
+        write_table(folder, _ordered(rows), header=_header(o, ledger, rows, git))
     rows = _ordered(rows)
     if docs:
-        write_docs(Path(docs), rows, header=_header(o, ledger, rows))
+        write_docs(Path(docs), rows, header=_header(o, ledger, rows, git))
     return rows
 
 
@@ -113,18 +114,23 @@ def _ordered(rows: list[EvidenceRow]) -> list[EvidenceRow]:
     return sorted(rows, key=lambda r: order.get(r.claim, len(order)))
 
 
-def _header(o: Options, ledger: Ledger, rows: list[EvidenceRow]) -> dict[str, str]:
-    import os
-
+def _code_version() -> str:
+    """The commit of the code that runs (``abc1234*`` when dirty), wherever the command was started."""
     from dltricks.ledger.gitinfo import git_state
 
-    git = git_state(Path(__file__).parent)  # the code that ran, wherever the command was started
+    git = git_state(Path(__file__).parent)
+    return git.short if git.commit else "not in a git repository"
+
+
+def _header(o: Options, ledger: Ledger, rows: list[EvidenceRow], git: str) -> dict[str, str]:
+    import os
+
     studies = {(r.claim, r.setting): r.wall_s for r in rows if not math.isnan(r.wall_s)}
     return {"seeds": f"{QUICK_SEEDS} (quick: verdicts not meant)" if o.quick else str(o.seeds),
             "protocol": f"--tuned {o.tuned}" if o.tuned else "the recipe's settings for every arm",
             "machine": f"{os.cpu_count()} CPU cores, {o.workers} workers",
             "wall time": f"{sum(studies.values()) / 60:.1f} minutes for {len(studies)} studies",
-            "ledger": ledger.where, "git commit": git.short if git.commit else "not in a git repository",
+            "ledger": ledger.where, "git commit": git,
             "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
